@@ -1,0 +1,84 @@
+"""Checkpoints: plain tensors and containers only, so loading never needs to unpickle code.
+
+A checkpoint is a dict with FORMAT, the step, the networks' and optimizers' state_dicts, the
+resolved config as YAML, and the RNG states. It is written to a temp file in the same folder,
+fsynced and renamed, so a crash mid-write leaves the previous file intact.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import random
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from gan_cli.errors import GanCliError
+
+FORMAT = "gan-cli/1"
+
+
+def rng_state() -> dict[str, Any]:
+    kind, keys, position, has_gauss, cached = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(position),
+                  "has_gauss": int(has_gauss), "cached": float(cached)},
+        "python": random.getstate(),
+    }
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    numpy_state = state["numpy"]
+    np.random.set_state(("MT19937", numpy_state["keys"].numpy().astype(np.uint32), numpy_state["pos"],
+                         numpy_state["has_gauss"], numpy_state["cached"]))
+    random.setstate(state["python"])
+
+
+def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as tmp:
+            torch.save({"format": FORMAT, **state}, tmp)
+            tmp.flush()
+            os.fsync(tmp.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load with weights_only=True: a pickle that would run code is refused, not executed."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise GanCliError(f"checkpoint {path} does not exist")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        reason = str(err).splitlines()[0]
+        raise GanCliError(f"checkpoint {path} was refused: it holds more than tensors ({reason})") from None
+    except (RuntimeError, EOFError, OSError, ValueError) as err:
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise GanCliError(f"checkpoint {path} is truncated or corrupt: {reason}") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise GanCliError(f"{path} is not a gan-cli checkpoint (expected format {FORMAT!r})")
+    return state
+
+
+def load_weights(module: torch.nn.Module, weights: dict[str, Any], path: str | Path, what: str) -> None:
+    """load_state_dict with an error that names the checkpoint and the mismatched keys."""
+    try:
+        module.load_state_dict(weights)
+    except RuntimeError as err:
+        details = " ".join(line.strip() for line in str(err).splitlines()[1:3])
+        raise GanCliError(f"checkpoint {path}: its {what} does not match the configured model: {details}") from None

@@ -1,0 +1,37 @@
+"""User-facing errors: one line, no traceback, non-zero exit."""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+EXIT_USAGE = 2
+
+
+class GanCliError(Exception):
+    """A problem with the user's input (config, files, checkpoint) that a message can explain."""
+
+
+def reported(func: F) -> F:
+    """Turn a GanCliError inside a Hydra task into `error: ...` on stderr and exit 2.
+
+    Hydra would print its own traceback for an exception escaping the task function; a bad
+    config value deserves one line. HYDRA_FULL_ERROR=1 keeps the traceback for debugging.
+    """
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except GanCliError as err:
+            if os.environ.get("HYDRA_FULL_ERROR") == "1":
+                raise
+            print(f"error: {err}", file=sys.stderr, flush=True)
+            sys.exit(EXIT_USAGE)
+
+    return wrapper  # type: ignore[return-value]

@@ -1,0 +1,84 @@
+"""DCGAN (Radford, Metz & Chintala 2015) with depth that follows the image size.
+
+The spatial size is halved while it is even and above 7: 28 -> 14 -> 7 (2 stages from a 7x7
+start), 32 -> 4 (3 stages), 64 -> 4 (4 stages). G doubles its width towards z, D towards the
+logit, as in the paper's 64x64 architecture.
+"""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from gan_cli.errors import GanCliError
+
+
+def stages_for(image_size: int) -> tuple[int, int]:
+    """(base size, number of 2x stages) with image_size == base * 2**stages and 3 <= base <= 7."""
+    base, stages = image_size, 0
+    while base % 2 == 0 and base > 7:
+        base, stages = base // 2, stages + 1
+    if not 3 <= base <= 7 or stages < 1:
+        raise GanCliError(
+            f"model dcgan cannot build dataset.image_size={image_size}: allowed are sizes b*2^k "
+            "with b in 3..7 and k >= 1, such as 28, 32, 48, 64, 128"
+        )
+    return base, stages
+
+
+def dcgan_init(module: nn.Module) -> None:
+    """N(0, 0.02) weights as in the paper; BatchNorm scale N(1, 0.02), biases zero."""
+    if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+        nn.init.normal_(module.weight, 0.0, 0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.BatchNorm2d):
+        nn.init.normal_(module.weight, 1.0, 0.02)
+        nn.init.zeros_(module.bias)
+
+
+class Generator(nn.Module):
+    def __init__(self, z_dim: int = 100, channels: int = 1, image_size: int = 28, ngf: int = 64):
+        super().__init__()
+        self.z_dim = z_dim
+        base, stages = stages_for(image_size)
+        width = ngf * 2 ** (stages - 1)
+        layers: list[nn.Module] = [  # z (B, z_dim, 1, 1) -> (B, width, base, base)
+            nn.ConvTranspose2d(z_dim, width, base, 1, 0, bias=False),
+            nn.BatchNorm2d(width),
+            nn.ReLU(True),
+        ]
+        for _ in range(stages - 1):  # each stage doubles H and W, halves the width
+            layers += [
+                nn.ConvTranspose2d(width, width // 2, 4, 2, 1, bias=False),
+                nn.BatchNorm2d(width // 2),
+                nn.ReLU(True),
+            ]
+            width //= 2
+        layers += [nn.ConvTranspose2d(width, channels, 4, 2, 1), nn.Tanh()]
+        self.net = nn.Sequential(*layers)
+        self.apply(dcgan_init)
+
+    def forward(self, z: Tensor) -> Tensor:
+        return self.net(z.view(z.shape[0], -1, 1, 1))  # (B, C, H, W)
+
+
+class Discriminator(nn.Module):
+    def __init__(self, channels: int = 1, image_size: int = 28, ndf: int = 64):
+        super().__init__()
+        base, stages = stages_for(image_size)
+        # No BatchNorm on the first layer: the paper found it destabilizes training.
+        layers: list[nn.Module] = [nn.Conv2d(channels, ndf, 4, 2, 1), nn.LeakyReLU(0.2, True)]
+        width = ndf
+        for _ in range(stages - 1):
+            layers += [
+                nn.Conv2d(width, width * 2, 4, 2, 1, bias=False),
+                nn.BatchNorm2d(width * 2),
+                nn.LeakyReLU(0.2, True),
+            ]
+            width *= 2
+        layers.append(nn.Conv2d(width, 1, base, 1, 0))  # (B, width, base, base) -> (B, 1, 1, 1)
+        self.net = nn.Sequential(*layers)
+        self.apply(dcgan_init)
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.net(images).view(-1)  # (B,) logits
