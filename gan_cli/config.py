@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 import torch
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -210,3 +212,17 @@ def resolve_device(spec: str) -> torch.device:
     if torch.backends.mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")
+
+
+def build(node: DictConfig, *args: Any) -> Any:
+    """hydra.utils.instantiate with user-facing errors: a GanCliError raised by a component
+    comes through as itself (Hydra would wrap it), anything else names the config node."""
+    try:
+        return instantiate(node, *args)
+    except InstantiationException as err:
+        if isinstance(err.__cause__, GanCliError):
+            raise err.__cause__ from None
+        cause = err.__cause__ if err.__cause__ is not None else err
+        reason = str(cause).splitlines()[0] if str(cause) else type(cause).__name__
+        target = node.get("_target_", "?")
+        raise GanCliError(f"cannot build {target} from the config: {type(cause).__name__}: {reason}") from None

@@ -7,13 +7,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 from torchvision.utils import save_image
 
 from gan_cli.checkpoint import load_checkpoint, load_weights
-from gan_cli.config import resolve_device, validate_sample
+from gan_cli.config import build, resolve_device, validate_sample
 from gan_cli.errors import GanCliError
 
 log = logging.getLogger("gan_cli")
@@ -29,7 +28,7 @@ def to_uint8(images: Tensor) -> Tensor:
 def load_generator(path: str, device: torch.device) -> nn.Module:
     state = load_checkpoint(path)
     train_cfg = OmegaConf.create(state["config"])
-    generator = instantiate(train_cfg.model.generator)
+    generator = build(train_cfg.model.generator)
     load_weights(generator, state["generator"], path, "generator")
     return generator.to(device).eval()
 

@@ -19,12 +19,11 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
 from gan_cli.checkpoint import load_checkpoint, load_weights, rng_state, save_checkpoint, set_rng_state
-from gan_cli.config import resolve_device, validate
+from gan_cli.config import build, resolve_device, validate
 from gan_cli.data import DeviceSampler
 from gan_cli.logging import Reporter
 
@@ -47,19 +46,19 @@ class GanRun:
     autocast: Callable[[], AbstractContextManager[Any]]
 
 
-def build(cfg: DictConfig, device: torch.device) -> GanRun:
+def build_run(cfg: DictConfig, device: torch.device) -> GanRun:
     """Instantiate every component from its `_target_`; the config alone decides what runs."""
-    data = instantiate(cfg.dataset)
+    data = build(cfg.dataset)
     sampler = DeviceSampler(data, device, cfg.trainer.batch_size, cfg.trainer.seed, cfg.dataset.hflip)
-    generator = instantiate(cfg.model.generator).to(device)
-    discriminator = instantiate(cfg.model.discriminator).to(device)
+    generator = build(cfg.model.generator).to(device)
+    discriminator = build(cfg.model.discriminator).to(device)
     bf16 = cfg.trainer.precision == "bf16"
     return GanRun(
         generator=generator,
         discriminator=discriminator,
-        opt_g=instantiate(cfg.optim.g)(generator.parameters()),
-        opt_d=instantiate(cfg.optim.d)(discriminator.parameters()),
-        loss=instantiate(cfg.loss),
+        opt_g=build(cfg.optim.g)(generator.parameters()),
+        opt_d=build(cfg.optim.d)(discriminator.parameters()),
+        loss=build(cfg.loss),
         sampler=sampler,
         d_steps=cfg.trainer.d_steps,
         autocast=partial(torch.autocast, device.type, dtype=torch.bfloat16, enabled=bf16),
@@ -153,7 +152,7 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, Any]:
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed shapes every step: autotune once
     seed_everything(cfg.trainer.seed)
-    run = build(cfg, device)
+    run = build_run(cfg, device)
     start = restore(run, cfg.trainer.resume) if cfg.trainer.resume else 0
     steps = total_steps(cfg, run.sampler.batches_per_epoch)
     batches_per_epoch, images_per_step = run.sampler.batches_per_epoch, cfg.trainer.batch_size * run.d_steps

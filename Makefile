@@ -1,0 +1,30 @@
+# gan-cli: `make train` and `make test` work on a fresh clone (they create .venv when missing).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+ARGS ?=          # extra overrides for `make train`, e.g. make train ARGS="model=mlp trainer.epochs=1"
+PYTEST_ARGS ?=
+
+.PHONY: install train test lint tensorboard clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -e '.[dev]'
+	@touch $@
+
+train: install
+	$(BIN)/gan-train $(ARGS)
+
+test: install
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check gan_cli tests
+
+tensorboard: install
+	$(BIN)/tensorboard --logdir outputs
+
+clean:
+	rm -rf outputs/2* outputs/multirun .pytest_cache .ruff_cache dist build

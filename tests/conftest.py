@@ -1,0 +1,116 @@
+"""Shared fixtures: the real conf/ composed with small overrides, and synthetic datasets
+written in the real on-disk formats (MNIST idx, CIFAR-10 pickle batches, ImageFolder)."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import struct
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+from PIL import Image
+
+from gan_cli.cli import CONFIG_DIR
+
+REPO = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+# A tiny DCGAN/MLP and a few steps: every subprocess run below finishes in seconds on a CPU.
+TINY = [
+    "trainer.device=cpu",
+    "trainer.batch_size=16",
+    "trainer.max_steps=4",
+    "log.every_n_steps=2",
+    "log.sample_every_n_steps=2",
+    "log.num_samples=16",
+    "model.generator.ngf=8",
+    "model.discriminator.ndf=8",
+]
+TINY_FAKE = ["dataset=fake", "dataset.num_samples=64", *TINY]
+
+
+def compose_train(overrides: list[str]) -> DictConfig:
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        return compose("train", overrides=overrides)
+
+
+@pytest.fixture
+def compose_cfg() -> Callable[[list[str]], DictConfig]:
+    return compose_train
+
+
+def run_cli(script: str, args: list[str], cwd: Path, env: dict[str, str] | None = None,
+            check: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run an installed console script (gan-train, gan-sample) as a user would."""
+    full_env = {**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})}
+    full_env.pop("HYDRA_FULL_ERROR", None)
+    result = subprocess.run([str(BIN / script), *args], cwd=cwd, env=full_env, capture_output=True,
+                            text=True, timeout=300)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{script} {' '.join(args)} failed ({result.returncode}):\n{result.stderr[-3000:]}")
+    return result
+
+
+def write_idx(path: Path, array: np.ndarray) -> None:
+    """MNIST's idx format: magic (0, 0, 0x08 = ubyte, ndim), big-endian int32 dims, raw bytes."""
+    header = struct.pack(">BBBB", 0, 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+    path.write_bytes(header + array.astype(np.uint8).tobytes())
+
+
+def make_mnist(root: Path, folder: str = "MNIST", count: int = 96) -> Path:
+    """root/<folder>/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte, as torchvision expects."""
+    raw = root / folder / "raw"
+    raw.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for split in ("train", "t10k"):
+        write_idx(raw / f"{split}-images-idx3-ubyte", rng.integers(0, 256, (count, 28, 28)))
+        write_idx(raw / f"{split}-labels-idx1-ubyte", rng.integers(0, 10, (count,)))
+    return root
+
+
+def make_cifar10(root: Path, per_batch: int = 20) -> Path:
+    """root/cifar-10-batches-py/{data_batch_1..5,test_batch,batches.meta}: pickled dicts."""
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        batch = {"data": rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8),
+                 "labels": rng.integers(0, 10, per_batch).tolist()}
+        (folder / name).write_bytes(pickle.dumps(batch))
+    meta = {"label_names": ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
+                            "truck"]}
+    (folder / "batches.meta").write_bytes(pickle.dumps(meta))
+    return root
+
+
+def make_image_folder(root: Path, classes: int = 2, per_class: int = 6, size: tuple[int, int] = (40, 30)) -> Path:
+    rng = np.random.default_rng(0)
+    for label in range(classes):
+        folder = root / f"class_{label}"
+        folder.mkdir(parents=True)
+        for index in range(per_class):
+            pixels = rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(folder / f"{index}.png")
+    return root
+
+
+@pytest.fixture
+def mnist_root(tmp_path: Path) -> Path:
+    return make_mnist(tmp_path / "data")
+
+
+@pytest.fixture
+def cifar_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    # torchvision's CIFAR10 checks the md5 of each real batch file; synthetic batches cannot
+    # match, so only that check is bypassed. Unpickling and reshaping run as for real files.
+    from torchvision.datasets import cifar
+
+    monkeypatch.setattr(cifar, "check_integrity", lambda path, md5=None: Path(path).is_file())
+    return make_cifar10(tmp_path / "data")

@@ -1,0 +1,116 @@
+"""gan-train and gan-sample as a user runs them: subprocesses in a scratch directory."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from tests.conftest import TINY, TINY_FAKE, run_cli
+
+TAGS = {"loss/d", "loss/g", "prob/real", "prob/fake", "perf/img_per_sec"}
+
+
+def only_run_dir(root: Path) -> Path:
+    runs = [p.parent for p in root.glob("outputs/*/*/metrics.json")]
+    assert len(runs) == 1, runs
+    return runs[0]
+
+
+def read_tb(run_dir: Path) -> EventAccumulator:
+    events = EventAccumulator(str(run_dir / "tb"), size_guidance={"images": 0, "scalars": 0})
+    events.Reload()
+    return events
+
+
+def test_train_on_fake_writes_every_artifact(tmp_path: Path) -> None:
+    run_cli("gan-train", TINY_FAKE, cwd=tmp_path)
+    run_dir = only_run_dir(tmp_path)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["steps"] == 4 and metrics["images_seen"] == 64 and metrics["device"] == "cpu"
+    assert all(np.isfinite(metrics[k]) for k in ("loss/d", "loss/g", "img_per_sec", "train_seconds"))
+    events = read_tb(run_dir)
+    assert TAGS <= set(events.Tags()["scalars"])
+    assert [e.step for e in events.Scalars("loss/d")] == [2, 4]
+    assert "samples" in events.Tags()["images"]
+    grid = Image.open(run_dir / "samples" / "step_0000004.png")
+    assert grid.size[0] > 28 * 4  # a 4x4 grid of 28 px images with padding
+    checkpoint = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
+    assert checkpoint["step"] == 4 and {"generator", "discriminator", "opt_g", "opt_d", "rng", "config"} <= set(
+        checkpoint)
+    assert (run_dir / ".hydra" / "config.yaml").is_file() and (run_dir / "train.log").is_file()
+    assert "device: cpu" in (run_dir / "train.log").read_text()
+
+
+def test_train_on_synthetic_mnist_files(tmp_path: Path, mnist_root: Path) -> None:
+    run_cli("gan-train", [f"dataset.root={mnist_root}", "dataset.download=false", "model=mlp", *TINY[:-2]],
+            cwd=tmp_path)
+    metrics = json.loads((only_run_dir(tmp_path) / "metrics.json").read_text())
+    assert metrics["steps"] == 4 and np.isfinite(metrics["loss/g"])
+
+
+def test_resume_continues_the_step_count(tmp_path: Path) -> None:
+    first = tmp_path / "first"
+    run_cli("gan-train", [*TINY_FAKE, f"hydra.run.dir={first}"], cwd=tmp_path)
+    second = tmp_path / "second"
+    run_cli("gan-train", [*TINY_FAKE, "trainer.max_steps=8", f"trainer.resume={first}/checkpoints/last.pt",
+                          f"hydra.run.dir={second}"], cwd=tmp_path)
+    assert json.loads((second / "metrics.json").read_text())["steps"] == 8
+    assert [e.step for e in read_tb(second).Scalars("loss/d")] == [6, 8]
+    assert torch.load(second / "checkpoints" / "last.pt", weights_only=True)["step"] == 8
+
+
+def test_gan_sample_npz_png_and_folder(tmp_path: Path) -> None:
+    run_cli("gan-train", [*TINY_FAKE, f"hydra.run.dir={tmp_path / 'run'}"], cwd=tmp_path)
+    checkpoint = tmp_path / "run" / "checkpoints" / "last.pt"
+    run_cli("gan-sample", [f"checkpoint={checkpoint}", "num_samples=10", "out=s.npz"], cwd=tmp_path)
+    array = np.load(tmp_path / "s.npz")["arr_0"]
+    assert array.shape == (10, 28, 28, 1) and array.dtype == np.uint8
+    run_cli("gan-sample", [f"checkpoint={checkpoint}", "num_samples=10", "out=grid.png", "nrow=5"], cwd=tmp_path)
+    assert Image.open(tmp_path / "grid.png").size == (5 * 30 + 2, 2 * 30 + 2)
+    run_cli("gan-sample", [f"checkpoint={checkpoint}", "num_samples=3", "out=pngs"], cwd=tmp_path)
+    assert sorted(p.name for p in (tmp_path / "pngs").iterdir()) == ["000000.png", "000001.png", "000002.png"]
+    run_cli("gan-sample", [f"checkpoint={checkpoint}", "num_samples=10", "out=again.npz", "batch_size=3"],
+            cwd=tmp_path)
+    assert np.array_equal(np.load(tmp_path / "again.npz")["arr_0"], array)  # same seed, same images
+    assert not (tmp_path / "outputs" / "multirun").exists()
+
+
+@pytest.mark.parametrize(
+    "script, args, expected",
+    [
+        ("gan-train", ["trainer.batch_size=0"], "trainer.batch_size=0"),
+        ("gan-train", ["optim.lr=-1"], "optim.g.lr"),
+        ("gan-train", ["trainer.device=tpu"], "trainer.device"),
+        ("gan-train", ["dataset.root=/no/such/dir", "dataset.download=false"], "dataset.root"),
+        ("gan-sample", ["checkpoint=/no/such.pt"], "/no/such.pt does not exist"),
+        ("gan-sample", ["checkpoint=x.pt", "num_samples=0"], "num_samples"),
+        ("gan-sample", ["checkpoint=x.pt", "out=a.gif"], "unknown extension '.gif'"),
+    ],
+)
+def test_bad_input_is_one_line_and_nonzero(tmp_path: Path, script: str, args: list[str], expected: str) -> None:
+    result = run_cli(script, args, cwd=tmp_path, check=False)
+    assert result.returncode == 2
+    assert expected in result.stderr and "Traceback" not in result.stderr
+    assert [line for line in result.stderr.splitlines() if line.startswith("error:")]
+
+
+def test_typo_in_a_component_key_is_reported(tmp_path: Path) -> None:
+    result = run_cli("gan-train", [*TINY_FAKE, "+model.generator.ngff=3"], cwd=tmp_path, check=False)
+    assert result.returncode == 2 and "ngff" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_two_job_multirun_gets_two_run_dirs(tmp_path: Path) -> None:
+    run_cli("gan-train", ["-m", *TINY_FAKE, "optim.lr=1e-4,2e-4"], cwd=tmp_path)
+    jobs = sorted(tmp_path.glob("outputs/multirun/*/*/*/metrics.json"))
+    assert len(jobs) == 2
+    for job in jobs:
+        assert list((job.parent / "tb").glob("events.out.tfevents.*"))
+    assert [job.parent.name for job in jobs] == ["0", "1"]
+    overrides = [(job.parent / ".hydra" / "overrides.yaml").read_text() for job in jobs]
+    assert "optim.lr=0.0001" in overrides[0] and "optim.lr=0.0002" in overrides[1]

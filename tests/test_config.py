@@ -1,0 +1,114 @@
+"""The real conf/: every group option composes, instantiates and validates; bad values fail
+with the key's name."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from hydra.utils import instantiate
+
+from gan_cli.cli import CONFIG_DIR
+from gan_cli.config import validate
+from gan_cli.errors import GanCliError
+from tests.conftest import compose_train
+
+
+def options(group: str) -> list[str]:
+    return sorted(path.stem for path in (Path(CONFIG_DIR) / group).glob("*.yaml"))
+
+
+def test_default_is_dcgan_on_mnist() -> None:
+    cfg = validate(compose_train([]))
+    assert cfg.model.name == "dcgan" and cfg.dataset.name == "mnist"
+    assert (cfg.dataset.channels, cfg.dataset.image_size) == (1, 28)
+    assert list(cfg.optim.g.betas) == [0.5, 0.999]
+
+
+def test_optim_shorthand_sets_both_networks_and_each_can_differ() -> None:
+    cfg = validate(compose_train(["optim.lr=1e-3", "optim.betas=[0.0,0.9]", "optim.d.lr=4e-3"]))
+    assert cfg.optim.g.lr == pytest.approx(1e-3) and cfg.optim.d.lr == pytest.approx(4e-3)
+    assert list(cfg.optim.g.betas) == list(cfg.optim.d.betas) == [0.0, 0.9]
+
+
+@pytest.mark.parametrize("model", options("model"))
+@pytest.mark.parametrize("dataset, shape", [("mnist", (1, 28, 28)), ("cifar10", (3, 32, 32)),
+                                            ("fake", (1, 28, 28))])
+def test_every_model_builds_for_each_dataset_shape(model: str, dataset: str, shape: tuple[int, ...]) -> None:
+    cfg = validate(compose_train([f"model={model}", f"dataset={dataset}"]))
+    generator, discriminator = instantiate(cfg.model.generator), instantiate(cfg.model.discriminator)
+    images = generator(torch.randn(3, generator.z_dim))
+    assert images.shape == (3, *shape)
+    assert discriminator(images).shape == (3,)
+
+
+def test_folder_dataset_size_reaches_the_model(tmp_path: Path) -> None:
+    cfg = validate(compose_train(["dataset=folder", f"dataset.root={tmp_path}", "dataset.image_size=64"]))
+    generator = instantiate(cfg.model.generator)
+    assert generator(torch.randn(2, 100)).shape == (2, 3, 64, 64)
+
+
+@pytest.mark.parametrize("loss", options("loss"))
+def test_every_loss_instantiates(loss: str) -> None:
+    cfg = validate(compose_train([f"loss={loss}"]))
+    criterion = instantiate(cfg.loss)
+    logits = torch.randn(8)
+    assert torch.isfinite(criterion.d_loss(logits, -logits)) and torch.isfinite(criterion.g_loss(logits))
+
+
+@pytest.mark.parametrize("optim", options("optim"))
+def test_every_optimizer_instantiates(optim: str) -> None:
+    cfg = validate(compose_train([f"optim={optim}"]))
+    for network in ("g", "d"):
+        optimizer = instantiate(cfg.optim[network])([torch.nn.Parameter(torch.zeros(2))])
+        assert isinstance(optimizer, torch.optim.Optimizer)
+
+
+@pytest.mark.parametrize("experiment", options("experiment"))
+def test_every_experiment_composes_and_validates(experiment: str) -> None:
+    cfg = validate(compose_train([f"experiment={experiment}", "trainer.device=cpu"]))
+    assert cfg.trainer.epochs >= 1
+
+
+BAD = [
+    ("trainer.batch_size=abc", "trainer.batch_size"),
+    ("trainer.batch_size=0", "trainer.batch_size"),
+    ("trainer.epochs=0", "trainer.epochs"),
+    ("trainer.max_steps=-3", "trainer.max_steps"),
+    ("trainer.d_steps=0", "trainer.d_steps"),
+    ("optim.lr=0", "optim.g.lr"),
+    ("optim.lr=-1e-4", "optim.g.lr"),
+    ("optim.d.lr=0", "optim.d.lr"),
+    ("optim.betas=[0.5,1.0]", "optim.g.betas"),
+    ("optim.betas=[-0.1,0.9]", "optim.g.betas"),
+    ("optim.betas=[0.5]", "optim.g.betas"),
+    ("trainer.device=gpu", "trainer.device"),
+    ("trainer.device=cuda:x", "trainer.device"),
+    ("trainer.precision=16", "trainer.precision"),
+    ("log.every_n_steps=0", "log.every_n_steps"),
+    ("dataset.channels=2", "dataset.channels"),
+]
+
+
+@pytest.mark.parametrize("override, key", BAD)
+def test_bad_values_name_the_key(override: str, key: str) -> None:
+    with pytest.raises(GanCliError, match=key.replace(".", r"\.")):
+        validate(compose_train([override]))
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without CUDA")
+def test_requesting_missing_cuda_fails_early() -> None:
+    with pytest.raises(GanCliError, match="trainer.device=cuda but CUDA is not available"):
+        validate(compose_train(["trainer.device=cuda"]))
+
+
+def test_missing_root_with_download_off_says_where(tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere"
+    with pytest.raises(GanCliError, match="dataset.root=.*does not exist.*download=false"):
+        validate(compose_train([f"dataset.root={missing}", "dataset.download=false"]))
+
+
+def test_data_root_follows_environment_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GAN_CLI_DATA_ROOT", "/datasets/shared")
+    assert validate(compose_train([])).dataset.root == "/datasets/shared"
