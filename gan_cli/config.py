@@ -58,6 +58,7 @@ class OptimSchema:
 class TrainerSchema:
     epochs: int = 5
     max_steps: Optional[int] = None
+    time_limit_minutes: Optional[float] = None
     batch_size: int = 128
     d_steps: int = 1
     device: str = "auto"
@@ -116,6 +117,7 @@ CHECKS: list[Check] = [
     ("trainer.batch_size", lambda v: v >= 1, "an integer >= 1"),
     ("trainer.epochs", lambda v: v >= 1, "an integer >= 1"),
     ("trainer.max_steps", lambda v: v >= 1, "null or an integer >= 1"),
+    ("trainer.time_limit_minutes", _positive, "null or a number of minutes > 0"),
     ("trainer.d_steps", lambda v: v >= 1, "an integer >= 1"),
     ("trainer.ckpt_every_n_steps", lambda v: v >= 1, "an integer >= 1"),
     ("trainer.device", lambda v: bool(DEVICE_PATTERN.match(v)), DEVICES_ALLOWED),

@@ -179,6 +179,10 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, Any]:
             reporter.scalars(step, epoch_of(step), values)
             sums.zero_()
             count, last_time, last_step = 0, now, step
+            if cfg.trainer.time_limit_minutes and now - started > 60 * cfg.trainer.time_limit_minutes:
+                log.info("time limit of %s min reached at step %d", cfg.trainer.time_limit_minutes, step)
+                steps = step
+                break
         if step % cfg.log.sample_every_n_steps == 0:
             reporter.samples(step, draw_samples(run.generator, z_fixed), grid_rows)
         if step % cfg.trainer.ckpt_every_n_steps == 0:
