@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 ARGS ?=          # extra overrides for `make train`, e.g. make train ARGS="model=mlp trainer.epochs=1"
 PYTEST_ARGS ?=
 
-.PHONY: install train test lint tensorboard clean
+.PHONY: install train bench test lint tensorboard clean
 
 install: $(VENV)/.installed
 
@@ -16,6 +16,9 @@ $(VENV)/.installed: pyproject.toml
 
 train: install
 	$(BIN)/gan-train $(ARGS)
+
+bench: install
+	$(BIN)/gan-bench $(ARGS)
 
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

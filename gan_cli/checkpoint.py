@@ -7,6 +7,7 @@ fsynced and renamed, so a crash mid-write leaves the previous file intact.
 
 from __future__ import annotations
 
+import logging
 import os
 import pickle
 import random
@@ -18,6 +19,8 @@ import numpy as np
 import torch
 
 from gan_cli.errors import GanCliError
+
+log = logging.getLogger("gan_cli")
 
 FORMAT = "gan-cli/1"
 
@@ -52,9 +55,52 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
             tmp.flush()
             os.fsync(tmp.fileno())
         os.replace(tmp_name, path)
+        directory = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(directory)  # make the rename itself durable
+        finally:
+            os.close(directory)
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
         raise
+
+
+class CheckpointDir:
+    """checkpoints/step_NNNNNNN.pt for the newest `keep` saves, and last.pt, a hard link to the
+    newest (no second copy on disk). Each file is complete or absent, never half written."""
+
+    def __init__(self, folder: Path, keep: int):
+        self.folder, self.keep = folder, keep
+
+    def step_files(self) -> list[Path]:
+        return sorted(self.folder.glob("step_*.pt"))
+
+    def save(self, state: dict[str, Any], step: int) -> Path:
+        path = self.folder / f"step_{step:07d}.pt"
+        try:
+            save_checkpoint(path, state)
+            link = self.folder / ".last.pt.tmp"
+            link.unlink(missing_ok=True)
+            os.link(path, link)
+            os.replace(link, self.folder / "last.pt")
+        except OSError as err:
+            raise GanCliError(
+                f"could not write checkpoint {path}: {err.strerror or err}; earlier checkpoints in "
+                f"{self.folder} are intact"
+            ) from None
+        for old in self.step_files()[: -self.keep]:
+            old.unlink()
+        return path
+
+    def newest_loadable(self) -> tuple[Path, dict[str, Any]] | None:
+        """The newest checkpoint that loads, skipping (and reporting) damaged ones."""
+        candidates = [self.folder / "last.pt", *reversed(self.step_files())]
+        for path in (p for p in candidates if p.is_file()):
+            try:
+                return path, load_checkpoint(path)
+            except GanCliError as err:
+                log.warning("skipping %s", err)
+        return None
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -81,4 +127,6 @@ def load_weights(module: torch.nn.Module, weights: dict[str, Any], path: str | P
         module.load_state_dict(weights)
     except RuntimeError as err:
         details = " ".join(line.strip() for line in str(err).splitlines()[1:3])
-        raise GanCliError(f"checkpoint {path}: its {what} does not match the configured model: {details}") from None
+        raise GanCliError(
+            f"checkpoint {path}: its {what} does not match the configured model: {details}"
+        ) from None

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 from typing import Any
 
 import hydra
 from omegaconf import DictConfig
 
-from gan_cli.errors import reported
+from gan_cli.errors import EXIT_USAGE, reported
 
 
 def config_dir() -> str:
@@ -27,9 +29,10 @@ CONFIG_DIR = config_dir()
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
 @reported
 def _train(cfg: DictConfig) -> Any:
+    from gan_cli.sweep import run_task
     from gan_cli.train import train  # torch import after Hydra has parsed the command line
 
-    return train(cfg)
+    return run_task(train, cfg)  # the metrics, or the float a sweeper optimizes
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="sample")
@@ -40,7 +43,26 @@ def _sample(cfg: DictConfig) -> None:
     sample(cfg)
 
 
+def check_output_root(argv: list[str]) -> None:
+    """Hydra creates the run dir before any of our code runs and answers a failure with a
+    traceback; check the folder it will create first, and say what is wrong in one line."""
+    root = Path("outputs")
+    for arg in argv:
+        key, _, value = arg.partition("=")
+        if key in ("hydra.run.dir", "hydra.sweep.dir"):
+            root = Path(value.split("$", 1)[0] or ".")  # the part before any ${now:...}
+    existing = root.expanduser().absolute()
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir() or not os.access(existing, os.W_OK):
+        problem = "is not a folder" if not existing.is_dir() else "is not writable"
+        print(f"error: cannot create the output dir {root}: {existing} {problem}; "
+              "choose another with hydra.run.dir=... (hydra.sweep.dir=... for -m)", file=sys.stderr)
+        sys.exit(EXIT_USAGE)
+
+
 def train_main() -> None:
+    check_output_root(sys.argv[1:])
     _train()
 
 

@@ -8,9 +8,10 @@ their own keys (dataset, model, loss) are typed where all options agree and open
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any
 
 import torch
 from hydra.errors import InstantiationException
@@ -23,6 +24,7 @@ from gan_cli.errors import GanCliError
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 DEVICES_ALLOWED = "auto, cpu, cuda, cuda:N, mps"
 PRECISIONS = ("32", "bf16")
+EVAL_FEATURES = ("classifier", "inception")
 
 
 @dataclass
@@ -41,6 +43,7 @@ class DatasetSchema:
 class ModelSchema:
     name: str = "???"
     z_dim: int = 100
+    conditional: bool = False
     generator: Any = None
     discriminator: Any = None
 
@@ -57,15 +60,18 @@ class OptimSchema:
 @dataclass
 class TrainerSchema:
     epochs: int = 5
-    max_steps: Optional[int] = None
-    time_limit_minutes: Optional[float] = None
+    max_steps: int | None = None
+    time_limit_minutes: float | None = None
     batch_size: int = 128
     d_steps: int = 1
     device: str = "auto"
     seed: int = 0
     precision: str = "32"
+    compile: bool = False
     ckpt_every_n_steps: int = 1000
-    resume: Optional[str] = None
+    keep_checkpoints: int = 3
+    resume: str | None = None
+    num_threads: int | None = None
 
 
 @dataclass
@@ -76,13 +82,32 @@ class LogSchema:
 
 
 @dataclass
+class EvalSchema:
+    enabled: bool = True
+    every_n_steps: int = 1000
+    num_samples: int = 5000
+    features: str = "classifier"
+    inception_weights: str | None = None
+    batch_size: int = 250
+    classifier_epochs: int = 4
+    kid_subsets: int = 100
+    kid_subset_size: int = 1000
+    cache_dir: str | None = None
+
+
+@dataclass
 class TrainSchema:
     dataset: DatasetSchema = field(default_factory=DatasetSchema)
     model: ModelSchema = field(default_factory=ModelSchema)
     loss: Any = None
+    reg: Any = None
+    augment: Any = None
+    ema: Any = None
     optim: OptimSchema = field(default_factory=OptimSchema)
     trainer: TrainerSchema = field(default_factory=TrainerSchema)
     log: LogSchema = field(default_factory=LogSchema)
+    eval: EvalSchema = field(default_factory=EvalSchema)
+    optimized_metric: str | None = None
 
 
 @dataclass
@@ -120,11 +145,20 @@ CHECKS: list[Check] = [
     ("trainer.time_limit_minutes", _positive, "null or a number of minutes > 0"),
     ("trainer.d_steps", lambda v: v >= 1, "an integer >= 1"),
     ("trainer.ckpt_every_n_steps", lambda v: v >= 1, "an integer >= 1"),
+    ("trainer.keep_checkpoints", lambda v: v >= 1, "an integer >= 1"),
+    ("trainer.num_threads", lambda v: v >= 1, "null or an integer >= 1"),
     ("trainer.device", lambda v: bool(DEVICE_PATTERN.match(v)), DEVICES_ALLOWED),
     ("trainer.precision", lambda v: v in PRECISIONS, " or ".join(PRECISIONS)),
     ("log.every_n_steps", lambda v: v >= 1, "an integer >= 1"),
     ("log.sample_every_n_steps", lambda v: v >= 1, "an integer >= 1"),
     ("log.num_samples", lambda v: v >= 1, "an integer >= 1"),
+    ("eval.every_n_steps", lambda v: v >= 1, "an integer >= 1"),
+    ("eval.num_samples", lambda v: v >= 2, "an integer >= 2"),
+    ("eval.features", lambda v: v in EVAL_FEATURES, " or ".join(EVAL_FEATURES)),
+    ("eval.batch_size", lambda v: v >= 1, "an integer >= 1"),
+    ("eval.classifier_epochs", lambda v: v >= 1, "an integer >= 1"),
+    ("eval.kid_subsets", lambda v: v >= 1, "an integer >= 1"),
+    ("eval.kid_subset_size", lambda v: v >= 2, "an integer >= 2"),
     ("dataset.channels", lambda v: v in (1, 3), "1 or 3"),
     ("dataset.image_size", lambda v: v >= 8, "an integer >= 8"),
     ("dataset.num_classes", lambda v: v >= 0, "an integer >= 0"),
@@ -173,6 +207,11 @@ def validate(cfg: DictConfig) -> DictConfig:
     """Return a typed, fully resolved copy of the train config, or raise GanCliError."""
     typed = _typed(cfg, TrainSchema, open_nodes=("dataset", "model", "optim"))
     _run_checks(typed, CHECKS)
+    if typed.model.conditional and typed.dataset.num_classes < 1:
+        raise GanCliError(
+            "model.conditional=true needs labelled data but dataset.num_classes is 0: pick a dataset "
+            "with classes (for dataset=folder set dataset.num_classes to the number of class folders)"
+        )
     check_device(typed.trainer.device, "trainer.device")
     root = typed.dataset.root
     if root and not typed.dataset.download and not Path(root).expanduser().exists():

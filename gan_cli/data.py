@@ -60,13 +60,15 @@ def load_torchvision(
     channels: int,
     image_size: int,
     num_classes: int,
+    train: bool = True,
     **_unused: Any,  # keys every dataset option carries (name, hflip) that loading does not need
 ) -> ImageData:
-    """A torchvision dataset whose `.data` holds all training images (MNIST family, CIFAR)."""
+    """A torchvision dataset whose `.data` holds all images of a split (MNIST family, CIFAR):
+    the training split, or the test split with train=False (metrics' reference statistics)."""
     dataset_cls = get_class(dataset_class)
     root_path = Path(root).expanduser().resolve()
     try:
-        dataset = dataset_cls(str(root_path), train=True, download=download)
+        dataset = dataset_cls(str(root_path), train=train, download=download)
     except LOAD_ERRORS as err:
         hint = "" if download else " (dataset.download=false)"
         raise GanCliError(

@@ -32,6 +32,6 @@ def reported(func: F) -> F:
             if os.environ.get("HYDRA_FULL_ERROR") == "1":
                 raise
             print(f"error: {err}", file=sys.stderr, flush=True)
-            sys.exit(EXIT_USAGE)
+            sys.exit(getattr(err, "exit_code", EXIT_USAGE))
 
     return wrapper  # type: ignore[return-value]

@@ -78,12 +78,25 @@ class _LineDisplay:
         pass
 
 
+def tb_run_dir(run_dir: Path) -> Path:
+    """Where the event files go: run_dir/tb, and for a multirun job run_dir/tb/<its overrides>
+    (Hydra's override_dirname; gan_cli.sweep leaves out the keys every job shares), so that
+    `tensorboard --logdir <sweep dir>` names each run `N/tb/optim.lr=0.0001,loss=hinge`."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return run_dir / "tb"
+    name = HydraConfig.get().job.override_dirname.replace("/", "_")[:200]  # one folder, < 255 bytes
+    return run_dir / "tb" / name if name else run_dir / "tb"
+
+
 class Reporter:
     def __init__(self, run_dir: Path, total_steps: int, start_step: int):
         self.run_dir = run_dir
         self.samples_dir = run_dir / "samples"
         self.samples_dir.mkdir(parents=True, exist_ok=True)
-        self.writer = SummaryWriter(str(run_dir / "tb"), purge_step=start_step or None)
+        self.writer = SummaryWriter(str(tb_run_dir(run_dir)), purge_step=start_step or None)
         display = _RichDisplay if sys.stdout.isatty() else _LineDisplay
         self.display = display(total_steps, start_step)
 
@@ -100,15 +113,19 @@ class Reporter:
         save_image(grid, path)
         return path
 
-    def finish(self, step: int, cfg: DictConfig, metrics: dict[str, float]) -> None:
+    def hparams(self, step: int, cfg: DictConfig, metrics: dict[str, float]) -> None:
         """Write final metrics as `final/*` scalars and the HParams summary into this run's own
         event file, so the HParams tab lists one row per run beside its curves
         (SummaryWriter.add_hparams would create a separate sub-run)."""
         final = {f"final/{name}": value for name, value in metrics.items()}
         for tag, value in final.items():
             self.writer.add_scalar(tag, value, step)
-        experiment, session_start, session_end = hparams_summary(flatten_config(cfg), final)
-        for summary in (experiment, session_start, session_end):
+        # Only the session summaries: TensorBoard then builds the HParams columns from the union
+        # of every run's keys; an `experiment` summary would fix them to the first run it reads.
+        _, session_start, session_end = hparams_summary(flatten_config(cfg), final)
+        for summary in (session_start, session_end):
             self.writer.file_writer.add_summary(summary)
+
+    def close(self) -> None:
         self.writer.close()
         self.display.stop()

@@ -38,6 +38,8 @@ def test_train_on_fake_writes_every_artifact(tmp_path: Path) -> None:
     assert TAGS <= set(events.Tags()["scalars"])
     assert [e.step for e in events.Scalars("loss/d")] == [2, 4]
     assert "samples" in events.Tags()["images"]
+    assert "final/loss/d" in events.Tags()["scalars"]
+    assert events.PluginTagToContent("hparams")  # the HParams tab has this run's config and metrics
     grid = Image.open(run_dir / "samples" / "step_0000004.png")
     assert grid.size[0] > 28 * 4  # a 4x4 grid of 28 px images with padding
     checkpoint = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
@@ -110,7 +112,7 @@ def test_two_job_multirun_gets_two_run_dirs(tmp_path: Path) -> None:
     jobs = sorted(tmp_path.glob("outputs/multirun/*/*/*/metrics.json"))
     assert len(jobs) == 2
     for job in jobs:
-        assert list((job.parent / "tb").glob("events.out.tfevents.*"))
+        assert list((job.parent / "tb").rglob("events.out.tfevents.*"))  # tb/<overrides>/ in a multirun
     assert [job.parent.name for job in jobs] == ["0", "1"]
     overrides = [(job.parent / ".hydra" / "overrides.yaml").read_text() for job in jobs]
     assert "optim.lr=0.0001" in overrides[0] and "optim.lr=0.0002" in overrides[1]

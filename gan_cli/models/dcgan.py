@@ -3,23 +3,31 @@
 The spatial size is halved while it is even and above 7: 28 -> 14 -> 7 (2 stages from a 7x7
 start), 32 -> 4 (3 stages), 64 -> 4 (4 stages). G doubles its width towards z, D towards the
 logit, as in the paper's 64x64 architecture.
+
+Class-conditional when built with num_classes > 0 (and conditional=True): G concatenates a
+learned label embedding to z; D is a projection discriminator (Miyato & Koyama 2018), logit +=
+<embed(y), flattened features before the last conv>. With spectral_norm=True, D's BatchNorms
+are dropped (SNGAN's "standard CNN" D has none: spectral norm already controls the layer scale,
+and per-sample penalties such as WGAN-GP and R1 are ill-defined when BatchNorm mixes samples).
 """
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
 from gan_cli.errors import GanCliError
+from gan_cli.models.layers import class_count, require_labels, spectral_normalize
 
 
-def stages_for(image_size: int) -> tuple[int, int]:
+def stages_for(image_size: int, model: str = "dcgan") -> tuple[int, int]:
     """(base size, number of 2x stages) with image_size == base * 2**stages and 3 <= base <= 7."""
     base, stages = image_size, 0
     while base % 2 == 0 and base > 7:
         base, stages = base // 2, stages + 1
     if not 3 <= base <= 7 or stages < 1:
         raise GanCliError(
-            f"model dcgan cannot build dataset.image_size={image_size}: allowed are sizes b*2^k "
+            f"model {model} cannot build dataset.image_size={image_size}: allowed are sizes b*2^k "
             "with b in 3..7 and k >= 1, such as 28, 32, 48, 64, 128"
         )
     return base, stages
@@ -37,13 +45,24 @@ def dcgan_init(module: nn.Module) -> None:
 
 
 class Generator(nn.Module):
-    def __init__(self, z_dim: int = 100, channels: int = 1, image_size: int = 28, ngf: int = 64):
+    def __init__(
+        self,
+        z_dim: int = 100,
+        channels: int = 1,
+        image_size: int = 28,
+        ngf: int = 64,
+        num_classes: int = 0,
+        conditional: bool = True,
+    ):
         super().__init__()
         self.z_dim = z_dim
+        self.num_classes = class_count(num_classes, conditional)
+        self.embed = nn.Embedding(self.num_classes, z_dim) if self.num_classes else None
         base, stages = stages_for(image_size)
         width = ngf * 2 ** (stages - 1)
-        layers: list[nn.Module] = [  # z (B, z_dim, 1, 1) -> (B, width, base, base)
-            nn.ConvTranspose2d(z_dim, width, base, 1, 0, bias=False),
+        in_width = 2 * z_dim if self.num_classes else z_dim  # z, then the label embedding
+        layers: list[nn.Module] = [  # (B, in_width, 1, 1) -> (B, width, base, base)
+            nn.ConvTranspose2d(in_width, width, base, 1, 0, bias=False),
             nn.BatchNorm2d(width),
             nn.ReLU(True),
         ]
@@ -58,27 +77,49 @@ class Generator(nn.Module):
         self.net = nn.Sequential(*layers)
         self.apply(dcgan_init)
 
-    def forward(self, z: Tensor) -> Tensor:
+    def forward(self, z: Tensor, labels: Tensor | None = None) -> Tensor:
+        if self.embed is not None:
+            z = torch.cat([z, self.embed(require_labels(labels, z.shape[0]))], dim=1)  # (B, 2 z_dim)
         return self.net(z.view(z.shape[0], -1, 1, 1))  # (B, C, H, W)
 
 
 class Discriminator(nn.Module):
-    def __init__(self, channels: int = 1, image_size: int = 28, ndf: int = 64):
+    def __init__(
+        self,
+        channels: int = 1,
+        image_size: int = 28,
+        ndf: int = 64,
+        spectral_norm: bool = False,
+        num_classes: int = 0,
+        conditional: bool = True,
+    ):
         super().__init__()
+        self.num_classes = class_count(num_classes, conditional)
         base, stages = stages_for(image_size)
         # No BatchNorm on the first layer: the paper found it destabilizes training.
         layers: list[nn.Module] = [nn.Conv2d(channels, ndf, 4, 2, 1), nn.LeakyReLU(0.2, True)]
         width = ndf
         for _ in range(stages - 1):
+            # Identity in place of BatchNorm keeps the layer indices (state_dict keys) the same.
             layers += [
-                nn.Conv2d(width, width * 2, 4, 2, 1, bias=False),
-                nn.BatchNorm2d(width * 2),
+                nn.Conv2d(width, width * 2, 4, 2, 1, bias=spectral_norm),
+                nn.Identity() if spectral_norm else nn.BatchNorm2d(width * 2),
                 nn.LeakyReLU(0.2, True),
             ]
             width *= 2
         layers.append(nn.Conv2d(width, 1, base, 1, 0))  # (B, width, base, base) -> (B, 1, 1, 1)
         self.net = nn.Sequential(*layers)
+        self.embed = nn.Embedding(self.num_classes, width * base * base) if self.num_classes else None
         self.apply(dcgan_init)
+        if self.embed is not None:
+            nn.init.normal_(self.embed.weight, 0.0, 0.02)  # like the last conv it stands beside
+        if spectral_norm:
+            spectral_normalize(self)
 
-    def forward(self, images: Tensor) -> Tensor:
-        return self.net(images).view(-1)  # (B,) logits
+    def forward(self, images: Tensor, labels: Tensor | None = None) -> Tensor:
+        features = self.net[:-1](images)  # (B, width, base, base)
+        logits = self.net[-1](features).view(-1)  # (B,)
+        if self.embed is not None:
+            projection = self.embed(require_labels(labels, images.shape[0])) * features.flatten(1)
+            logits = logits + projection.sum(1)
+        return logits

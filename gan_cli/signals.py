@@ -1,0 +1,56 @@
+"""Clean stops: SIGINT / SIGTERM end the current step, then the loop checkpoints and exits.
+
+The handler only sets a flag, which the loop reads between steps (a Python bool: no device
+sync). A second signal stops at once with the default behaviour, for a run that hangs.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+from types import FrameType
+from typing import Any
+
+from gan_cli.errors import GanCliError
+
+log = logging.getLogger("gan_cli")
+
+HANDLED = (signal.SIGINT, signal.SIGTERM)
+
+
+class TrainingInterrupted(GanCliError):
+    """Raised after the checkpoint is written; the CLI exits with 128 + signal number."""
+
+    def __init__(self, signum: int, step: int, checkpoint: str):
+        name = signal.Signals(signum).name
+        super().__init__(f"stopped by {name} at step {step}; checkpoint saved to {checkpoint}")
+        self.exit_code = 128 + signum
+
+
+class GracefulStop:
+    """Context manager: `stop.signum` is set once a handled signal arrives."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self.signum is not None:  # second signal: do what it would have done without us
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
+        self.signum = signum
+        log.warning("%s received: finishing this step and saving a checkpoint (send it again to stop now)",
+                    signal.Signals(signum).name)
+
+    def __enter__(self) -> GracefulStop:
+        if threading.current_thread() is threading.main_thread():  # signals only reach the main thread
+            for signum in HANDLED:
+                self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)

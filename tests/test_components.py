@@ -1,0 +1,386 @@
+"""The components of stable GAN training, on synthetic tensors: losses and their hooks, R1,
+spectral norm, the EMA of G, DiffAugment, the SNGAN ResNet and class-conditional models.
+
+`gan_step` below is the contract the training loop follows: D step (loss + penalties, then
+`after_d_step`), then G step, with D always seen through the augmentation.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import partial
+from pathlib import Path
+
+import pytest
+import torch
+from hydra.utils import instantiate
+from torch import Tensor, nn
+
+from gan_cli.augment import DiffAugment, cutout, translation
+from gan_cli.cli import CONFIG_DIR
+from gan_cli.config import validate
+from gan_cli.ema import GeneratorEMA
+from gan_cli.errors import GanCliError
+from gan_cli.losses import GanLoss, HingeLoss, LeastSquaresLoss, WassersteinGPLoss, WassersteinLoss
+from gan_cli.models import dcgan, mlp, resnet
+from gan_cli.regularizers import NoRegularizer, R1Penalty
+from tests.conftest import compose_train
+
+
+def options(group: str) -> list[str]:
+    return sorted(path.stem for path in (Path(CONFIG_DIR) / group).glob("*.yaml"))
+
+
+def linear_critic(weights: list[float]) -> nn.Linear:
+    """D(x) = <w, x> + b on (B, 1, 1, len(w)) images: its input gradient is w everywhere."""
+    critic = nn.Linear(len(weights), 1)
+    with torch.no_grad():
+        critic.weight.copy_(torch.tensor([weights]))
+    return critic
+
+
+def as_critic(layer: nn.Linear):
+    return lambda images: layer(images.flatten(1)).squeeze(1)  # (B,)
+
+
+# ---------------------------------------------------------------- losses
+
+
+def test_hinge_least_squares_and_wasserstein_match_hand_computation() -> None:
+    real, fake = torch.tensor([0.5, 2.0]), torch.tensor([-2.0, 0.0])
+    hinge, lsgan, wgan = HingeLoss(), LeastSquaresLoss(), WassersteinLoss()
+    # hinge: mean(relu(1 - r)) = (0.5 + 0) / 2, mean(relu(1 + f)) = (0 + 1) / 2
+    assert hinge.d_loss(real, fake).item() == pytest.approx(0.75)
+    assert hinge.g_loss(fake).item() == pytest.approx(1.0)
+    # lsgan: 0.5 mean((r - 1)^2) = 0.5 (0.25 + 1) / 2, 0.5 mean(f^2) = 0.5 (4 + 0) / 2
+    assert lsgan.d_loss(real, fake).item() == pytest.approx(0.3125 + 1.0)
+    assert lsgan.g_loss(fake).item() == pytest.approx(0.5 * (9 + 1) / 2)
+    # wgan: mean(f) - mean(r) = -1 - 1.25
+    assert wgan.d_loss(real, fake).item() == pytest.approx(-2.25)
+    assert wgan.g_loss(fake).item() == pytest.approx(1.0)
+    assert WassersteinGPLoss().d_loss(real, fake).item() == pytest.approx(-2.25)
+
+
+def test_base_hooks_do_nothing() -> None:
+    discriminator = linear_critic([3.0, 4.0])
+    before = discriminator.weight.clone()
+    for hooks in (HingeLoss(), LeastSquaresLoss(), WassersteinGPLoss(), GanLoss()):
+        hooks.after_d_step(discriminator)
+    assert torch.equal(discriminator.weight, before)
+    images = torch.randn(2, 1, 1, 2)
+    assert HingeLoss().penalty(as_critic(discriminator), images, images, 0) is None
+    assert NoRegularizer().penalty(as_critic(discriminator), images, images, 0) is None
+
+
+def test_wgan_clips_every_weight_of_d_after_its_step() -> None:
+    discriminator = nn.Sequential(nn.Linear(4, 8), nn.Linear(8, 1))
+    nn.init.normal_(discriminator[0].weight, 0.0, 1.0)
+    WassersteinLoss(clip=0.05).after_d_step(discriminator)
+    values = torch.cat([p.flatten() for p in discriminator.parameters()])
+    assert values.abs().max().item() == pytest.approx(0.05)
+
+
+def test_gradient_penalty_matches_hand_computation() -> None:
+    # Linear D, |w| = 5: the gradient is w at every interpolate, penalty = 10 (5 - 1)^2.
+    critic = linear_critic([3.0, 4.0])
+    real, fake = torch.randn(6, 1, 1, 2), torch.randn(6, 1, 1, 2)
+    penalty = WassersteinGPLoss(gp_weight=10.0).penalty(as_critic(critic), real, fake, step=0)
+    assert penalty.item() == pytest.approx(160.0)
+    # It reaches D's weights: d/dw 10 (|w| - 1)^2 = 20 (|w| - 1) w / |w| = 16 w.
+    penalty.backward()
+    assert torch.allclose(critic.weight.grad, 16 * torch.tensor([[3.0, 4.0]]))
+    # D(x) = |x|^2 / 2 has gradient x; with real == fake the interpolate is x itself:
+    # norms 3 and 1 -> 10 * ((3 - 1)^2 + (1 - 1)^2) / 2 = 20.
+    images = torch.tensor([[3.0, 0.0], [0.0, 1.0]]).view(2, 1, 1, 2)
+    quadratic = lambda x: 0.5 * x.flatten(1).pow(2).sum(1)
+    assert WassersteinGPLoss().penalty(quadratic, images, images, step=0).item() == pytest.approx(20.0)
+
+
+def test_r1_matches_hand_computation_and_is_lazy() -> None:
+    critic = linear_critic([3.0, 4.0])
+    real = torch.randn(5, 1, 1, 2)
+    assert R1Penalty(gamma=10.0).penalty(as_critic(critic), real, real, step=7).item() == pytest.approx(125.0)
+    lazy = R1Penalty(gamma=10.0, every_n_steps=4)
+    assert [lazy.penalty(as_critic(critic), real, real, step) is None for step in range(5)] == [
+        False, True, True, True, False]
+    assert lazy.penalty(as_critic(critic), real, real, 8).item() == pytest.approx(4 * 125.0)  # scaled by n
+    # D(x) = |x|^2 / 2: gradient x on the reals, so R1 = gamma / 2 * mean |x|^2 = 5 * (9 + 1) / 2.
+    images = torch.tensor([[3.0, 0.0], [0.0, 1.0]]).view(2, 1, 1, 2)
+    quadratic = lambda x: 0.5 * x.flatten(1).pow(2).sum(1)
+    assert R1Penalty(gamma=10.0).penalty(quadratic, images, images, 0).item() == pytest.approx(25.0)
+    penalty = R1Penalty(gamma=2.0).penalty(as_critic(critic), real, real, 0)
+    penalty.backward()  # gamma / 2 |w|^2 -> gradient gamma w
+    assert torch.allclose(critic.weight.grad, 2 * torch.tensor([[3.0, 4.0]]))
+
+
+def test_r1_rejects_a_zero_interval() -> None:
+    with pytest.raises(GanCliError, match="reg.every_n_steps"):
+        R1Penalty(every_n_steps=0)
+
+
+# ---------------------------------------------------------------- a few training steps
+
+
+def gan_step(G: nn.Module, D: nn.Module, opt_g, opt_d, loss, reg, augment, real: Tensor,
+             labels: Tensor | None, step: int) -> tuple[Tensor, Tensor]:
+    critic = partial(D, labels=labels)  # labels are ignored by unconditional models
+    fake = G(torch.randn(real.shape[0], G.z_dim), labels)
+    real_seen, fake_seen = augment(real), augment(fake.detach())
+    d_loss = loss.d_loss(critic(real_seen), critic(fake_seen))
+    for penalty in (loss.penalty(critic, real_seen, fake_seen, step), reg.penalty(critic, real_seen, fake_seen, step)):
+        if penalty is not None:
+            d_loss = d_loss + penalty
+    opt_d.zero_grad(set_to_none=True)
+    d_loss.backward()
+    opt_d.step()
+    loss.after_d_step(D)
+    g_loss = loss.g_loss(critic(augment(fake)))
+    opt_g.zero_grad(set_to_none=True)
+    g_loss.backward()
+    opt_g.step()
+    return d_loss.detach(), g_loss.detach()
+
+
+def run_steps(G: nn.Module, D: nn.Module, loss, reg, augment, labels: Tensor | None = None,
+              steps: int = 3, image_size: int = 8) -> list[tuple[float, float]]:
+    torch.manual_seed(0)
+    opt_g = torch.optim.Adam(G.parameters(), 1e-3, betas=(0.0, 0.9))
+    opt_d = torch.optim.Adam(D.parameters(), 1e-3, betas=(0.0, 0.9))
+    real = torch.rand(8, 1, image_size, image_size) * 2 - 1
+    return [tuple(v.item() for v in gan_step(G, D, opt_g, opt_d, loss, reg, augment, real, labels, step))
+            for step in range(steps)]
+
+
+@pytest.mark.parametrize("loss_name", options("loss"))
+def test_a_few_steps_with_each_loss_stay_finite_and_move_both_networks(loss_name: str) -> None:
+    cfg = validate(compose_train([f"loss={loss_name}"]))
+    G = mlp.Generator(z_dim=8, image_size=8, hidden=[32])
+    D = mlp.Discriminator(image_size=8, hidden=[32])
+    g_before, d_before = G.net[0].weight.clone(), D.net[1].weight.clone()
+    history = run_steps(G, D, instantiate(cfg.loss), NoRegularizer(), DiffAugment(""))
+    assert all(math.isfinite(v) for pair in history for v in pair)
+    assert not torch.equal(G.net[0].weight, g_before) and not torch.equal(D.net[1].weight, d_before)
+
+
+@pytest.mark.parametrize("family", [mlp, dcgan, resnet])
+def test_everything_at_once_trains_each_family(family) -> None:
+    """Conditional G, spectral-norm projection D, hinge + R1, DiffAugment: finite after 3 steps."""
+    widths = {mlp: ({"hidden": [32]}, {"hidden": [32]}), dcgan: ({"ngf": 8}, {"ndf": 8}),
+              resnet: ({"ngf": 8}, {"ndf": 8})}[family]
+    G = family.Generator(z_dim=8, channels=1, image_size=8, num_classes=3, **widths[0])
+    D = family.Discriminator(channels=1, image_size=8, spectral_norm=True, num_classes=3, **widths[1])
+    labels = torch.arange(8) % 3
+    augment = DiffAugment("color,translation,cutout")
+    history = run_steps(G, D, HingeLoss(), R1Penalty(gamma=1.0), augment, labels)
+    assert all(math.isfinite(v) for pair in history for v in pair)
+
+
+# ---------------------------------------------------------------- spectral norm
+
+
+def top_singular_value(weight: Tensor) -> float:
+    return torch.linalg.matrix_norm(weight.detach().flatten(1), ord=2).item()
+
+
+@pytest.mark.parametrize("family, kwargs", [(mlp, {"hidden": [64, 32]}), (dcgan, {"ndf": 8}), (resnet, {"ndf": 8})])
+def test_spectral_norm_keeps_the_top_singular_value_at_one(family, kwargs) -> None:
+    torch.manual_seed(0)
+    D = family.Discriminator(channels=1, image_size=32, spectral_norm=True, num_classes=4, **kwargs)
+    assert D(torch.randn(4, 1, 32, 32), torch.arange(4)).shape == (4,)
+    layers = [m for m in D.modules() if isinstance(m, (nn.Conv2d, nn.Linear, nn.Embedding))]
+    assert layers and all(hasattr(m, "parametrizations") for m in layers)
+    with torch.no_grad():
+        for layer in layers:
+            for _ in range(100):  # each training-mode read of the weight is one power iteration
+                weight = layer.weight
+            assert top_singular_value(weight) == pytest.approx(1.0, abs=0.01)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in D.modules())  # dcgan drops them with SN
+
+
+def test_spectral_norm_is_off_by_default_for_mlp_and_dcgan_and_on_for_resnet() -> None:
+    for name, expected in (("mlp", False), ("dcgan", False), ("resnet", True)):
+        cfg = validate(compose_train([f"model={name}", "dataset=cifar10"]))
+        assert cfg.model.discriminator.spectral_norm is expected
+
+
+# ---------------------------------------------------------------- EMA of G
+
+
+def test_ema_follows_g_before_start_then_averages_and_copies_buffers() -> None:
+    generator = nn.Sequential(nn.Linear(2, 3), nn.BatchNorm1d(3))
+    ema = GeneratorEMA(generator, decay=0.9, start_step=10)
+    assert ema.module is not generator and not any(p.requires_grad for p in ema.module.parameters())
+    first = generator[0].weight.detach().clone()
+    with torch.no_grad():
+        generator[0].weight.add_(1.0)
+    ema.update(step=3)  # before start_step: a copy
+    assert torch.equal(ema.module[0].weight, generator[0].weight)
+    with torch.no_grad():
+        generator[0].weight.copy_(first)
+    generator(torch.randn(16, 2))  # training-mode forward moves BatchNorm's running statistics
+    ema.update(step=10)
+    assert torch.allclose(ema.module[0].weight, 0.9 * (first + 1) + 0.1 * first)
+    assert torch.equal(ema.module[1].running_mean, generator[1].running_mean)
+    assert torch.equal(ema.module[1].num_batches_tracked, generator[1].num_batches_tracked)
+
+
+def test_ema_with_zero_decay_is_g_itself() -> None:
+    generator = nn.Linear(2, 2)
+    ema = GeneratorEMA(generator, decay=0.0)
+    ema.update(step=5)
+    assert ema.module is generator
+    with pytest.raises(GanCliError, match="ema.decay"):
+        GeneratorEMA(generator, decay=1.0)
+
+
+def test_ema_state_round_trips() -> None:
+    generator = nn.Linear(2, 2)
+    ema = GeneratorEMA(generator, decay=0.5)
+    with torch.no_grad():
+        generator.weight.add_(1.0)
+    ema.update(step=1)
+    restored = GeneratorEMA(nn.Linear(2, 2), decay=0.5)
+    restored.load_state_dict(ema.state_dict())
+    assert torch.equal(restored.module.weight, ema.module.weight)
+
+
+# ---------------------------------------------------------------- DiffAugment
+
+
+@pytest.mark.parametrize("policy", ["color", "translation", "cutout", "color,translation,cutout"])
+def test_diffaugment_keeps_shape_and_passes_gradients(policy: str) -> None:
+    torch.manual_seed(0)
+    images = (torch.rand(6, 3, 16, 16) * 2 - 1).requires_grad_(True)
+    out = DiffAugment(policy)(images)
+    assert out.shape == images.shape and out.dtype == images.dtype
+    out.square().sum().backward()
+    assert images.grad is not None and torch.isfinite(images.grad).all() and images.grad.abs().sum() > 0
+    assert not torch.equal(out.detach(), images.detach())
+    if "color" not in policy:  # translation and cutout only move pixels or set them to 0
+        assert out.min() >= -1 and out.max() <= 1
+    else:  # brightness +-0.5, saturation x2, contrast x1.5 around the mean: bounded by 11
+        assert out.abs().max() <= 11
+
+
+def test_diffaugment_empty_policy_is_the_identity_and_unknown_names_fail() -> None:
+    images = torch.randn(2, 1, 8, 8)
+    assert DiffAugment("")(images) is images
+    with pytest.raises(GanCliError, match="augment.policy.*rotate"):
+        DiffAugment("color,rotate")
+
+
+def test_translation_shifts_whole_images_and_cutout_zeroes_one_square() -> None:
+    torch.manual_seed(1)
+    ones = torch.ones(32, 1, 16, 16)
+    shifted = translation(ones, ratio=0.125)  # up to 2 pixels: rows/columns of zeros at the edge
+    zero_rows = (shifted[:, 0] == 0).all(dim=2).sum(1)  # (B,)
+    zero_cols = (shifted[:, 0] == 0).all(dim=1).sum(1)
+    assert zero_rows.max() <= 2 and zero_cols.max() <= 2 and (zero_rows + zero_cols).sum() > 0
+    assert set(shifted.unique().tolist()) <= {0.0, 1.0}
+    holes = (cutout(ones, ratio=0.5) == 0).sum(dim=(1, 2, 3))  # an 8x8 square, maybe cut by the edge
+    assert holes.max() <= 64 and holes.min() >= 16
+    assert torch.equal(translation(ones, ratio=0.0), ones)
+
+
+# ---------------------------------------------------------------- SNGAN ResNet
+
+
+def test_resnet_at_32_is_the_sngan_cifar_layout() -> None:
+    generator = resnet.Generator(z_dim=128, channels=3, image_size=32, ngf=16)
+    discriminator = resnet.Discriminator(channels=3, image_size=32, ndf=16)
+    assert len(generator.blocks) == 3 and len(discriminator.blocks) == 4
+    assert [block.downsample for block in discriminator.blocks] == [True, True, False, False]
+    images = generator(torch.randn(5, 128))
+    assert images.shape == (5, 3, 32, 32) and images.abs().max() <= 1
+    assert discriminator(images).shape == (5,)
+    assert any(isinstance(m, nn.BatchNorm2d) for m in generator.modules())
+    assert not any(isinstance(m, (nn.BatchNorm2d, nn.Sigmoid)) for m in discriminator.modules())
+
+
+def test_resnet_config_defaults_and_sizes() -> None:
+    cfg = validate(compose_train(["model=resnet", "dataset=cifar10"]))
+    assert (cfg.model.z_dim, cfg.model.generator.ngf, cfg.model.discriminator.ndf) == (128, 256, 128)
+    small = resnet.Generator(z_dim=8, channels=1, image_size=28, ngf=8)  # MNIST as is: 7x7, 2 blocks
+    assert len(small.blocks) == 2 and small(torch.randn(2, 8)).shape == (2, 1, 28, 28)
+    with pytest.raises(GanCliError, match="model resnet cannot build dataset.image_size=30"):
+        resnet.Generator(image_size=30)
+
+
+# ---------------------------------------------------------------- conditional models
+
+
+FAMILIES = {
+    "mlp": (mlp, {"hidden": [32]}, {"hidden": [32]}),
+    "dcgan": (dcgan, {"ngf": 8}, {"ndf": 8}),
+    "resnet": (resnet, {"ngf": 8}, {"ndf": 8}),
+}
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_conditional_models_depend_on_the_labels(name: str) -> None:
+    family, g_kwargs, d_kwargs = FAMILIES[name]
+    torch.manual_seed(0)
+    G = family.Generator(z_dim=8, channels=1, image_size=28, num_classes=10, **g_kwargs).eval()
+    D = family.Discriminator(channels=1, image_size=28, num_classes=10, **d_kwargs).eval()
+    assert (G.z_dim, G.num_classes, D.num_classes) == (8, 10, 10)
+    z = torch.randn(4, 8)
+    zeros, ones = torch.zeros(4, dtype=torch.long), torch.ones(4, dtype=torch.long)
+    images = G(z, zeros)
+    assert images.shape == (4, 1, 28, 28)
+    assert not torch.allclose(images, G(z, ones))
+    assert D(images, zeros).shape == (4,)
+    assert not torch.allclose(D(images, zeros), D(images, ones))
+    with pytest.raises(ValueError, match="labels"):
+        G(z)
+    with pytest.raises(ValueError, match="labels"):
+        D(images)
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_unconditional_models_ignore_labels(name: str) -> None:
+    family, g_kwargs, d_kwargs = FAMILIES[name]
+    G = family.Generator(z_dim=8, channels=1, image_size=28, num_classes=10, conditional=False, **g_kwargs).eval()
+    D = family.Discriminator(channels=1, image_size=28, num_classes=10, conditional=False, **d_kwargs).eval()
+    z, labels = torch.randn(3, 8), torch.tensor([0, 1, 2])
+    assert G.num_classes == D.num_classes == 0
+    assert torch.equal(G(z, labels), G(z))
+    assert torch.equal(D(G(z), labels), D(G(z)))
+
+
+@pytest.mark.parametrize("model", options("model"))
+def test_model_conditional_switches_each_family_from_the_config(model: str) -> None:
+    overrides = [f"model={model}", "dataset=fake", "model.conditional=true"]
+    if model != "mlp":
+        overrides += ["model.generator.ngf=8", "model.discriminator.ndf=8"]
+    cfg = validate(compose_train(overrides))
+    G, D = instantiate(cfg.model.generator), instantiate(cfg.model.discriminator)
+    assert G.num_classes == D.num_classes == cfg.dataset.num_classes == 10
+    labels = torch.arange(3)
+    assert D(G(torch.randn(3, G.z_dim), labels), labels).shape == (3,)
+
+
+def test_conditional_without_labelled_data_names_the_keys(tmp_path: Path) -> None:
+    with pytest.raises(GanCliError, match="model.conditional=true.*dataset.num_classes"):
+        validate(compose_train(["dataset=folder", f"dataset.root={tmp_path}", "model.conditional=true"]))
+
+
+# ---------------------------------------------------------------- config groups
+
+
+@pytest.mark.parametrize("group", ["reg", "augment"])
+def test_every_reg_and_augment_option_instantiates(group: str) -> None:
+    for option in options(group):
+        component = instantiate(validate(compose_train([f"{group}={option}"]))[group])
+        assert component is not None
+
+
+def test_defaults_change_nothing_and_presets_follow_the_papers() -> None:
+    cfg = validate(compose_train([]))
+    images = torch.randn(2, 1, 28, 28)
+    assert instantiate(cfg.augment)(images) is images
+    assert isinstance(instantiate(cfg.reg), NoRegularizer)
+    assert isinstance(instantiate(cfg.ema, nn.Linear(2, 2)), GeneratorEMA)
+    rmsprop = validate(compose_train(["optim=rmsprop"]))
+    optimizer = instantiate(rmsprop.optim.d)([nn.Parameter(torch.zeros(2))])
+    assert isinstance(optimizer, torch.optim.RMSprop) and optimizer.defaults["lr"] == pytest.approx(5e-5)
+    assert instantiate(validate(compose_train(["loss=wgan_gp"])).loss).gp_weight == 10.0

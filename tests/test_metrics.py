@@ -1,0 +1,162 @@
+"""FID/KID through torchmetrics on classifier features: fake data, a tiny classifier, few samples."""
+
+from __future__ import annotations
+
+import logging
+import urllib.error
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import DictConfig
+
+from gan_cli import classifier
+from gan_cli.config import build, validate
+from gan_cli.data import ImageData
+from gan_cli.errors import GanCliError
+from gan_cli.metrics import Evaluator, load_test_split
+from tests.conftest import compose_train, make_mnist
+
+SMALL_EVAL = ["eval.num_samples=128", "eval.batch_size=64", "eval.classifier_epochs=1", "eval.kid_subsets=5",
+              "eval.kid_subset_size=64"]
+FAKE = ["dataset=fake", "dataset.num_samples=256", "dataset.image_size=16", "trainer.device=cpu",
+        "model.generator.ngf=8", "model.discriminator.ndf=8", *SMALL_EVAL]
+CPU = torch.device("cpu")
+
+
+def eval_config(cache: Path, overrides: list[str] = ()) -> DictConfig:
+    return validate(compose_train([*FAKE, f"eval.cache_dir={cache}", *overrides]))
+
+
+@pytest.fixture(scope="module")
+def fake_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[DictConfig, ImageData, Evaluator]]:
+    """One classifier for the module: 100 steps on 16x16 images separate the fake classes."""
+    cfg = eval_config(tmp_path_factory.mktemp("cache"))
+    data = build(cfg.dataset)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(classifier, "MIN_STEPS", 100)
+        yield cfg, data, Evaluator(cfg, data, CPU)
+
+
+def shifted(images: torch.Tensor, amount: int) -> torch.Tensor:
+    return (images.int() + amount).clamp(0, 255).to(torch.uint8)
+
+
+def test_fid_of_the_reference_against_itself_is_zero_and_grows_with_a_shift(fake_run) -> None:
+    _, data, evaluator = fake_run
+    assert evaluator.enabled and evaluator.classifier is not None
+    same = evaluator.score(data.images)  # fake has no test split: the training images are the reference
+    small, large = evaluator.score(shifted(data.images, 30)), evaluator.score(shifted(data.images, 90))
+    assert abs(same["metrics/fid"]) < 1e-3 * small["metrics/fid"]  # same features: exactly the same statistics
+    assert abs(same["metrics/kid"]) < 0.2 * small["metrics/kid"]  # KID's random subsets differ: noise only
+    assert large["metrics/fid"] > small["metrics/fid"] > 0.1 and large["metrics/kid"] > small["metrics/kid"]
+
+
+def test_classifier_learns_the_classes_and_reports_coverage(fake_run) -> None:
+    _, data, evaluator = fake_run
+    assert classifier.accuracy(evaluator.classifier, data, CPU) > 0.9
+    fractions, max_dev = evaluator.class_coverage(data.images)
+    assert len(fractions) == 10 and sum(fractions) == pytest.approx(1.0)
+    true = torch.bincount(data.labels, minlength=10).float() / len(data.labels)
+    assert max_dev == pytest.approx(float((true - 0.1).abs().max()), abs=0.05)
+    one_class = data.images[data.labels == 3]
+    assert evaluator.class_coverage(one_class)[1] > 0.8  # a collapsed generator: 100% of one class
+
+
+def test_evaluate_draws_from_the_generator_in_eval_mode(fake_run) -> None:
+    cfg, _, evaluator = fake_run
+    generator = build(cfg.model.generator)
+    generator.train()
+    values = evaluator.evaluate(generator, step=10)
+    assert set(values) == {"metrics/fid", "metrics/kid", "metrics/class_coverage_max_dev", "perf/eval_seconds"}
+    assert all(torch.isfinite(torch.tensor(v)) for v in values.values())
+    assert values["metrics/fid"] > 1.0 and values["perf/eval_seconds"] > 0
+    assert generator.training  # restored after sampling in eval mode
+    again = evaluator.evaluate(generator, step=20)  # fixed latents: an unchanged G scores the same
+    assert again["metrics/fid"] == pytest.approx(values["metrics/fid"], rel=1e-4)
+
+
+def test_conditional_generator_gets_every_class(fake_run) -> None:
+    cfg, _, evaluator = fake_run
+    generator = build(eval_config(Path(cfg.eval.cache_dir), ["model.conditional=true"]).model.generator)
+    assert generator.num_classes == 10
+    seen: list[torch.Tensor] = []
+    forward = generator.forward
+    generator.forward = lambda z, labels=None: seen.append(labels) or forward(z, labels)  # type: ignore[method-assign]
+    images = evaluator.sample(generator, 100)
+    assert images.shape == (100, 1, 16, 16) and images.dtype == torch.uint8
+    assert torch.bincount(torch.cat(seen), minlength=10).tolist() == [10] * 10
+
+
+def test_second_evaluator_loads_the_caches(fake_run, monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg, data, first = fake_run
+    cache = Path(cfg.eval.cache_dir)
+    assert len(list(cache.glob("fake_1x16_*_classifier_e1.pt"))) == 1
+    assert len(list(cache.glob("fake_1x16_*_classifier_*_reference.pt"))) == 1
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("the cached classifier should have been loaded")
+
+    monkeypatch.setattr(classifier, "train_classifier", no_training)
+    monkeypatch.setattr(Evaluator, "features", lambda self, images: pytest.fail("reference not cached"))
+    second = Evaluator(cfg, data, CPU)
+    assert torch.equal(second.reference_features, first.reference_features)
+
+
+def test_other_datasets_get_their_own_cache(fake_run, monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg, _, _ = fake_run
+    monkeypatch.setattr(classifier, "MIN_STEPS", 5)
+    other = eval_config(Path(cfg.eval.cache_dir), ["dataset.num_samples=200"])
+    Evaluator(other, build(other.dataset), CPU)
+    assert len(list(Path(cfg.eval.cache_dir).glob("*_classifier_e1.pt"))) == 2
+
+
+def test_test_split_of_torchvision_datasets(tmp_path: Path) -> None:
+    root = make_mnist(tmp_path / "data", count=32)
+    cfg = validate(compose_train([f"dataset.root={root}", "dataset.download=false"]))
+    test, train = load_test_split(cfg.dataset), build(cfg.dataset)
+    assert test is not None and test.images.shape == (32, 1, 28, 28)
+    assert not torch.equal(test.images, train.images)  # t10k-* files, not train-*
+    assert load_test_split(validate(compose_train(FAKE)).dataset) is None
+
+
+def test_inception_offline_turns_metrics_off_with_one_warning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    try:  # no network here or anywhere: the download fails as it does offline
+        import torch_fidelity.feature_extractor_inceptionv3 as inception
+
+        def offline(*args, **kwargs):
+            raise urllib.error.URLError("[Errno -2] Name or service not known")
+
+        monkeypatch.setattr(inception, "load_state_dict_from_url", offline)
+    except ImportError:
+        pass  # without torch-fidelity the metric is off for that reason, the same way
+    cfg = eval_config(tmp_path, ["eval.features=inception"])
+    generator = build(cfg.model.generator)
+    with caplog.at_level(logging.WARNING, logger="gan_cli"):
+        evaluator = Evaluator(cfg, build(cfg.dataset), CPU)
+        assert evaluator.evaluate(generator, 1) == {} and evaluator.evaluate(generator, 2) == {}
+    assert not evaluator.enabled
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1 and "metrics off" in warnings[0].getMessage()
+    assert "eval.inception_weights" in warnings[0].getMessage()
+
+
+def test_missing_inception_weights_file_is_named(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    pytest.importorskip("torch_fidelity")
+    cfg = eval_config(tmp_path, ["eval.features=inception", f"eval.inception_weights={tmp_path / 'nope.pth'}"])
+    with caplog.at_level(logging.WARNING, logger="gan_cli"):
+        evaluator = Evaluator(cfg, build(cfg.dataset), CPU)
+    assert not evaluator.enabled and "nope.pth" in evaluator.reason
+
+
+def test_disabled_and_invalid_eval_config(tmp_path: Path) -> None:
+    cfg = eval_config(tmp_path, ["eval.enabled=false"])
+    assert Evaluator(cfg, build(cfg.dataset), CPU).evaluate(torch.nn.Identity(), 1) == {}
+    assert not any(tmp_path.iterdir())  # nothing trained, nothing cached
+    with pytest.raises(GanCliError, match="eval.features"):
+        eval_config(tmp_path, ["eval.features=vgg"])
+    with pytest.raises(GanCliError, match="eval.num_samples"):
+        eval_config(tmp_path, ["eval.num_samples=1"])

@@ -1,0 +1,167 @@
+"""Sweeps as a user runs them: `gan-train -m` in a scratch directory, on the fake dataset, with
+the basic, joblib and submitit_local launchers and the Optuna search preset."""
+
+from __future__ import annotations
+
+import csv
+import math
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import OmegaConf
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.hparams import plugin_data_pb2
+
+from gan_cli.cli import CONFIG_DIR
+from gan_cli.sweep import JobFailure, available_cores, run_task, threads_per_job
+from tests.conftest import TINY_FAKE, run_cli
+
+LRS = "optim.lr=1e-4,2e-4"
+
+
+def only_sweep_dir(root: Path) -> Path:
+    sweeps = list(root.glob("outputs/multirun/*/*"))
+    assert len(sweeps) == 1, sweeps
+    return sweeps[0]
+
+
+def read_summary(sweep: Path) -> list[dict[str, str]]:
+    with (sweep / "summary.csv").open() as file:
+        return list(csv.DictReader(file))
+
+
+def study_trials(sweep: Path) -> list[Any]:
+    """The trials of the preset's study, read from its sqlite file in the sweep dir."""
+    with warnings.catch_warnings():  # SQLAlchemy 1.4's notice about 2.0 on optuna 2's models
+        warnings.simplefilter("ignore", DeprecationWarning)
+        import optuna
+
+    return optuna.load_study(study_name="gan_cli", storage=f"sqlite:///{sweep / 'optuna.db'}").trials
+
+
+def started_hparam(run_dir: Path, name: str) -> float:
+    """A number from the HParams summary (session start info) of the events in run_dir."""
+    events = EventAccumulator(str(run_dir))
+    events.Reload()
+    content = events.PluginTagToContent("hparams")["_hparams_/session_start_info"]
+    return plugin_data_pb2.HParamsPluginData.FromString(content).session_start_info.hparams[name].number_value
+
+
+def test_two_job_multirun_writes_summary_and_names_tensorboard_runs(tmp_path: Path) -> None:
+    result = run_cli("gan-train", ["-m", *TINY_FAKE, LRS], cwd=tmp_path)
+    sweep = only_sweep_dir(tmp_path)
+    rows = read_summary(sweep)
+    assert [(row["job"], row["status"]) for row in rows] == [("0", "completed"), ("1", "completed")]
+    assert "optim.lr=0.0001" in rows[0]["overrides"] and "optim.lr=0.0002" in rows[1]["overrides"]
+    assert all(math.isfinite(float(row["loss/d"])) and row["steps"] == "4" for row in rows)
+    # TensorBoard: one run per job under its tb/, named by the override that varies (the keys
+    # every job shares are left out), with the job's config in the HParams summary.
+    for job, lr in (("0", "0.0001"), ("1", "0.0002")):
+        (run_dir,) = (sweep / job / "tb").iterdir()
+        assert run_dir.name == f"optim.lr={lr}"
+        assert started_hparam(run_dir, "optim.lr") == pytest.approx(float(lr))
+    assert "optim.lr" in result.stdout and "summary.csv" in result.stdout  # the terminal table
+
+
+def test_failed_job_is_summarized_and_the_other_jobs_run(tmp_path: Path) -> None:
+    result = run_cli("gan-train", ["-m", *TINY_FAKE, "trainer.d_steps=1,0,2"], cwd=tmp_path, check=False)
+    assert result.returncode == 1, result.stderr[-2000:]  # after every job ran and the summary was written
+    rows = read_summary(only_sweep_dir(tmp_path))
+    assert [row["status"] for row in rows] == ["completed", "failed", "completed"]
+    assert "trainer.d_steps=0" in rows[1]["error"] and rows[1]["loss/d"] == ""
+    assert math.isfinite(float(rows[2]["loss/d"])) and rows[2]["images_seen"] == str(4 * 2 * 16)
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_optuna_search_stores_its_study_and_resumes(tmp_path: Path) -> None:
+    search = ["-m", "hparams_search=optuna", *TINY_FAKE]
+    run_cli("gan-train", [*search, "hydra.sweeper.n_trials=3"], cwd=tmp_path)
+    sweep = only_sweep_dir(tmp_path)
+    trials = study_trials(sweep)
+    assert [t.state.name for t in trials] == ["COMPLETE"] * 3
+    assert set(trials[0].params) == {"optim.lr", "optim.beta1", "trainer.d_steps", "loss"}
+    rows = read_summary(sweep)
+    assert sorted(float(row["prob/real"]) for row in rows) == pytest.approx(sorted(t.value for t in trials))
+
+    # The same command pointed at the sweep dir loads the study and adds trials in new folders.
+    run_cli("gan-train", [*search, "hydra.sweeper.n_trials=1", f"hydra.sweep.dir={sweep}"], cwd=tmp_path)
+    resumed = study_trials(sweep)
+    assert [t.number for t in resumed] == [0, 1, 2, 3] and resumed[3].state.name == "COMPLETE"
+    assert [t.value for t in resumed[:3]] == [t.value for t in trials]
+    assert len(list(sweep.glob("*/metrics.json"))) == 4 and len(read_summary(sweep)) == 4
+
+
+def test_optuna_failed_trials_are_recorded_and_the_search_goes_on(tmp_path: Path) -> None:
+    # Adam rejects a negative weight decay: every trial of this search crashes.
+    result = run_cli("gan-train", ["-m", "hparams_search=optuna", *TINY_FAKE, "hydra.sweeper.n_trials=2",
+                                   "optim.weight_decay=-1"], cwd=tmp_path, check=False)
+    sweep = only_sweep_dir(tmp_path)
+    trials = study_trials(sweep)
+    assert [t.state.name for t in trials] == ["FAIL", "FAIL"]  # the second trial ran after the first failed
+    rows = read_summary(sweep)
+    assert [row["status"] for row in rows] == ["failed", "failed"] and "weight_decay" in rows[0]["error"]
+    assert result.returncode != 0  # with no completed trial the sweeper has no best one and raises
+
+
+def test_joblib_runs_jobs_in_parallel_with_a_share_of_the_cores(tmp_path: Path) -> None:
+    run_cli("gan-train", ["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", *TINY_FAKE, LRS], cwd=tmp_path)
+    sweep = only_sweep_dir(tmp_path)
+    assert [row["status"] for row in read_summary(sweep)] == ["completed", "completed"]
+    threads = max(available_cores() // 2, 1)
+    for job in ("0", "1"):
+        assert f"torch CPU threads: {threads}" in (sweep / job / "train.log").read_text()
+    assert (sweep / "1" / "tb" / "optim.lr=0.0002").is_dir()  # run names survive the worker processes
+
+
+def test_submitit_local_runs_the_sweep_as_separate_jobs(tmp_path: Path) -> None:
+    run_cli("gan-train", ["-m", "hydra/launcher=submitit_local", "hydra.launcher.cpus_per_task=1",
+                          "hydra.launcher.timeout_min=5", *TINY_FAKE, LRS], cwd=tmp_path)
+    sweep = only_sweep_dir(tmp_path)
+    assert [row["status"] for row in read_summary(sweep)] == ["completed", "completed"]
+    assert len(list((sweep / ".submitit").glob("*/*_result.pkl"))) == 2
+    assert "torch CPU threads: 1" in (sweep / "0" / "train.log").read_text()
+    assert (sweep / "1" / "tb" / "optim.lr=0.0002").is_dir()
+
+
+def test_slurm_preset_sets_overridable_resources() -> None:
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose("train", overrides=["launcher=slurm", "hydra.launcher.partition=gpu",
+                                          "hydra.launcher.gpus_per_node=4", "hydra.launcher.timeout_min=30"],
+                      return_hydra_config=True)
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("SlurmLauncher")
+    assert (launcher.partition, launcher.gpus_per_node, launcher.tasks_per_node, launcher.timeout_min) == (
+        "gpu", 4, 1, 30)
+    assert threads_per_job(launcher) == launcher.cpus_per_task
+
+
+@pytest.fixture
+def in_multirun() -> Iterator[None]:
+    """HydraConfig as a multirun job sees it (basic launcher), reset afterwards."""
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose("train", overrides=["hydra.mode=MULTIRUN"], return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)
+    yield
+    HydraConfig.instance().cfg = None
+
+
+def test_nan_objective_is_a_failed_job_not_a_float(in_multirun: None) -> None:
+    cfg = OmegaConf.create({"optimized_metric": "prob/real", "trainer": {"num_threads": None}})
+    result = run_task(lambda cfg: {"prob/real": float("nan")}, cfg)
+    assert isinstance(result, JobFailure) and "prob/real is nan" in result.error
+    with pytest.raises(TypeError):
+        float(result)  # what makes the Optuna sweeper record a FAIL trial
+    assert run_task(lambda cfg: {"prob/real": 0.25}, cfg) == 0.25
+
+
+def test_threads_per_job_shares_the_cores() -> None:
+    cores = available_cores()
+    assert threads_per_job(OmegaConf.create({"n_jobs": 2})) == max(cores // 2, 1)
+    assert threads_per_job(OmegaConf.create({"n_jobs": -1})) == 1  # joblib: one worker per core
+    assert threads_per_job(OmegaConf.create({"cpus_per_task": 3, "n_jobs": None})) == 3
+    assert threads_per_job(OmegaConf.create({"_target_": "basic"})) is None
