@@ -69,6 +69,27 @@ def _proc_status_bytes(field: str) -> int | None:
     return None
 
 
+def cpu_ticks() -> tuple[int, int, int] | None:
+    """(all ticks, busy ticks of the machine, ticks of this process and its reaped children), Linux."""
+    try:
+        machine_ticks = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+        own = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[11:15]  # utime stime cutime cstime
+    except (OSError, ValueError):
+        return None
+    idle = machine_ticks[3] + machine_ticks[4]  # idle, iowait; steal counts as busy
+    return sum(machine_ticks), sum(machine_ticks) - idle, sum(int(v) for v in own)
+
+
+def other_cpu_share(before: tuple[int, int, int] | None) -> float | None:
+    """Fraction of the machine's CPU time that other processes used since `before`: what makes
+    img/s on a shared machine unreliable (DataLoader workers count as this process)."""
+    after = cpu_ticks()
+    if before is None or after is None or after[0] == before[0]:
+        return None
+    total, busy, own = (a - b for a, b in zip(after, before, strict=True))
+    return round(max(busy - own, 0) / total, 3)
+
+
 def memory_in_use(device: torch.device) -> int | None:
     """Bytes in use after collecting garbage (and handing freed heap back to the OS)."""
     gc.collect()
@@ -142,6 +163,7 @@ def bench_one(cfg: DictConfig, setup: str, batch_size: int, device: torch.device
                  f"trainer.device={cfg.device}", f"trainer.precision={cfg.precision}",
                  f"trainer.compile={cfg.compile}", "trainer.d_steps=1", *cfg.overrides]
     train_cfg = validate(compose_train(overrides))
+    ticks = cpu_ticks()
     seed_everything(train_cfg.trainer.seed)
     run, ours_mb = measure_memory(device, lambda: build_run(train_cfg, device),
                                   lambda run: time_trainer(run, 0, cfg.warmup_steps, device))
@@ -171,6 +193,7 @@ def bench_one(cfg: DictConfig, setup: str, batch_size: int, device: torch.device
         "model_gflop_per_image": round(flops / 1e9, 4),
         "gan_cli_tflop_per_sec": round(flops * median["gan_cli"] / 1e12, 4),  # model FLOPs, achieved
         "peak_memory_mb": {"gan_cli": ours_mb, "reference": reference_mb},
+        "other_cpu_share": other_cpu_share(ticks) if device.type == "cpu" else None,
     }
 
 
@@ -182,8 +205,7 @@ def machine(device: torch.device) -> dict[str, Any]:
     except (OSError, StopIteration):
         pass
     info = {"cpu": cpu, "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "torch": torch.__version__, "device": str(device),
-            "load_average_1min": round(os.getloadavg()[0], 2)}  # other work on the machine skews img/s
+            "torch": torch.__version__, "device": str(device)}
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
     return info
@@ -205,15 +227,16 @@ def table(result: dict[str, Any]) -> Table:
     view = Table(title=f"gan-bench on {result['machine']['device']} ({result['machine']['cpu']}), "
                        f"median of {result['settings']['repeats']} x {result['settings']['steps']} steps")
     for column in ("config", "shape", "batch", "gan-cli img/s", "reference img/s", "speedup", "GFLOP/img",
-                   "gan-cli TFLOP/s", "gan-cli peak MB", "reference peak MB"):
+                   "gan-cli TFLOP/s", "gan-cli peak MB", "reference peak MB", "others' CPU"):
         view.add_column(column, justify="left" if column in ("config", "shape") else "right")
     megabytes = lambda value: "-" if value is None else f"{value:,.0f}"
+    share = lambda value: "-" if value is None else f"{value:.0%}"
     for row in result["rows"]:
         rate, mb = row["img_per_sec"], row["peak_memory_mb"]
         view.add_row(row["config"], "x".join(map(str, row["image_shape"])), str(row["batch_size"]),
                      f"{rate['gan_cli']:,.0f}", f"{rate['reference']:,.0f}", f"{row['speedup']:.2f}x",
                      f"{row['model_gflop_per_image']:.3f}", f"{row['gan_cli_tflop_per_sec']:.3f}",
-                     megabytes(mb["gan_cli"]), megabytes(mb["reference"]))
+                     megabytes(mb["gan_cli"]), megabytes(mb["reference"]), share(row["other_cpu_share"]))
     return view
 
 
@@ -234,8 +257,10 @@ def bench(cfg: DictConfig, console: Console | None = None) -> dict[str, Any]:
             result["rows"].append(row)
             console.print(f"{setup} batch {batch_size}: gan-cli {row['img_per_sec']['gan_cli']:,.0f} img/s, "
                           f"reference {row['img_per_sec']['reference']:,.0f} img/s ({row['speedup']:.2f}x)")
+            if (row["other_cpu_share"] or 0) > 0.05:
+                console.print(f"  [yellow]other processes used {row['other_cpu_share']:.0%} of the CPU meanwhile: "
+                              "these img/s are not reliable[/yellow]")
             gc.collect()
-    result["machine"]["load_average_1min_after"] = round(os.getloadavg()[0], 2)
     out = Path(cfg.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")

@@ -52,8 +52,8 @@ class ReferenceLoop:
         self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=cfg.optim.g.lr, betas=tuple(cfg.optim.g.betas))
         self.opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=cfg.optim.d.lr,
                                       betas=tuple(cfg.optim.d.betas))
-        array = images.permute(0, 2, 3, 1).cpu().numpy()  # (N, H, W, C), a copy of its own
-        array = np.ascontiguousarray(array[..., 0] if array.shape[-1] == 1 else array)
+        array = images.permute(0, 2, 3, 1).cpu().numpy()  # (N, H, W, C)
+        array = np.array(array[..., 0] if array.shape[-1] == 1 else array)  # a copy of its own, as torchvision
         half = (0.5,) * images.shape[1]
         transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize(half, half)])
         dataset = TutorialImages(array, labels.cpu().numpy(), transform)

@@ -92,6 +92,15 @@ class CheckpointDir:
             old.unlink()
         return path
 
+    def save_best(self, state: dict[str, Any]) -> Path:
+        """best.pt: the checkpoint with the best FID so far (same atomic write)."""
+        path = self.folder / "best.pt"
+        try:
+            save_checkpoint(path, state)
+        except OSError as err:
+            raise GanCliError(f"could not write checkpoint {path}: {err.strerror or err}") from None
+        return path
+
     def newest_loadable(self) -> tuple[Path, dict[str, Any]] | None:
         """The newest checkpoint that loads, skipping (and reporting) damaged ones."""
         candidates = [self.folder / "last.pt", *reversed(self.step_files())]

@@ -70,6 +70,7 @@ class TrainerSchema:
     compile: bool = False
     ckpt_every_n_steps: int = 1000
     keep_checkpoints: int = 3
+    on_nan: str = "stop"
     resume: str | None = None
     num_threads: int | None = None
 
@@ -146,6 +147,7 @@ CHECKS: list[Check] = [
     ("trainer.d_steps", lambda v: v >= 1, "an integer >= 1"),
     ("trainer.ckpt_every_n_steps", lambda v: v >= 1, "an integer >= 1"),
     ("trainer.keep_checkpoints", lambda v: v >= 1, "an integer >= 1"),
+    ("trainer.on_nan", lambda v: v in ("stop", "skip"), "stop or skip"),
     ("trainer.num_threads", lambda v: v >= 1, "null or an integer >= 1"),
     ("trainer.device", lambda v: bool(DEVICE_PATTERN.match(v)), DEVICES_ALLOWED),
     ("trainer.precision", lambda v: v in PRECISIONS, " or ".join(PRECISIONS)),
@@ -175,8 +177,8 @@ SAMPLE_CHECKS: list[Check] = [
 
 def _typed(cfg: DictConfig, schema: type, open_nodes: tuple[str, ...]) -> DictConfig:
     base = OmegaConf.structured(schema)
-    for key in open_nodes:  # options of these groups add keys of their own
-        OmegaConf.set_struct(base[key], False)
+    for key in open_nodes:  # options of these groups add keys of their own ("" = the root)
+        OmegaConf.set_struct(base[key] if key else base, False)
     try:
         merged = OmegaConf.merge(base, cfg)
         OmegaConf.resolve(merged)
@@ -223,7 +225,7 @@ def validate(cfg: DictConfig) -> DictConfig:
 
 
 def validate_sample(cfg: DictConfig) -> DictConfig:
-    typed = _typed(cfg, SampleSchema, open_nodes=())
+    typed = _typed(cfg, SampleSchema, open_nodes=("",))  # `class` is a Python keyword: no dataclass field
     _run_checks(typed, SAMPLE_CHECKS)
     check_device(typed.device, "device")
     return typed

@@ -26,19 +26,39 @@ def to_uint8(images: Tensor) -> Tensor:
 
 
 def load_generator(path: str, device: torch.device) -> nn.Module:
+    """G rebuilt from the checkpoint's own config, with the EMA weights when it has them."""
     state = load_checkpoint(path)
     train_cfg = OmegaConf.create(state["config"])
     generator = build(train_cfg.model.generator)
-    load_weights(generator, state["generator"], path, "generator")
+    load_weights(generator, state.get("generator_ema", state["generator"]), path, "generator")
     return generator.to(device).eval()
 
 
+def sample_labels(generator: nn.Module, num_samples: int, which: int | str | None, seed: int) -> Tensor | None:
+    """`class=`: None -> classes drawn uniformly, N -> all of class N, all -> equal runs of each class."""
+    classes = getattr(generator, "num_classes", 0)
+    if not classes:
+        if which is not None:
+            raise GanCliError(f"class={which}: this generator is unconditional; leave class unset")
+        return None
+    if which is None:
+        return torch.randint(classes, (num_samples,), generator=torch.Generator().manual_seed(seed + 1))
+    if which == "all":
+        return torch.arange(num_samples) * classes // num_samples  # sorted: one grid row per class
+    if isinstance(which, int) and 0 <= which < classes:
+        return torch.full((num_samples,), which)
+    raise GanCliError(f"class={which!r}: allowed are 0..{classes - 1}, all, or unset (random classes)")
+
+
 @torch.no_grad()
-def generate(generator: nn.Module, num_samples: int, batch_size: int, seed: int, device: torch.device) -> Tensor:
+def generate(generator: nn.Module, num_samples: int, batch_size: int, seed: int, device: torch.device,
+             labels: Tensor | None = None) -> Tensor:
     """uint8 (N, C, H, W) on the CPU; the latents depend only on the seed, not the batch size."""
     noise = torch.Generator().manual_seed(seed)
     z = torch.randn(num_samples, generator.z_dim, generator=noise)
-    chunks = [to_uint8(generator(part.to(device))).cpu() for part in z.split(batch_size)]
+    parts = labels.split(batch_size) if labels is not None else [None] * len(z.split(batch_size))
+    chunks = [to_uint8(generator(zs.to(device), None if ys is None else ys.to(device))).cpu()
+              for zs, ys in zip(z.split(batch_size), parts, strict=True)]
     return torch.cat(chunks)
 
 
@@ -63,7 +83,9 @@ def sample(cfg: DictConfig) -> Path:
         raise GanCliError(f"out={cfg.out!r}: folder {out.parent} does not exist")
     device = resolve_device(cfg.device)
     generator = load_generator(cfg.checkpoint, device)
-    images = generate(generator, cfg.num_samples, cfg.batch_size, cfg.seed, device)
-    write(images, out, cfg.nrow)
+    labels = sample_labels(generator, cfg.num_samples, cfg["class"], cfg.seed)
+    images = generate(generator, cfg.num_samples, cfg.batch_size, cfg.seed, device, labels)
+    rows = generator.num_classes if cfg["class"] == "all" else 0
+    write(images, out, cfg.nrow or (-(-cfg.num_samples // rows) if rows else 0))
     log.info("wrote %d samples %s to %s", len(images), tuple(images.shape[1:]), out)
     return out

@@ -1,8 +1,8 @@
 """The training loop: `train(cfg) -> metrics`, independent of the Hydra entrypoint.
 
-The loop knows only "G: z -> images, D: images -> logits (B,)". Each step is (1) d_steps
-discriminator updates on real and detached fake batches, (2) one generator update; statistics
-are summed on the device and read back only every `log.every_n_steps`, the loop's one host sync.
+The loop knows only "G: z (, labels) -> images, D: images (, labels) -> logits (B,)"; what one
+step does is in step.py. Statistics are summed on the device and read back at log intervals,
+the loop's one host sync. Samples, metrics and checkpoints come from the EMA copy of G.
 """
 
 from __future__ import annotations
@@ -12,10 +12,6 @@ import logging
 import math
 import random
 import time
-from collections.abc import Callable
-from contextlib import AbstractContextManager
-from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -25,94 +21,16 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
 from gan_cli.checkpoint import CheckpointDir, load_checkpoint, load_weights, rng_state, set_rng_state
-from gan_cli.config import build, resolve_device, validate
-from gan_cli.data import DeviceSampler
+from gan_cli.config import resolve_device, validate
 from gan_cli.errors import GanCliError
 from gan_cli.logging import Reporter, flatten_config
+from gan_cli.metrics import Evaluator
 from gan_cli.signals import GracefulStop, TrainingInterrupted
+from gan_cli.step import STAT_NAMES, GanRun, build_run, train_step
 
 log = logging.getLogger("gan_cli")
 
-STAT_NAMES = ("loss/d", "loss/g", "prob/real", "prob/fake")
-
-
-@dataclass
-class GanRun:
-    """Everything one training step touches."""
-
-    generator: nn.Module
-    discriminator: nn.Module
-    opt_g: torch.optim.Optimizer
-    opt_d: torch.optim.Optimizer
-    loss: Any  # d_loss(real_logits, fake_logits), g_loss(fake_logits)
-    sampler: DeviceSampler
-    d_steps: int
-    autocast: Callable[[], AbstractContextManager[Any]]
-
-
-def build_run(cfg: DictConfig, device: torch.device) -> GanRun:
-    """Instantiate every component from its `_target_`; the config alone decides what runs."""
-    data = build(cfg.dataset)
-    sampler = DeviceSampler(data, device, cfg.trainer.batch_size, cfg.trainer.seed, cfg.dataset.hflip)
-    generator = build(cfg.model.generator).to(device)
-    discriminator = build(cfg.model.discriminator).to(device)
-    if device.type in ("cpu", "cuda"):
-        # NHWC convolutions: oneDNN (CPU) and cuDNN skip their layout reorders, the same math;
-        # DCGAN at 28 px trains ~1.3x faster on CPU. Only 4-D weights change, so MLPs are untouched.
-        generator.to(memory_format=torch.channels_last)
-        discriminator.to(memory_format=torch.channels_last)
-    if cfg.trainer.compile:  # in place, so state_dict keys and attributes (G.z_dim) stay unchanged
-        generator.compile()
-        discriminator.compile()
-
-    def optimizer(node: DictConfig, module: nn.Module) -> torch.optim.Optimizer:
-        # Fused Adam: one kernel over all tensors per step instead of ~10 ops per tensor, the
-        # same update. Used where the class and device have one, unless the config sets `fused`.
-        make, params = build(node), list(module.parameters())
-        if "fused" not in node:
-            try:
-                return make(params, fused=True)
-            except (TypeError, RuntimeError, ValueError):  # no fused kernel for this class or device
-                pass
-        return make(params)
-
-    bf16 = cfg.trainer.precision == "bf16"
-    return GanRun(
-        generator=generator,
-        discriminator=discriminator,
-        opt_g=optimizer(cfg.optim.g, generator),
-        opt_d=optimizer(cfg.optim.d, discriminator),
-        loss=build(cfg.loss),
-        sampler=sampler,
-        d_steps=cfg.trainer.d_steps,
-        autocast=partial(torch.autocast, device.type, dtype=torch.bfloat16, enabled=bf16),
-    )
-
-
-def train_step(run: GanRun, step: int) -> Tensor:
-    """One generator step and its d_steps discriminator steps. Returns the step's statistics
-    as a device tensor (no sync): d loss, g loss, mean D(x), mean D(G(z))."""
-    G, D = run.generator, run.discriminator
-    for inner in range(run.d_steps):
-        real, _ = run.sampler.batch(step * run.d_steps + inner)  # (B, C, H, W) in [-1, 1]
-        z = torch.randn(real.shape[0], G.z_dim, device=real.device)
-        with run.autocast():
-            fake = G(z)
-            real_logits, fake_logits = D(real), D(fake.detach())
-            d_loss = run.loss.d_loss(real_logits, fake_logits)
-        run.opt_d.zero_grad(set_to_none=True)
-        d_loss.backward()
-        run.opt_d.step()
-    # G step on the last fake batch: its graph into G is still there, so G runs once per step.
-    D.requires_grad_(False)  # D's parameter gradients are not needed for G's update
-    with run.autocast():
-        g_loss = run.loss.g_loss(D(fake))
-    run.opt_g.zero_grad(set_to_none=True)
-    g_loss.backward()
-    run.opt_g.step()
-    D.requires_grad_(True)
-    probs = torch.sigmoid(torch.stack([real_logits.detach().mean(), fake_logits.detach().mean()]))
-    return torch.cat([torch.stack([d_loss.detach(), g_loss.detach()]).float(), probs.float()])
+__all__ = ["GanRun", "build_run", "train_step", "train", "seed_everything"]
 
 
 def checkpoint_state(run: GanRun, cfg: DictConfig, step: int, epoch: int) -> dict[str, Any]:
@@ -123,6 +41,7 @@ def checkpoint_state(run: GanRun, cfg: DictConfig, step: int, epoch: int) -> dic
         "epoch": epoch,
         "batches_drawn": step * run.d_steps,
         "generator": run.generator.state_dict(),
+        "generator_ema": run.ema.state_dict(),
         "discriminator": run.discriminator.state_dict(),
         "opt_g": run.opt_g.state_dict(),
         "opt_d": run.opt_d.state_dict(),
@@ -157,6 +76,7 @@ def restore(run: GanRun, cfg: DictConfig, path: Path, state: dict[str, Any]) -> 
         raise GanCliError(f"checkpoint {path} was trained with another model config: {'; '.join(differences)}")
     load_weights(run.generator, state["generator"], path, "generator")
     load_weights(run.discriminator, state["discriminator"], path, "discriminator")
+    load_weights(run.ema.module, state.get("generator_ema", state["generator"]), path, "EMA generator")
     run.opt_g.load_state_dict(state["opt_g"])
     run.opt_d.load_state_dict(state["opt_d"])
     set_rng_state(state["rng"])
@@ -201,12 +121,23 @@ def weights_finite(run: GanRun) -> bool:
     return bool(torch.stack([t.detach().isfinite().all() for t in tensors]).all())
 
 
+def fixed_latents(generator: nn.Module, count: int, seed: int) -> tuple[Tensor, Tensor | None, int]:
+    """The sample grid's latents (and labels: one row per class when conditional) and its row width."""
+    noise = torch.Generator().manual_seed(seed)
+    if not generator.num_classes:
+        return torch.randn(count, generator.z_dim, generator=noise), None, max(int(count**0.5), 1)
+    per_class = max(count // generator.num_classes, 1)
+    labels = torch.arange(generator.num_classes).repeat_interleave(per_class)
+    return torch.randn(len(labels), generator.z_dim, generator=noise), labels, per_class
+
+
 @torch.no_grad()
-def draw_samples(generator: nn.Module, z: Tensor) -> Tensor:
-    """Samples in eval mode (BatchNorm running statistics), then back to training mode."""
+def draw_samples(generator: nn.Module, z: Tensor, labels: Tensor | None = None) -> Tensor:
+    """Samples in eval mode (BatchNorm running statistics), then back to the previous mode."""
+    was_training = generator.training
     generator.eval()
-    images = generator(z)
-    generator.train()
+    images = generator(z, labels)
+    generator.train(was_training)
     return images
 
 
@@ -234,6 +165,8 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, Any]:
     run_dir = Path(run_dir) if run_dir is not None else hydra_run_dir()
     device = resolve_device(cfg.trainer.device)
     log.info("device: %s", device)
+    if cfg.trainer.num_threads:
+        torch.set_num_threads(cfg.trainer.num_threads)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed shapes every step: autotune once
     seed_everything(cfg.trainer.seed)
@@ -243,17 +176,28 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, Any]:
     start = restore(run, cfg, *resumed) if resumed else 0
     steps = total_steps(cfg, run.sampler.batches_per_epoch)
     epoch_of = lambda step: step * run.d_steps // run.sampler.batches_per_epoch  # noqa: E731
-    noise = torch.Generator().manual_seed(cfg.trainer.seed)  # fixed latents: comparable grids
-    z_fixed = torch.randn(cfg.log.num_samples, run.generator.z_dim, generator=noise).to(device)
-    grid_rows = max(int(cfg.log.num_samples**0.5), 1)
+    every = lambda step, n: step % n == 0  # noqa: E731
+    z_fixed, labels_fixed, grid_width = fixed_latents(run.generator, cfg.log.num_samples, cfg.trainer.seed)
+    z_fixed, labels_fixed = z_fixed.to(device), None if labels_fixed is None else labels_fixed.to(device)
+    evaluator = Evaluator(cfg, run.data, device) if cfg.eval.enabled else None
     meter = Meter(device, cfg.trainer.batch_size * run.d_steps, start)
     time_limit = 60 * (cfg.trainer.time_limit_minutes or math.inf)
-    every = lambda step, n: step % n == 0  # noqa: E731
+    scores: dict[str, float] = {}
+    best_fid = math.inf
 
     def save(step: int) -> None:
         if not weights_finite(run):  # never replace a good checkpoint with broken weights
             raise TrainingDiverged(f"weights are not finite at step {step}: stopped without saving")
         checkpoints.save(checkpoint_state(run, cfg, step, epoch_of(step)), step)
+
+    def evaluate(step: int) -> None:
+        nonlocal scores, best_fid
+        scores = evaluator.evaluate(run.ema.module, step) if evaluator else {}
+        if scores:
+            reporter.scalars(step, epoch_of(step), scores, show=False)
+        if scores.get("metrics/fid", math.inf) < best_fid:
+            best_fid = scores["metrics/fid"]
+            checkpoints.save_best(checkpoint_state(run, cfg, step, epoch_of(step)))
 
     log.info("training steps %d..%d (%d batches/epoch, batch %d) into %s", start + 1, steps,
              run.sampler.batches_per_epoch, cfg.trainer.batch_size, run_dir)
@@ -268,10 +212,12 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, Any]:
                 if ending or every(step, cfg.log.every_n_steps) or every(step, cfg.trainer.ckpt_every_n_steps):
                     reporter.scalars(step, epoch_of(step), meter.read(step))
                 if every(step, cfg.log.sample_every_n_steps):
-                    reporter.samples(step, draw_samples(run.generator, z_fixed), grid_rows)
+                    reporter.samples(step, draw_samples(run.ema.module, z_fixed, labels_fixed), grid_width)
                 if stop.signum is not None:
                     save(step)
                     raise TrainingInterrupted(stop.signum, step, str(checkpoints.folder / "last.pt"))
+                if every(step, cfg.eval.every_n_steps) and step != steps:
+                    evaluate(step)
                 if every(step, cfg.trainer.ckpt_every_n_steps) or ending:
                     save(step)
                 if out_of_time:
@@ -281,14 +227,16 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, Any]:
         seconds = time.perf_counter() - started
         if start >= steps:
             log.info("checkpoint is at step %d, nothing left to train for %d steps", start, steps)
-        reporter.samples(steps, draw_samples(run.generator, z_fixed), grid_rows)
+        reporter.samples(steps, draw_samples(run.ema.module, z_fixed, labels_fixed), grid_width)
+        evaluate(steps)
         metrics = final_metrics(meter.last, steps, start, seconds, cfg.trainer.batch_size * run.d_steps, device)
+        metrics.update(scores, skipped_steps=run.skipped, **({"best_fid": best_fid} if best_fid < math.inf else {}))
         (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
         reporter.hparams(steps, cfg, {k: v for k, v in metrics.items() if isinstance(v, (int, float))})
     finally:
         reporter.close()  # flushes TensorBoard on every exit path
-    log.info("done: %d steps, %.0f img/s, d %.3f g %.3f -> %s", steps, metrics["img_per_sec"],
-             metrics["loss/d"], metrics["loss/g"], run_dir)
+    log.info("done: %d steps, %.0f img/s, d %.3f g %.3f%s -> %s", steps, metrics["img_per_sec"], metrics["loss/d"],
+             metrics["loss/g"], f", FID {scores['metrics/fid']:.3f}" if "metrics/fid" in scores else "", run_dir)
     return metrics
 
 

@@ -32,6 +32,7 @@ TINY = [
     "log.num_samples=16",
     "model.generator.ngf=8",
     "model.discriminator.ndf=8",
+    "eval.enabled=false",  # FID/KID has its own tests (test_metrics.py, test_train.py)
 ]
 TINY_FAKE = ["dataset=fake", "dataset.num_samples=64", *TINY]
 

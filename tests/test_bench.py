@@ -40,7 +40,7 @@ def test_bench_writes_a_row_per_config_and_batch(tmp_path: Path) -> None:
             assert row["img_per_sec"][loop] > 0
             assert len(row["img_per_sec_repeats"][loop]) == 2
             assert isinstance(row["peak_memory_mb"][loop], (float, type(None)))
-        assert row["speedup"] > 0
+        assert row["speedup"] > 0 and "other_cpu_share" in row
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bench"]  # no Hydra run folder or log file
 
 

@@ -1,14 +1,12 @@
 """The components of stable GAN training, on synthetic tensors: losses and their hooks, R1,
 spectral norm, the EMA of G, DiffAugment, the SNGAN ResNet and class-conditional models.
 
-`gan_step` below is the contract the training loop follows: D step (loss + penalties, then
-`after_d_step`), then G step, with D always seen through the augmentation.
+Training-step tests run the real loop (gan_cli.step via train()) on the `fake` dataset.
 """
 
 from __future__ import annotations
 
 import math
-from functools import partial
 from pathlib import Path
 
 import pytest
@@ -17,6 +15,7 @@ from hydra.utils import instantiate
 from torch import Tensor, nn
 
 from gan_cli.augment import DiffAugment, cutout, translation
+from gan_cli.checkpoint import load_checkpoint
 from gan_cli.cli import CONFIG_DIR
 from gan_cli.config import validate
 from gan_cli.ema import GeneratorEMA
@@ -24,7 +23,8 @@ from gan_cli.errors import GanCliError
 from gan_cli.losses import GanLoss, HingeLoss, LeastSquaresLoss, WassersteinGPLoss, WassersteinLoss
 from gan_cli.models import dcgan, mlp, resnet
 from gan_cli.regularizers import NoRegularizer, R1Penalty
-from tests.conftest import compose_train
+from gan_cli.train import build_run, seed_everything, train
+from tests.conftest import TINY_FAKE, compose_train
 
 
 def options(group: str) -> list[str]:
@@ -121,58 +121,37 @@ def test_r1_rejects_a_zero_interval() -> None:
 # ---------------------------------------------------------------- a few training steps
 
 
-def gan_step(G: nn.Module, D: nn.Module, opt_g, opt_d, loss, reg, augment, real: Tensor,
-             labels: Tensor | None, step: int) -> tuple[Tensor, Tensor]:
-    critic = partial(D, labels=labels)  # labels are ignored by unconditional models
-    fake = G(torch.randn(real.shape[0], G.z_dim), labels)
-    real_seen, fake_seen = augment(real), augment(fake.detach())
-    d_loss = loss.d_loss(critic(real_seen), critic(fake_seen))
-    for penalty in (loss.penalty(critic, real_seen, fake_seen, step), reg.penalty(critic, real_seen, fake_seen, step)):
-        if penalty is not None:
-            d_loss = d_loss + penalty
-    opt_d.zero_grad(set_to_none=True)
-    d_loss.backward()
-    opt_d.step()
-    loss.after_d_step(D)
-    g_loss = loss.g_loss(critic(augment(fake)))
-    opt_g.zero_grad(set_to_none=True)
-    g_loss.backward()
-    opt_g.step()
-    return d_loss.detach(), g_loss.detach()
-
-
-def run_steps(G: nn.Module, D: nn.Module, loss, reg, augment, labels: Tensor | None = None,
-              steps: int = 3, image_size: int = 8) -> list[tuple[float, float]]:
-    torch.manual_seed(0)
-    opt_g = torch.optim.Adam(G.parameters(), 1e-3, betas=(0.0, 0.9))
-    opt_d = torch.optim.Adam(D.parameters(), 1e-3, betas=(0.0, 0.9))
-    real = torch.rand(8, 1, image_size, image_size) * 2 - 1
-    return [tuple(v.item() for v in gan_step(G, D, opt_g, opt_d, loss, reg, augment, real, labels, step))
-            for step in range(steps)]
+def train_tiny(tmp_path: Path, overrides: list[str]) -> tuple[dict, dict[str, Tensor], dict[str, Tensor]]:
+    """A few steps of the real loop; returns its metrics and G's weights before and after."""
+    cfg = compose_train([*TINY_FAKE, "trainer.max_steps=3", "ema.decay=0", *overrides])
+    metrics = train(cfg, run_dir=tmp_path)
+    seed_everything(cfg.trainer.seed)
+    initial = build_run(validate(cfg), torch.device("cpu")).generator.state_dict()
+    final = load_checkpoint(tmp_path / "checkpoints" / "last.pt")["generator"]
+    return metrics, initial, final
 
 
 @pytest.mark.parametrize("loss_name", options("loss"))
-def test_a_few_steps_with_each_loss_stay_finite_and_move_both_networks(loss_name: str) -> None:
-    cfg = validate(compose_train([f"loss={loss_name}"]))
-    G = mlp.Generator(z_dim=8, image_size=8, hidden=[32])
-    D = mlp.Discriminator(image_size=8, hidden=[32])
-    g_before, d_before = G.net[0].weight.clone(), D.net[1].weight.clone()
-    history = run_steps(G, D, instantiate(cfg.loss), NoRegularizer(), DiffAugment(""))
-    assert all(math.isfinite(v) for pair in history for v in pair)
-    assert not torch.equal(G.net[0].weight, g_before) and not torch.equal(D.net[1].weight, d_before)
+def test_a_few_steps_with_each_loss_stay_finite_and_move_g(tmp_path: Path, loss_name: str) -> None:
+    metrics, initial, final = train_tiny(tmp_path, [f"loss={loss_name}"])
+    assert all(math.isfinite(metrics[k]) for k in ("loss/d", "loss/g"))
+    assert any(not torch.equal(initial[k], final[k]) for k in initial if initial[k].is_floating_point())
 
 
-@pytest.mark.parametrize("family", [mlp, dcgan, resnet])
-def test_everything_at_once_trains_each_family(family) -> None:
-    """Conditional G, spectral-norm projection D, hinge + R1, DiffAugment: finite after 3 steps."""
-    widths = {mlp: ({"hidden": [32]}, {"hidden": [32]}), dcgan: ({"ngf": 8}, {"ndf": 8}),
-              resnet: ({"ngf": 8}, {"ndf": 8})}[family]
-    G = family.Generator(z_dim=8, channels=1, image_size=8, num_classes=3, **widths[0])
-    D = family.Discriminator(channels=1, image_size=8, spectral_norm=True, num_classes=3, **widths[1])
-    labels = torch.arange(8) % 3
-    augment = DiffAugment("color,translation,cutout")
-    history = run_steps(G, D, HingeLoss(), R1Penalty(gamma=1.0), augment, labels)
-    assert all(math.isfinite(v) for pair in history for v in pair)
+@pytest.mark.parametrize("model", ["mlp", "dcgan", "resnet"])
+def test_everything_at_once_trains_each_family(tmp_path: Path, model: str) -> None:
+    """Conditional G, spectral-norm projection D, hinge + R1, DiffAugment, EMA: finite through the loop."""
+    widths = {"mlp": ["model.generator.hidden=[32]", "model.discriminator.hidden=[32]"]}.get(model, [])
+    overrides = [o for o in TINY_FAKE if model == "dcgan" or ("ngf" not in o and "ndf" not in o)]
+    if model == "resnet":
+        overrides += ["model.generator.ngf=16", "model.discriminator.ndf=16", "dataset.image_size=32"]
+    cfg = compose_train([*overrides, f"model={model}", *widths, "model.conditional=true",
+                         "model.discriminator.spectral_norm=true", "loss=hinge", "reg=r1", "augment=diffaugment",
+                         "ema.start_step=1", "trainer.max_steps=3"])
+    metrics = train(cfg, run_dir=tmp_path)
+    assert all(math.isfinite(metrics[k]) for k in ("loss/d", "loss/g"))
+    state = load_checkpoint(tmp_path / "checkpoints" / "last.pt")
+    assert state["generator_ema"].keys() == state["generator"].keys()
 
 
 # ---------------------------------------------------------------- spectral norm

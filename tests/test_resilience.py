@@ -16,6 +16,7 @@ from PIL import Image
 from gan_cli import checkpoint as checkpoint_module
 from gan_cli.checkpoint import CheckpointDir, load_checkpoint
 from gan_cli.errors import GanCliError
+from gan_cli.losses import NonSaturatingLoss
 from gan_cli.train import TrainingDiverged, train
 from tests.conftest import BIN, TINY, TINY_FAKE, compose_train, make_image_folder, run_cli
 
@@ -100,7 +101,7 @@ def test_resume_auto_in_a_fresh_dir_starts_from_zero(tmp_path: Path) -> None:
     assert train(compose_train([*TINY_FAKE, "trainer.resume=auto"]), run_dir=tmp_path)["steps"] == 4
 
 
-class ExplodingLoss:
+class ExplodingLoss(NonSaturatingLoss):
     """Finite for the first `after` discriminator losses, NaN afterwards."""
 
     def __init__(self, after: int = 5):
@@ -108,11 +109,7 @@ class ExplodingLoss:
 
     def d_loss(self, real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
         self.calls += 1
-        loss = torch.nn.functional.softplus(-real_logits).mean() + torch.nn.functional.softplus(fake_logits).mean()
-        return loss * (float("nan") if self.calls > self.after else 1.0)
-
-    def g_loss(self, fake_logits: torch.Tensor) -> torch.Tensor:
-        return torch.nn.functional.softplus(-fake_logits).mean()
+        return super().d_loss(real_logits, fake_logits) * (float("nan") if self.calls > self.after else 1.0)
 
 
 def test_nan_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -59,3 +60,34 @@ def test_folder_at_64_pixels_trains(tmp_path: Path) -> None:
     root = make_image_folder(tmp_path / "imgs", classes=2, per_class=8, size=(70, 80))
     cfg = compose_train(["dataset=folder", f"dataset.root={root}", *[o for o in TINY_FAKE if "dataset" not in o]])
     assert train(cfg, run_dir=tmp_path / "run")["steps"] == 4
+
+
+def test_fid_and_kid_in_the_loop_keep_best_pt(tmp_path: Path) -> None:
+    cfg = compose_train([*TINY_FAKE, "eval.enabled=true", "eval.every_n_steps=2", "eval.num_samples=64",
+                         "eval.batch_size=32", "eval.kid_subset_size=16", "eval.kid_subsets=5",
+                         "eval.classifier_epochs=1", f"eval.cache_dir={tmp_path / 'cache'}"])
+    metrics = train(cfg, run_dir=tmp_path / "run")
+    assert math.isfinite(metrics["metrics/fid"]) and math.isfinite(metrics["metrics/kid"])
+    assert metrics["best_fid"] <= metrics["metrics/fid"]
+    best = torch.load(tmp_path / "run" / "checkpoints" / "best.pt", weights_only=True)
+    assert best["step"] in (2, 4)
+    saved = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert saved["metrics/fid"] == metrics["metrics/fid"] and "perf/eval_seconds" in saved
+
+
+def test_conditional_grid_has_one_row_per_class(tmp_path: Path) -> None:
+    from PIL import Image
+
+    cfg = compose_train([*TINY_FAKE, "model.conditional=true", "dataset.num_classes=4", "log.num_samples=8"])
+    train(cfg, run_dir=tmp_path)
+    grid = Image.open(tmp_path / "samples" / "step_0000004.png")
+    assert grid.size == (2 * 30 + 2, 4 * 30 + 2)  # 4 classes x 2 samples, 28 px + 2 px padding
+
+
+def test_on_nan_skip_drops_the_bad_updates_and_finishes(tmp_path: Path) -> None:
+    cfg = compose_train([*TINY_FAKE, "trainer.on_nan=skip", "trainer.max_steps=6",
+                         "loss._target_=tests.test_resilience.ExplodingLoss"])
+    metrics = train(cfg, run_dir=tmp_path)
+    assert metrics["steps"] == 6 and metrics["skipped_steps"] >= 1
+    state = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)
+    assert all(v.isfinite().all() for v in state["discriminator"].values() if v.is_floating_point())
