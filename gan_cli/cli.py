@@ -61,8 +61,20 @@ def check_output_root(argv: list[str]) -> None:
         sys.exit(EXIT_USAGE)
 
 
+def quiet_rank_overrides(argv: list[str]) -> list[str]:
+    """Ranks other than 0 of a torchrun/SLURM job write nothing (rank 0 owns the run dir): no
+    Hydra run dir of their own, no .hydra/, no log file."""
+    from gan_cli.distributed import launched_ranks
+
+    if launched_ranks().is_main:
+        return []
+    quiet = ["hydra.output_subdir=null", "hydra/job_logging=disabled"]
+    return quiet if any(arg.startswith("hydra.run.dir=") for arg in argv) else [*quiet, "hydra.run.dir=."]
+
+
 def train_main() -> None:
     check_output_root(sys.argv[1:])
+    sys.argv += quiet_rank_overrides(sys.argv[1:])
     _train()
 
 

@@ -127,7 +127,12 @@ class DeviceSampler:
     step k needs no sampler state, and the same run always sees the same batches.
     """
 
-    def __init__(self, data: ImageData, device: torch.device, batch_size: int, seed: int, hflip: bool):
+    def __init__(self, data: ImageData, device: torch.device, batch_size: int, seed: int, hflip: bool,
+                 rank: int = 0, world_size: int = 1):
+        if world_size > 1:  # data-parallel: this rank's equal-sized shard, the rest never leaves the CPU
+            shard = data.images.shape[0] // world_size
+            data = ImageData(data.images[rank::world_size][:shard], data.labels[rank::world_size][:shard],
+                             data.num_classes)
         count = data.images.shape[0]
         if count < batch_size:
             raise GanCliError(

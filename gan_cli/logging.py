@@ -133,3 +133,19 @@ class Reporter:
     def close(self) -> None:
         self.writer.close()
         self.display.stop()
+
+
+class SilentReporter:
+    """What ranks other than 0 of a multi-process run report to: nothing."""
+
+    def scalars(self, step: int, epoch: int, values: dict[str, float], show: bool = True) -> None:
+        pass
+
+    def samples(self, step: int, images: Tensor, nrow: int) -> None:
+        pass
+
+    def hparams(self, step: int, cfg: DictConfig, metrics: dict[str, float]) -> None:
+        pass
+
+    def close(self) -> None:
+        pass

@@ -2,6 +2,11 @@
 
 The handler only sets a flag, which the loop reads between steps (a Python bool: no device
 sync). A second signal stops at once with the default behaviour, for a run that hangs.
+
+Under submitit (SLURM), the launcher owns SIGTERM and the preemption signal (SIGUSR2, or
+$SUBMITIT_PREEMPT_SIGNAL): SIGTERM is left to it, and on the preemption signal the loop first
+writes its checkpoint, then calls submitit's handler, which requeues the job; the requeued job
+continues from that checkpoint with trainer.resume=auto.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from gan_cli.errors import GanCliError
 log = logging.getLogger("gan_cli")
 
 HANDLED = (signal.SIGINT, signal.SIGTERM)
+PREEMPT = getattr(signal, "SIG" + os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2"), None)
 
 
 class TrainingInterrupted(GanCliError):
@@ -46,10 +52,22 @@ class GracefulStop:
                     signal.Signals(signum).name)
 
     def __enter__(self) -> GracefulStop:
-        if threading.current_thread() is threading.main_thread():  # signals only reach the main thread
-            for signum in HANDLED:
-                self._previous[signum] = signal.signal(signum, self._handle)
+        if threading.current_thread() is not threading.main_thread():  # signals only reach the main thread
+            return self
+        for signum in HANDLED:
+            if signum == signal.SIGTERM and signal.getsignal(signum) not in (signal.SIG_DFL, None):
+                continue  # a launcher (submitit) handles SIGTERM its own way
+            self._previous[signum] = signal.signal(signum, self._handle)
+        if PREEMPT is not None and callable(signal.getsignal(PREEMPT)):  # a launcher that requeues
+            self._previous[PREEMPT] = signal.signal(PREEMPT, self._handle)
         return self
+
+    def hand_over(self) -> None:
+        """After the checkpoint: let the launcher's preemption handler requeue the job (it exits)."""
+        previous = self._previous.get(self.signum) if self.signum == PREEMPT else None
+        if callable(previous):
+            log.warning("checkpoint written; handing the preemption over to the launcher to requeue")
+            previous(self.signum, None)
 
     def __exit__(self, *exc: object) -> None:
         for signum, handler in self._previous.items():

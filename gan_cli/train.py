@@ -11,6 +11,7 @@ import json
 import logging
 import math
 import random
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -20,10 +21,11 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
+from gan_cli import distributed
 from gan_cli.checkpoint import CheckpointDir, load_checkpoint, load_weights, rng_state, set_rng_state
 from gan_cli.config import resolve_device, validate
 from gan_cli.errors import GanCliError
-from gan_cli.logging import Reporter, flatten_config
+from gan_cli.logging import Reporter, SilentReporter, flatten_config
 from gan_cli.metrics import Evaluator
 from gan_cli.signals import GracefulStop, TrainingInterrupted
 from gan_cli.step import STAT_NAMES, GanRun, build_run, train_step
@@ -163,29 +165,36 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, Any]:
     run_dir (the Hydra run dir by default) and returns the final metrics."""
     cfg = validate(cfg)
     run_dir = Path(run_dir) if run_dir is not None else hydra_run_dir()
-    device = resolve_device(cfg.trainer.device)
+    ranks = distributed.init(resolve_device(cfg.trainer.device))
+    device = distributed.device_for(resolve_device(cfg.trainer.device), ranks)
+    run_dir = Path(distributed.broadcast_string(str(run_dir.absolute())))  # rank 0's run dir for all
     log.info("device: %s", device)
     if cfg.trainer.num_threads:
         torch.set_num_threads(cfg.trainer.num_threads)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed shapes every step: autotune once
     seed_everything(cfg.trainer.seed)
-    run = build_run(cfg, device)
+    run = build_run(cfg, device, ranks)
     checkpoints = CheckpointDir(run_dir / "checkpoints", cfg.trainer.keep_checkpoints)
     resumed = find_resume(cfg.trainer.resume, checkpoints)
     start = restore(run, cfg, *resumed) if resumed else 0
+    if ranks.enabled:  # each rank its own noise (a resumed run restored rank 0's RNG everywhere)
+        torch.manual_seed(cfg.trainer.seed + 1_000_003 * ranks.rank + start)
     steps = total_steps(cfg, run.sampler.batches_per_epoch)
     epoch_of = lambda step: step * run.d_steps // run.sampler.batches_per_epoch  # noqa: E731
     every = lambda step, n: step % n == 0  # noqa: E731
     z_fixed, labels_fixed, grid_width = fixed_latents(run.generator, cfg.log.num_samples, cfg.trainer.seed)
     z_fixed, labels_fixed = z_fixed.to(device), None if labels_fixed is None else labels_fixed.to(device)
-    evaluator = Evaluator(cfg, run.data, device) if cfg.eval.enabled else None
-    meter = Meter(device, cfg.trainer.batch_size * run.d_steps, start)
+    evaluator = Evaluator(cfg, run.data, device) if cfg.eval.enabled and ranks.is_main else None
+    images_per_step = cfg.trainer.batch_size * run.d_steps * ranks.world_size  # real images, all ranks
+    meter = Meter(device, images_per_step, start)
     time_limit = 60 * (cfg.trainer.time_limit_minutes or math.inf)
     scores: dict[str, float] = {}
     best_fid = math.inf
 
     def save(step: int) -> None:
+        if not ranks.is_main:  # rank 0 holds the same weights
+            return
         if not weights_finite(run):  # never replace a good checkpoint with broken weights
             raise TrainingDiverged(f"weights are not finite at step {step}: stopped without saving")
         checkpoints.save(checkpoint_state(run, cfg, step, epoch_of(step)), step)
@@ -199,23 +208,25 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, Any]:
             best_fid = scores["metrics/fid"]
             checkpoints.save_best(checkpoint_state(run, cfg, step, epoch_of(step)))
 
-    log.info("training steps %d..%d (%d batches/epoch, batch %d) into %s", start + 1, steps,
-             run.sampler.batches_per_epoch, cfg.trainer.batch_size, run_dir)
-    reporter = Reporter(run_dir, steps, start)
+    log.info("training steps %d..%d (%d batches/epoch, batch %d x %d rank(s)) into %s", start + 1, steps,
+             run.sampler.batches_per_epoch, cfg.trainer.batch_size, ranks.world_size, run_dir)
+    reporter = Reporter(run_dir, steps, start) if ranks.is_main else SilentReporter()
     started = time.perf_counter()
     try:
         with GracefulStop() as stop:
             for step in range(start + 1, steps + 1):
                 meter.add(train_step(run, step - 1))
-                out_of_time = time.perf_counter() - started > time_limit
-                ending = step == steps or out_of_time or stop.signum is not None
+                interrupted, out_of_time = distributed.any_ranks(
+                    [stop.signum is not None, time.perf_counter() - started > time_limit], device)
+                ending = step == steps or out_of_time or interrupted
                 if ending or every(step, cfg.log.every_n_steps) or every(step, cfg.trainer.ckpt_every_n_steps):
                     reporter.scalars(step, epoch_of(step), meter.read(step))
                 if every(step, cfg.log.sample_every_n_steps):
                     reporter.samples(step, draw_samples(run.ema.module, z_fixed, labels_fixed), grid_width)
-                if stop.signum is not None:
+                if interrupted:
                     save(step)
-                    raise TrainingInterrupted(stop.signum, step, str(checkpoints.folder / "last.pt"))
+                    stop.hand_over()  # preempted under submitit: it requeues the job and exits here
+                    raise TrainingInterrupted(stop.signum or signal.SIGTERM, step, str(checkpoints.folder / "last.pt"))
                 if every(step, cfg.eval.every_n_steps) and step != steps:
                     evaluate(step)
                 if every(step, cfg.trainer.ckpt_every_n_steps) or ending:
@@ -229,12 +240,14 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, Any]:
             log.info("checkpoint is at step %d, nothing left to train for %d steps", start, steps)
         reporter.samples(steps, draw_samples(run.ema.module, z_fixed, labels_fixed), grid_width)
         evaluate(steps)
-        metrics = final_metrics(meter.last, steps, start, seconds, cfg.trainer.batch_size * run.d_steps, device)
+        metrics = final_metrics(meter.last, steps, start, seconds, images_per_step, device)
         metrics.update(scores, skipped_steps=run.skipped, **({"best_fid": best_fid} if best_fid < math.inf else {}))
-        (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        if ranks.is_main:
+            (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
         reporter.hparams(steps, cfg, {k: v for k, v in metrics.items() if isinstance(v, (int, float))})
     finally:
         reporter.close()  # flushes TensorBoard on every exit path
+        distributed.shutdown()
     log.info("done: %d steps, %.0f img/s, d %.3f g %.3f%s -> %s", steps, metrics["img_per_sec"], metrics["loss/d"],
              metrics["loss/g"], f", FID {scores['metrics/fid']:.3f}" if "metrics/fid" in scores else "", run_dir)
     return metrics

@@ -204,3 +204,39 @@ def test_unwritable_output_dir_is_a_clear_error(tmp_path: Path) -> None:
     blocker.write_text("not a folder")
     result = run_cli("gan-train", [*TINY_FAKE, f"hydra.run.dir={blocker}/run"], cwd=tmp_path, check=False)
     assert result.returncode != 0 and "a_file" in result.stderr and "Traceback" not in result.stderr
+
+
+class PreemptingLoss(NonSaturatingLoss):
+    """Sends the preemption signal to this process at the `at`-th discriminator loss."""
+
+    def __init__(self, at: int = 3):
+        self.calls, self.at = 0, at
+
+    def d_loss(self, real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        if self.calls == self.at:
+            os.kill(os.getpid(), signal.SIGUSR2)
+        return super().d_loss(real_logits, fake_logits)
+
+
+def test_preemption_checkpoints_then_hands_over_to_the_launcher(tmp_path: Path) -> None:
+    """What submitit does on SLURM: its SIGUSR2 handler requeues the job and exits. gan-cli must
+    write the checkpoint first, then call that handler; the requeued run resumes from it."""
+    requeued: list[int] = []
+
+    def launcher_handler(signum: int, frame: object) -> None:
+        requeued.append(signum)
+        raise SystemExit(-1)  # submitit's _exit()
+
+    previous = signal.signal(signal.SIGUSR2, launcher_handler)
+    try:
+        cfg = compose_train([*TINY_FAKE, "trainer.max_steps=8", "trainer.resume=auto",
+                             "loss._target_=tests.test_resilience.PreemptingLoss"])
+        with pytest.raises(SystemExit):
+            train(cfg, run_dir=tmp_path)
+    finally:
+        signal.signal(signal.SIGUSR2, previous)
+    assert requeued == [signal.SIGUSR2]
+    assert load_checkpoint(tmp_path / "checkpoints" / "last.pt")["step"] == 3
+    resumed = train(compose_train([*TINY_FAKE, "trainer.max_steps=8", "trainer.resume=auto"]), run_dir=tmp_path)
+    assert resumed["steps"] == 8 and load_checkpoint(tmp_path / "checkpoints" / "last.pt")["step"] == 8

@@ -1,0 +1,115 @@
+"""Data-parallel training across processes with torch.distributed, launched by torchrun
+(`torchrun --nproc_per_node=N -m gan_cli ...`) or by SLURM tasks through the submitit launcher.
+
+Each rank holds its own shard of the device-resident data, draws its own batches and noise,
+and the gradients of each update are averaged over ranks with one all_reduce of the flattened
+gradients, as stylegan2-ada-pytorch does, rather than by wrapping the networks in
+DistributedDataParallel: a GAN step runs D several times per backward (real, fake) and runs G
+without a backward through it during D's update, and DDP's reducer expects each forward of a
+wrapped module to be followed by exactly one backward. BatchNorm statistics stay per rank (each
+normalizes with its own batch, as DDP's default also does); samples, metrics and checkpoints use
+rank 0's buffers. Only rank 0 writes TensorBoard, samples, checkpoints and metrics.json.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+log = logging.getLogger("gan_cli")
+
+
+@dataclass(frozen=True)
+class Ranks:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def launched_ranks() -> Ranks:
+    """What torchrun (RANK/WORLD_SIZE/LOCAL_RANK) or SLURM (SLURM_PROCID/SLURM_NTASKS) says."""
+    env = os.environ
+    if "WORLD_SIZE" in env:
+        return Ranks(int(env.get("RANK", 0)), int(env["WORLD_SIZE"]), int(env.get("LOCAL_RANK", 0)))
+    if int(env.get("SLURM_NTASKS", 1)) > 1 and "SLURM_PROCID" in env:
+        return Ranks(int(env["SLURM_PROCID"]), int(env["SLURM_NTASKS"]), int(env.get("SLURM_LOCALID", 0)))
+    return Ranks()
+
+
+def init(device: torch.device) -> Ranks:
+    """Join the process group (NCCL on CUDA, gloo otherwise); a no-op for a single process."""
+    ranks = launched_ranks()
+    if not ranks.enabled or dist.is_initialized():
+        return ranks
+    os.environ.setdefault("MASTER_ADDR", "127.0.0.1")  # set by torchrun; SLURM users set them in the preset
+    os.environ.setdefault("MASTER_PORT", "29500")
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo", rank=ranks.rank,
+                            world_size=ranks.world_size)
+    log.info("rank %d of %d (%s)", ranks.rank, ranks.world_size, dist.get_backend())
+    return ranks
+
+
+def device_for(spec_device: torch.device, ranks: Ranks) -> torch.device:
+    """One GPU per rank: cuda -> cuda:LOCAL_RANK."""
+    if ranks.enabled and spec_device.type == "cuda" and spec_device.index is None:
+        return torch.device("cuda", ranks.local_rank)
+    return spec_device
+
+
+def broadcast_parameters(*modules: torch.nn.Module) -> None:
+    """Start every rank from rank 0's weights and buffers."""
+    if dist.is_initialized():
+        for module in modules:
+            for tensor in [*module.parameters(), *module.buffers()]:
+                dist.broadcast(tensor.data, src=0)
+
+
+def average_gradients(optimizer: torch.optim.Optimizer) -> None:
+    """One all_reduce over all of the optimizer's gradients (missing ones count as zeros)."""
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    for param in params:
+        if param.grad is None:
+            param.grad = torch.zeros_like(param)  # same memory format as the parameter
+    flat = torch.cat([p.grad.reshape(-1) for p in params])  # (sum of numels,)
+    dist.all_reduce(flat)
+    flat /= dist.get_world_size()
+    for param, chunk in zip(params, flat.split([p.numel() for p in params]), strict=True):
+        param.grad.copy_(chunk.view(param.grad.shape))
+
+
+def any_rank(flag: bool, device: torch.device) -> bool:
+    """True on every rank when it is True on any: stops must be collective or a rank hangs."""
+    return any_ranks([flag], device)[0]
+
+
+def any_ranks(flags: list[bool], device: torch.device) -> list[bool]:
+    if not dist.is_initialized():
+        return flags
+    values = torch.tensor([float(flag) for flag in flags], device=device)
+    dist.all_reduce(values, op=dist.ReduceOp.MAX)
+    return [bool(v) for v in values.tolist()]
+
+
+def broadcast_string(text: str) -> str:
+    if not dist.is_initialized():
+        return text
+    holder = [text]
+    dist.broadcast_object_list(holder, src=0)
+    return str(holder[0])
+
+
+def shutdown() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
