@@ -39,12 +39,16 @@ class Ranks:
 
 
 def launched_ranks() -> Ranks:
-    """What torchrun (RANK/WORLD_SIZE/LOCAL_RANK) or SLURM (SLURM_PROCID/SLURM_NTASKS) says."""
+    """What torchrun says (RANK/WORLD_SIZE/LOCAL_RANK), or, in a SLURM job with several tasks
+    (the submitit launcher's tasks_per_node), what submitit derives from SLURM, master address
+    and port included."""
     env = os.environ
+    if "WORLD_SIZE" not in env and int(env.get("SLURM_NTASKS", 1)) > 1 and "SLURM_PROCID" in env:
+        from submitit.helpers import TorchDistributedEnvironment
+
+        TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
     if "WORLD_SIZE" in env:
         return Ranks(int(env.get("RANK", 0)), int(env["WORLD_SIZE"]), int(env.get("LOCAL_RANK", 0)))
-    if int(env.get("SLURM_NTASKS", 1)) > 1 and "SLURM_PROCID" in env:
-        return Ranks(int(env["SLURM_PROCID"]), int(env["SLURM_NTASKS"]), int(env.get("SLURM_LOCALID", 0)))
     return Ranks()
 
 
@@ -53,8 +57,6 @@ def init(device: torch.device) -> Ranks:
     ranks = launched_ranks()
     if not ranks.enabled or dist.is_initialized():
         return ranks
-    os.environ.setdefault("MASTER_ADDR", "127.0.0.1")  # set by torchrun; SLURM users set them in the preset
-    os.environ.setdefault("MASTER_PORT", "29500")
     dist.init_process_group("nccl" if device.type == "cuda" else "gloo", rank=ranks.rank,
                             world_size=ranks.world_size)
     log.info("rank %d of %d (%s)", ranks.rank, ranks.world_size, dist.get_backend())
