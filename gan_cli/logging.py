@@ -101,13 +101,11 @@ class Reporter:
         self.display = display(total_steps, start_step)
 
     def scalars(self, step: int, epoch: int, values: dict[str, float], show: bool = True) -> None:
-        """show=False: TensorBoard and the log only (evaluation metrics), not the progress line."""
+        """show=False: TensorBoard only, not the progress line (evaluation logs its own line)."""
         for tag, value in values.items():
             self.writer.add_scalar(tag, value, step)
         if show:
             self.display.update(step, epoch, values)
-        else:
-            log.info("step %d | %s", step, "  ".join(f"{tag}={value:.4g}" for tag, value in values.items()))
 
     def samples(self, step: int, images: Tensor, nrow: int) -> Path:
         """images: (B, C, H, W) in [-1, 1]. Logged as one grid, and saved as PNG."""
