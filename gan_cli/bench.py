@@ -2,8 +2,9 @@
 
 For each config in conf/bench.yaml (a list of gan-train overrides on dataset=fake) and each batch
 size, gan-cli's run is built from the real composed config by `build_run` and timed through
-`train_step`, syncing only at the end of a window as the train loop does at its log interval.
-The tutorial-style `ReferenceLoop` gets the same G and D config nodes, batch size and steps.
+`train_step` (gan_cli/step.py), syncing only at the end of a window, as the train loop does at its
+log interval. The tutorial-style `ReferenceLoop` gets the same G and D config nodes, batch size
+and steps.
 Both warm up, then `repeats` timed windows alternate reference, gan-cli; the median counts.
 """
 
@@ -33,7 +34,8 @@ from gan_cli.bench_reference import ReferenceLoop
 from gan_cli.cli import CONFIG_DIR
 from gan_cli.config import check_device, resolve_device, validate
 from gan_cli.errors import GanCliError, reported
-from gan_cli.train import GanRun, build_run, seed_everything, train_step
+from gan_cli.step import GanRun, build_run, train_step
+from gan_cli.train import seed_everything
 
 MEMORY_NOTES = {
     "cuda": "torch.cuda.max_memory_allocated during the warm-up steps, minus what was allocated before the "
