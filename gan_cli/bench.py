@@ -4,8 +4,8 @@ For each config in conf/bench.yaml (a list of gan-train overrides on dataset=fak
 size, gan-cli's run is built from the real composed config by `build_run` and timed through
 `train_step` (gan_cli/step.py), syncing only at the end of a window, as the train loop does at its
 log interval. The tutorial-style `ReferenceLoop` gets the same G and D config nodes, batch size
-and steps.
-Both warm up, then `repeats` timed windows alternate reference, gan-cli; the median counts.
+and steps. Both warm up, then `repeats` timed windows alternate reference, gan-cli; the median
+of each counts.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +35,7 @@ from gan_cli.bench_reference import ReferenceLoop
 from gan_cli.cli import CONFIG_DIR
 from gan_cli.config import check_device, resolve_device, validate
 from gan_cli.errors import GanCliError, reported
-from gan_cli.step import GanRun, build_run, train_step
+from gan_cli.step import STAT_NAMES, GanRun, build_run, train_step
 from gan_cli.train import seed_everything
 
 MEMORY_NOTES = {
@@ -122,7 +123,7 @@ def peak_growth_mb(device: torch.device, baseline: int | None) -> float | None:
 
 def time_trainer(run: GanRun, first_step: int, steps: int, device: torch.device) -> float:
     """Seconds for `steps` gan-cli steps, summing the statistics on the device like train()."""
-    sums = torch.zeros(4, device=device)
+    sums = torch.zeros(len(STAT_NAMES), device=device)
     sync(device)
     started = time.perf_counter()
     for step in range(first_step, first_step + steps):
@@ -154,7 +155,8 @@ def measure_memory(
 def flops_per_image(run: GanRun, step: int, batch_size: int) -> float:
     """Model FLOPs of one gan-cli step (forward and backward of G and D; the optimizer is not
     counted), per real image, counted eagerly by torch's FlopCounterMode."""
-    with torch.compiler.set_stance("force_eager"), FlopCounterMode(display=False) as counter:
+    eager = torch.compiler.set_stance("force_eager") if hasattr(torch.compiler, "set_stance") else nullcontext()
+    with eager, FlopCounterMode(display=False) as counter:
         train_step(run, step)
     return counter.get_total_flops() / batch_size
 
@@ -165,6 +167,8 @@ def bench_one(cfg: DictConfig, setup: str, batch_size: int, device: torch.device
                  f"trainer.device={cfg.device}", f"trainer.precision={cfg.precision}",
                  f"trainer.compile={cfg.compile}", "trainer.d_steps=1", *cfg.overrides]
     train_cfg = validate(compose_train(overrides))
+    if train_cfg.model.get("conditional"):
+        raise GanCliError(f"config {setup}: gan-bench times unconditional models (the tutorial loop has no labels)")
     ticks = cpu_ticks()
     seed_everything(train_cfg.trainer.seed)
     run, ours_mb = measure_memory(device, lambda: build_run(train_cfg, device),
