@@ -79,14 +79,16 @@ def test_failed_job_is_summarized_and_the_other_jobs_run(tmp_path: Path) -> None
 
 
 def test_optuna_search_stores_its_study_and_resumes(tmp_path: Path) -> None:
-    search = ["-m", "hparams_search=optuna", *TINY_FAKE]
+    tiny_fid = ["eval.enabled=true", "eval.num_samples=64", "eval.batch_size=32", "eval.kid_subsets=5",
+                "eval.kid_subset_size=16", "eval.classifier_epochs=1", f"eval.cache_dir={tmp_path / 'cache'}"]
+    search = ["-m", "hparams_search=optuna", *TINY_FAKE, *tiny_fid]
     run_cli("gan-train", [*search, "hydra.sweeper.n_trials=3"], cwd=tmp_path)
     sweep = only_sweep_dir(tmp_path)
     trials = study_trials(sweep)
     assert [t.state.name for t in trials] == ["COMPLETE"] * 3
     assert set(trials[0].params) == {"optim.lr", "optim.beta1", "trainer.d_steps", "loss"}
     rows = read_summary(sweep)
-    assert sorted(float(row["prob/real"]) for row in rows) == pytest.approx(sorted(t.value for t in trials))
+    assert sorted(float(row["metrics/fid"]) for row in rows) == pytest.approx(sorted(t.value for t in trials))
 
     # The same command pointed at the sweep dir loads the study and adds trials in new folders.
     run_cli("gan-train", [*search, "hydra.sweeper.n_trials=1", f"hydra.sweep.dir={sweep}"], cwd=tmp_path)
