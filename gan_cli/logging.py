@@ -93,7 +93,6 @@ def tb_run_dir(run_dir: Path) -> Path:
 
 class Reporter:
     def __init__(self, run_dir: Path, total_steps: int, start_step: int):
-        self.run_dir = run_dir
         self.samples_dir = run_dir / "samples"
         self.samples_dir.mkdir(parents=True, exist_ok=True)
         self.writer = SummaryWriter(str(tb_run_dir(run_dir)), purge_step=start_step or None)

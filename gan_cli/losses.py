@@ -74,7 +74,18 @@ class LeastSquaresLoss(GanLoss):
         return 0.5 * ((fake_logits - 1) ** 2).mean()
 
 
-class WassersteinLoss(GanLoss):
+class WassersteinCritic(GanLoss):
+    """The Wasserstein critic objective shared by WGAN and WGAN-GP: D maximizes
+    E[D(x)] - E[D(G(z))], G maximizes E[D(G(z))]. They differ only in how D is kept Lipschitz."""
+
+    def d_loss(self, real_logits: Tensor, fake_logits: Tensor) -> Tensor:
+        return fake_logits.mean() - real_logits.mean()
+
+    def g_loss(self, fake_logits: Tensor) -> Tensor:
+        return -fake_logits.mean()
+
+
+class WassersteinLoss(WassersteinCritic):
     """Arjovsky et al. (2017): D is a critic estimating the Wasserstein-1 distance
     E[D(x)] - E[D(G(z))], which requires D to be 1-Lipschitz; clipping every weight of D to
     [-clip, clip] after each D step is the paper's (crude) way to bound it. The paper pairs it
@@ -83,19 +94,13 @@ class WassersteinLoss(GanLoss):
     def __init__(self, clip: float = 0.01):
         self.clip = clip
 
-    def d_loss(self, real_logits: Tensor, fake_logits: Tensor) -> Tensor:
-        return fake_logits.mean() - real_logits.mean()
-
-    def g_loss(self, fake_logits: Tensor) -> Tensor:
-        return -fake_logits.mean()
-
     @torch.no_grad()
     def after_d_step(self, discriminator: nn.Module) -> None:
         for parameter in discriminator.parameters():
             parameter.clamp_(-self.clip, self.clip)
 
 
-class WassersteinGPLoss(GanLoss):
+class WassersteinGPLoss(WassersteinCritic):
     """Gulrajani et al. (2017), WGAN-GP: the Wasserstein critic loss, with the weight clipping
     replaced by a penalty on the critic's input-gradient norm leaving 1 on random interpolates
     between real and fake images: gp_weight * E[(||grad_x D(x_hat)||_2 - 1)^2]. The paper uses
@@ -104,12 +109,6 @@ class WassersteinGPLoss(GanLoss):
 
     def __init__(self, gp_weight: float = 10.0):
         self.gp_weight = gp_weight
-
-    def d_loss(self, real_logits: Tensor, fake_logits: Tensor) -> Tensor:
-        return fake_logits.mean() - real_logits.mean()
-
-    def g_loss(self, fake_logits: Tensor) -> Tensor:
-        return -fake_logits.mean()
 
     def penalty(self, critic: Critic, real: Tensor, fake: Tensor, step: int) -> Tensor:
         mix = torch.rand(real.shape[0], *[1] * (real.dim() - 1), device=real.device, dtype=real.dtype)
