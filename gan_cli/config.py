@@ -215,6 +215,10 @@ def validate(cfg: DictConfig) -> DictConfig:
             "with classes (for dataset=folder set dataset.num_classes to the number of class folders)"
         )
     check_device(typed.trainer.device, "trainer.device")
+    group = OmegaConf.select(typed, "model.discriminator.minibatch_std") or 0
+    if group and typed.trainer.batch_size % group:
+        raise GanCliError(f"invalid value model.discriminator.minibatch_std={group}: allowed is 0 (off) or a "
+                          f"divisor of trainer.batch_size={typed.trainer.batch_size}, e.g. 4")
     root = typed.dataset.root
     if root and not typed.dataset.download and not Path(root).expanduser().exists():
         raise GanCliError(

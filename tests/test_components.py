@@ -22,7 +22,9 @@ from gan_cli.ema import GeneratorEMA
 from gan_cli.errors import GanCliError
 from gan_cli.losses import GanLoss, HingeLoss, LeastSquaresLoss, WassersteinGPLoss, WassersteinLoss
 from gan_cli.models import dcgan, mlp, resnet
+from gan_cli.models.layers import MinibatchStd
 from gan_cli.regularizers import NoRegularizer, R1Penalty
+from gan_cli.step import score_real_and_fake
 from gan_cli.train import build_run, seed_everything, train
 from tests.conftest import TINY_FAKE, compose_train
 
@@ -154,6 +156,49 @@ def test_everything_at_once_trains_each_family(tmp_path: Path, model: str) -> No
     assert state["generator_ema"].keys() == state["generator"].keys()
 
 
+@pytest.mark.parametrize("model", ["mlp", "dcgan"])
+def test_one_joint_d_forward_is_the_same_math_as_two(model: str) -> None:
+    """Without batch-dependent layers D scores real and fake in one forward; the logits and D's
+    gradients match two separate forwards. With BatchNorm (the DCGAN D) it keeps two forwards."""
+    overrides = [o for o in TINY_FAKE if model == "dcgan" or ("ngf" not in o and "ndf" not in o)]
+    cfg = validate(compose_train([*overrides, f"model={model}", "model.conditional=true"]))
+    run = build_run(cfg, torch.device("cpu"))
+    assert run.joint_d_forward is (model == "mlp")
+    real, labels = run.sampler.batch(0)
+    fake = run.generator(torch.randn(real.shape[0], run.generator.z_dim), labels).detach()
+    grads = []
+    for joint in (True, False):
+        run.joint_d_forward = joint
+        run.discriminator.zero_grad()
+        real_logits, fake_logits = score_real_and_fake(run, real, fake, labels)
+        run.loss.d_loss(real_logits, fake_logits).backward()
+        grads.append([p.grad.clone() for p in run.discriminator.parameters()])
+    if model == "mlp":  # in BatchNorm's training mode the two paths differ by design
+        assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(*grads, strict=True))
+
+
+def test_minibatch_std_appends_the_group_std_and_sees_collapse() -> None:
+    layer = MinibatchStd(group_size=2)
+    x = torch.randn(4, 3, 2, 2)
+    out = layer(x)
+    assert out.shape == (4, 4, 2, 2) and torch.equal(out[:, :3], x)
+    # groups are images (0, 2) and (1, 3): batch/group apart, as in StyleGAN
+    expected = [(torch.stack([x[i], x[i + 2]]).var(0, unbiased=False) + 1e-8).sqrt().mean() for i in (0, 1)]
+    assert torch.allclose(out[:, 3, 0, 0], torch.stack(expected * 2), atol=1e-6)
+    collapsed = layer(torch.ones(4, 3, 2, 2))  # identical images: no spread at all
+    assert collapsed[:, 3].max() < 1e-3
+    with pytest.raises(ValueError, match="divisible by 2"):
+        layer(torch.randn(3, 3, 2, 2))
+
+
+def test_minibatch_std_trains_and_the_batch_size_must_be_a_multiple(tmp_path: Path) -> None:
+    metrics, _, _ = train_tiny(tmp_path, ["model.discriminator.minibatch_std=4", "model.conditional=true"])
+    assert math.isfinite(metrics["loss/d"])
+    cfg = compose_train([*TINY_FAKE, "model.discriminator.minibatch_std=3"])
+    with pytest.raises(GanCliError, match="model.discriminator.minibatch_std=3: allowed is 0 .* divisor"):
+        validate(cfg)
+
+
 # ---------------------------------------------------------------- spectral norm
 
 
@@ -185,22 +230,44 @@ def test_spectral_norm_is_off_by_default_for_mlp_and_dcgan_and_on_for_resnet() -
 # ---------------------------------------------------------------- EMA of G
 
 
-def test_ema_follows_g_before_start_then_averages_and_copies_buffers() -> None:
-    generator = nn.Sequential(nn.Linear(2, 3), nn.BatchNorm1d(3))
-    ema = GeneratorEMA(generator, decay=0.9, start_step=10)
+class TinyBatchNormG(nn.Module):
+    """Linear then BatchNorm, with the generator interface the EMA samples through."""
+
+    z_dim, num_classes = 2, 0
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear, self.norm = nn.Linear(2, 3), nn.BatchNorm1d(3)
+
+    def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        return self.norm(self.linear(z))
+
+
+def test_ema_follows_g_before_start_then_averages_with_its_own_batchnorm_statistics() -> None:
+    generator = TinyBatchNormG()
+    ema = GeneratorEMA(generator, decay=0.9, start_step=10, bn_samples=64)
     assert ema.module is not generator and not any(p.requires_grad for p in ema.module.parameters())
-    first = generator[0].weight.detach().clone()
+    first = generator.linear.weight.detach().clone()
     with torch.no_grad():
-        generator[0].weight.add_(1.0)
-    ema.update(step=3)  # before start_step: a copy
-    assert torch.equal(ema.module[0].weight, generator[0].weight)
-    with torch.no_grad():
-        generator[0].weight.copy_(first)
+        generator.linear.weight.add_(1.0)
     generator(torch.randn(16, 2))  # training-mode forward moves BatchNorm's running statistics
+    ema.update(step=3)  # before start_step: a copy, statistics included
+    assert torch.equal(ema.module.linear.weight, generator.linear.weight)
+    assert torch.equal(ema.module.norm.running_mean, generator.norm.running_mean)
+    with torch.no_grad():
+        generator.linear.weight.copy_(first)
     ema.update(step=10)
-    assert torch.allclose(ema.module[0].weight, 0.9 * (first + 1) + 0.1 * first)
-    assert torch.equal(ema.module[1].running_mean, generator[1].running_mean)
-    assert torch.equal(ema.module[1].num_batches_tracked, generator[1].num_batches_tracked)
+    average = ema.module
+    assert torch.allclose(average.linear.weight, 0.9 * (first + 1) + 0.1 * first)
+    # The statistics are those of the average's own pre-BatchNorm activations on the fixed noise,
+    # not G's (which describe G's weights).
+    z = torch.randn(64, 2, generator=torch.Generator().manual_seed(0))
+    hidden = average.linear(z)
+    assert torch.allclose(average.norm.running_mean, hidden.mean(0), atol=1e-6)
+    assert torch.allclose(average.norm.running_var, hidden.var(0), atol=1e-5)
+    assert not average.training and average.norm.momentum == generator.norm.momentum
+    before = average.norm.running_mean.clone()
+    assert torch.equal(ema.module.norm.running_mean, before)  # re-estimated once per update, not per read
 
 
 def test_ema_with_zero_decay_is_g_itself() -> None:

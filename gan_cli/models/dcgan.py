@@ -9,6 +9,8 @@ learned label embedding to z; D is a projection discriminator (Miyato & Koyama 2
 <embed(y), flattened features before the last conv>. With spectral_norm=True, D's BatchNorms
 are dropped (SNGAN's "standard CNN" D has none: spectral norm already controls the layer scale,
 and per-sample penalties such as WGAN-GP and R1 are ill-defined when BatchNorm mixes samples).
+With minibatch_std=G > 0, the last conv also sees the feature std over groups of G images (see
+layers.MinibatchStd): a cure for the mode collapse that D cannot see one image at a time.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from gan_cli.errors import GanCliError
-from gan_cli.models.layers import class_count, require_labels, spectral_normalize
+from gan_cli.models.layers import MinibatchStd, class_count, require_labels, spectral_normalize
 
 
 def stages_for(image_size: int, model: str = "dcgan") -> tuple[int, int]:
@@ -92,6 +94,7 @@ class Discriminator(nn.Module):
         spectral_norm: bool = False,
         num_classes: int = 0,
         conditional: bool = True,
+        minibatch_std: int = 0,
     ):
         super().__init__()
         self.num_classes = class_count(num_classes, conditional)
@@ -107,8 +110,10 @@ class Discriminator(nn.Module):
                 nn.LeakyReLU(0.2, True),
             ]
             width *= 2
-        layers.append(nn.Conv2d(width, 1, base, 1, 0))  # (B, width, base, base) -> (B, 1, 1, 1)
+        # An extra input channel: the group's feature std, when minibatch_std (group size) > 0.
+        layers.append(nn.Conv2d(width + (minibatch_std > 0), 1, base, 1, 0))  # (B, width, base, base) -> (B, 1, 1, 1)
         self.net = nn.Sequential(*layers)
+        self.minibatch_std = MinibatchStd(minibatch_std) if minibatch_std > 0 else nn.Identity()
         self.embed = nn.Embedding(self.num_classes, width * base * base) if self.num_classes else None
         self.apply(dcgan_init)
         if self.embed is not None:
@@ -118,7 +123,7 @@ class Discriminator(nn.Module):
 
     def forward(self, images: Tensor, labels: Tensor | None = None) -> Tensor:
         features = self.net[:-1](images)  # (B, width, base, base)
-        logits = self.net[-1](features).view(-1)  # (B,)
+        logits = self.net[-1](self.minibatch_std(features)).view(-1)  # (B,)
         if self.embed is not None:
             projection = self.embed(require_labels(labels, images.shape[0])) * features.flatten(1)
             logits = logits + projection.sum(1)

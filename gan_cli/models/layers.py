@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import spectral_norm
 
@@ -50,3 +51,25 @@ class ClassBatchNorm2d(nn.Module):
             return x
         scale, shift = self.embed(require_labels(labels, x.shape[0]))[:, :, None, None].chunk(2, dim=1)
         return x * scale + shift
+
+
+class MinibatchStd(nn.Module):
+    """Minibatch standard deviation (Karras et al. 2018, as in StyleGAN2's D): appends one channel
+    holding the feature-wise std across a group of `group_size` images, averaged over features
+    and positions. A batch of near-identical fakes then looks different from a batch of real
+    images, which lets D punish mode collapse (the failure the per-image D cannot see). It makes
+    D's output depend on the whole group, so the batch size must be a multiple of `group_size`."""
+
+    def __init__(self, group_size: int = 4):
+        super().__init__()
+        self.group_size = group_size
+
+    def forward(self, x: Tensor) -> Tensor:
+        batch, channels, height, width = x.shape
+        group = min(self.group_size, batch)
+        if batch % group:
+            raise ValueError(f"MinibatchStd needs a batch size divisible by {group}, got {batch}")
+        members = x.float().view(group, -1, channels, height, width)  # groups of images batch/group apart
+        std = (members.var(0, unbiased=False) + 1e-8).sqrt().mean(dim=(1, 2, 3))  # (batch / group,)
+        extra = std.to(x.dtype).view(1, -1, 1, 1, 1).expand(group, -1, 1, height, width)
+        return torch.cat([x, extra.reshape(batch, 1, height, width)], dim=1)  # (B, C + 1, H, W)
