@@ -103,6 +103,7 @@ class TrainSchema:
     loss: Any = None
     reg: Any = None
     augment: Any = None
+    diversity: Any = None
     ema: Any = None
     optim: OptimSchema = field(default_factory=OptimSchema)
     trainer: TrainerSchema = field(default_factory=TrainerSchema)

@@ -6,7 +6,8 @@ regularizer and augmentation are config components with uniform hooks, so this c
 branches on which ones were chosen:
   loss.d_loss / g_loss on logits; loss.penalty and reg.penalty add a term to D's loss (WGAN-GP,
   R1) or return None; loss.after_d_step(D) runs after D's update (WGAN clipping); augment(x) is
-  applied to every image D sees, real and fake (DiffAugment; identity when off).
+  applied to every image D sees, real and fake (DiffAugment; identity when off);
+  diversity.penalty(G, fake, z, labels) adds a term to G's loss (mode seeking) or returns None.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ class GanRun:
     loss: Any
     reg: Any
     augment: Callable[[Tensor], Tensor]
+    diversity: Any  # .penalty(G, fake, z, labels) -> Tensor | None, added to G's loss
     data: ImageData
     sampler: DeviceSampler
     d_steps: int
@@ -105,6 +107,7 @@ def build_run(cfg: DictConfig, device: torch.device, ranks: Ranks = SINGLE_PROCE
         loss=build(cfg.loss),
         reg=build(cfg.reg),
         augment=build(cfg.augment),
+        diversity=build(cfg.diversity),
         data=data,
         sampler=sampler,
         d_steps=cfg.trainer.d_steps,
@@ -161,7 +164,8 @@ def train_step(run: GanRun, step: int) -> Tensor:
     D.requires_grad_(False)  # D's parameter gradients are not needed for G's update
     with run.autocast():
         g_loss = run.loss.g_loss(critic(run.augment(fake)))
-    update(run, run.opt_g, g_loss)
+        diversity = run.diversity.penalty(G, fake, z, labels)
+    update(run, run.opt_g, g_loss if diversity is None else g_loss + diversity)
     D.requires_grad_(True)
     run.ema.update(step)
     probs = torch.stack([torch.sigmoid(real_logits.detach()).mean(), torch.sigmoid(fake_logits.detach()).mean()])

@@ -18,6 +18,7 @@ from gan_cli.augment import DiffAugment, cutout, translation
 from gan_cli.checkpoint import load_checkpoint
 from gan_cli.cli import CONFIG_DIR
 from gan_cli.config import validate
+from gan_cli.diversity import ModeSeeking
 from gan_cli.ema import GeneratorEMA
 from gan_cli.errors import GanCliError
 from gan_cli.losses import GanLoss, HingeLoss, LeastSquaresLoss, WassersteinGPLoss, WassersteinLoss
@@ -197,6 +198,27 @@ def test_minibatch_std_trains_and_the_batch_size_must_be_a_multiple(tmp_path: Pa
     cfg = compose_train([*TINY_FAKE, "model.discriminator.minibatch_std=3"])
     with pytest.raises(GanCliError, match="model.discriminator.minibatch_std=3: allowed is 0 .* divisor"):
         validate(cfg)
+
+
+def test_mode_seeking_term_is_small_for_varied_g_and_large_for_one_that_ignores_z() -> None:
+    term = ModeSeeking(weight=1.0, fraction=0.5)
+    z = torch.randn(8, 4)
+    linear = nn.Linear(4, 6)
+    varied = lambda latent, labels=None: linear(latent)  # noqa: E731  images = W z: distances follow z
+    ignores_z = lambda latent, labels=None: torch.zeros(latent.shape[0], 6) + latent.sum() * 0  # noqa: E731
+    assert term.penalty(varied, varied(z), z, None) < 10
+    assert term.penalty(ignores_z, ignores_z(z), z, None) > 1e4  # 1 / eps
+    # the term pulls G towards using z: its gradient is non-zero for the weights
+    term.penalty(varied, varied(z), z, None).backward()
+    assert linear.weight.grad.abs().sum() > 0
+    with pytest.raises(GanCliError, match="diversity.fraction"):
+        ModeSeeking(fraction=0.0)
+
+
+def test_mode_seeking_trains_a_conditional_model(tmp_path: Path) -> None:
+    metrics, initial, final = train_tiny(tmp_path, ["diversity=mode_seeking", "model.conditional=true"])
+    assert math.isfinite(metrics["loss/g"])
+    assert any(not torch.equal(initial[k], final[k]) for k in initial if initial[k].is_floating_point())
 
 
 # ---------------------------------------------------------------- spectral norm
@@ -413,7 +435,7 @@ def test_conditional_without_labelled_data_names_the_keys(tmp_path: Path) -> Non
 # ---------------------------------------------------------------- config groups
 
 
-@pytest.mark.parametrize("group", ["reg", "augment"])
+@pytest.mark.parametrize("group", ["reg", "augment", "diversity"])
 def test_every_reg_and_augment_option_instantiates(group: str) -> None:
     for option in options(group):
         component = instantiate(validate(compose_train([f"{group}={option}"]))[group])
