@@ -452,3 +452,16 @@ def test_defaults_change_nothing_and_presets_follow_the_papers() -> None:
     optimizer = instantiate(rmsprop.optim.d)([nn.Parameter(torch.zeros(2))])
     assert isinstance(optimizer, torch.optim.RMSprop) and optimizer.defaults["lr"] == pytest.approx(5e-5)
     assert instantiate(validate(compose_train(["loss=wgan_gp"])).loss).gp_weight == 10.0
+
+
+def test_mnist_quick_is_the_measured_recipe_and_trains(tmp_path: Path) -> None:
+    """The preset the MNIST acceptance run uses: conditional DCGAN, half-width D, EMA, mode seeking,
+    a wall-clock budget under 10 minutes. Two steps of it on synthetic MNIST-shaped data."""
+    cfg = validate(compose_train(["experiment=mnist_quick", "trainer.device=cpu"]))
+    assert cfg.model.conditional and cfg.model.discriminator.ndf == 32 and cfg.loss._target_.endswith("NonSaturatingLoss")
+    assert cfg.diversity._target_ == "gan_cli.diversity.ModeSeeking" and cfg.ema.decay > 0
+    assert cfg.trainer.time_limit_minutes < 10
+    quick = [*TINY_FAKE, "experiment=mnist_quick", "dataset.num_classes=10", "trainer.max_steps=2",
+             "eval.enabled=false", "ema.start_step=1"]
+    metrics = train(compose_train(quick), run_dir=tmp_path)
+    assert metrics["steps"] == 2 and math.isfinite(metrics["loss/g"])
