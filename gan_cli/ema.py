@@ -76,11 +76,10 @@ class GeneratorEMA:
             norm.reset_running_stats()
             norm.momentum = None
         model.train()
-        batch = min(self.bn_samples, 512)
+        batch, classes = min(self.bn_samples, 512), getattr(model, "num_classes", 0)
         for start in range(0, self.bn_samples, batch):
             count = min(batch, self.bn_samples - start)
             z = torch.randn(count, model.z_dim, device=device, generator=noise)
-            classes = getattr(model, "num_classes", 0)
             labels = torch.randint(classes, (count,), device=device, generator=noise) if classes else None
             model(z, labels)
         model.eval()
