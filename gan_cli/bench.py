@@ -1,7 +1,7 @@
 """gan-bench: training img/s of gan-cli's trainer against the tutorial loop, in one process.
 
 For each config in conf/bench.yaml (a list of gan-train overrides on dataset=fake) and each batch
-size, gan-cli's run is built from the real composed config by `build_run` and timed through
+size, gan-cli's run is built from the real composed config by `build_task` and timed through
 `train_step` (gan_cli/step.py), syncing only at the end of a window, as the train loop does at its
 log interval. The tutorial-style `ReferenceLoop` gets the same G and D config nodes, batch size
 and steps. Both warm up, then `repeats` timed windows alternate reference, gan-cli; the median
@@ -35,7 +35,8 @@ from gan_cli.bench_reference import ReferenceLoop
 from gan_cli.cli import CONFIG_DIR
 from gan_cli.config import check_device, resolve_device, validate
 from gan_cli.errors import GanCliError, reported
-from gan_cli.step import STAT_NAMES, GanRun, build_run, train_step
+from gan_cli.step import Updater, build_task, build_updater, train_step
+from gan_cli.tasks.image_gan import ImageGan
 from gan_cli.train import seed_everything
 
 MEMORY_NOTES = {
@@ -121,13 +122,17 @@ def peak_growth_mb(device: torch.device, baseline: int | None) -> float | None:
     return None if peak is None or baseline is None else round((peak - baseline) / 2**20, 1)
 
 
-def time_trainer(run: GanRun, first_step: int, steps: int, device: torch.device) -> float:
+Run = tuple[ImageGan, Updater]
+
+
+def time_trainer(run: Run, first_step: int, steps: int, device: torch.device) -> float:
     """Seconds for `steps` gan-cli steps, summing the statistics on the device like train()."""
-    sums = torch.zeros(len(STAT_NAMES), device=device)
+    task, updater = run
+    sums = torch.zeros(len(task.stat_names), device=device)
     sync(device)
     started = time.perf_counter()
     for step in range(first_step, first_step + steps):
-        sums += train_step(run, step)
+        sums += train_step(task, step, updater)
     sums.tolist()  # the one host sync, as at the end of a log interval
     return time.perf_counter() - started
 
@@ -152,12 +157,12 @@ def measure_memory(
     return loop, peak_growth_mb(device, baseline)
 
 
-def flops_per_image(run: GanRun, step: int, batch_size: int) -> float:
+def flops_per_image(run: Run, step: int, batch_size: int) -> float:
     """Model FLOPs of one gan-cli step (forward and backward of G and D; the optimizer is not
     counted), per real image, counted eagerly by torch's FlopCounterMode."""
     eager = torch.compiler.set_stance("force_eager") if hasattr(torch.compiler, "set_stance") else nullcontext()
     with eager, FlopCounterMode(display=False) as counter:
-        train_step(run, step)
+        train_step(run[0], step, run[1])
     return counter.get_total_flops() / batch_size
 
 
@@ -171,10 +176,12 @@ def bench_one(cfg: DictConfig, setup: str, batch_size: int, device: torch.device
         raise GanCliError(f"config {setup}: gan-bench times unconditional models (the tutorial loop has no labels)")
     ticks = cpu_ticks()
     seed_everything(train_cfg.trainer.seed)
-    run, ours_mb = measure_memory(device, lambda: build_run(train_cfg, device),
+    if train_cfg.task._target_ != f"{ImageGan.__module__}.{ImageGan.__name__}":
+        raise GanCliError(f"config {setup}: gan-bench times task=image_gan (the tutorial loop is a z -> image GAN)")
+    run, ours_mb = measure_memory(device, lambda: (build_task(train_cfg, device), build_updater(train_cfg, device)),
                                   lambda run: time_trainer(run, 0, cfg.warmup_steps, device))
     seed_everything(train_cfg.trainer.seed)
-    make_reference = lambda: ReferenceLoop(train_cfg, run.sampler.images, run.sampler.labels, device,
+    make_reference = lambda: ReferenceLoop(train_cfg, run[0].sampler.images, run[0].sampler.labels, device,
                                            cfg.reference_workers)
     reference, reference_mb = measure_memory(device, make_reference, lambda ref: ref.run(cfg.warmup_steps))
     seconds: dict[str, list[float]] = {"reference": [], "gan_cli": []}

@@ -1,7 +1,10 @@
 """Checkpoints: plain tensors and containers only, so loading never needs to unpickle code.
 
-A checkpoint is a dict with FORMAT, the step, the networks' and optimizers' state_dicts, the
-resolved config as YAML, and the RNG states. It is written to a temp file in the same folder,
+A checkpoint is a dict with FORMAT, the step, the state_dicts of the task's networks, EMA copies,
+optimizers and learning-rate schedules, each a dict by the names the task declares
+(`networks["generator"]`, `optimizers["d"]`), the resolved config as YAML, and the RNG states.
+Checkpoints of format gan-cli/1 (before tasks: `generator`, `discriminator`, `generator_ema`,
+`opt_g`, `opt_d`) are read as the image_gan task's. It is written to a temp file in the same folder,
 fsynced and renamed, so a crash mid-write leaves the previous file intact.
 """
 
@@ -12,8 +15,9 @@ import os
 import pickle
 import random
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -22,7 +26,19 @@ from gan_cli.errors import GanCliError
 
 log = logging.getLogger("gan_cli")
 
-FORMAT = "gan-cli/1"
+FORMAT = "gan-cli/2"
+LEGACY_FORMAT = "gan-cli/1"
+
+
+def upgrade(state: dict[str, Any]) -> dict[str, Any]:
+    """A gan-cli/1 checkpoint in the current layout (its networks are image_gan's)."""
+    if state.get("format") != LEGACY_FORMAT:
+        return state
+    old = dict(state)
+    networks = {"generator": old.pop("generator"), "discriminator": old.pop("discriminator")}
+    averages = {"generator": old.pop("generator_ema", networks["generator"])}
+    optimizers = {"g": old.pop("opt_g"), "d": old.pop("opt_d")}
+    return {**old, "format": FORMAT, "networks": networks, "averages": averages, "optimizers": optimizers}
 
 
 def rng_state() -> dict[str, Any]:
@@ -125,12 +141,16 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     except (RuntimeError, EOFError, OSError, ValueError) as err:
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise GanCliError(f"checkpoint {path} is truncated or corrupt: {reason}") from None
-    if not isinstance(state, dict) or state.get("format") != FORMAT:
+    if not isinstance(state, dict) or state.get("format") not in (FORMAT, LEGACY_FORMAT):
         raise GanCliError(f"{path} is not a gan-cli checkpoint (expected format {FORMAT!r})")
-    return state
+    return upgrade(state)
 
 
-def load_weights(module: torch.nn.Module, weights: dict[str, Any], path: str | Path, what: str) -> None:
+class Loadable(Protocol):
+    def load_state_dict(self, state_dict: Mapping[str, Any], /) -> Any: ...
+
+
+def load_weights(module: Loadable, weights: Mapping[str, Any], path: str | Path, what: str) -> None:
     """load_state_dict with an error that names the checkpoint and the mismatched keys."""
     try:
         module.load_state_dict(weights)

@@ -98,6 +98,7 @@ class EvalSchema:
 
 @dataclass
 class TrainSchema:
+    task: Any = None
     dataset: DatasetSchema = field(default_factory=DatasetSchema)
     model: ModelSchema = field(default_factory=ModelSchema)
     loss: Any = None
@@ -106,6 +107,7 @@ class TrainSchema:
     diversity: Any = None
     ema: Any = None
     optim: OptimSchema = field(default_factory=OptimSchema)
+    lr_schedule: Any = None
     trainer: TrainerSchema = field(default_factory=TrainerSchema)
     log: LogSchema = field(default_factory=LogSchema)
     eval: EvalSchema = field(default_factory=EvalSchema)
@@ -121,6 +123,8 @@ class SampleSchema:
     batch_size: int = 256
     device: str = "auto"
     nrow: int = 0
+    input: str | None = None
+    direction: str = "a2b"
 
 
 def _positive(value: Any) -> bool:
@@ -172,6 +176,7 @@ SAMPLE_CHECKS: list[Check] = [
     ("num_samples", lambda v: v >= 1, "an integer >= 1"),
     ("batch_size", lambda v: v >= 1, "an integer >= 1"),
     ("nrow", lambda v: v >= 0, "an integer >= 0 (0 = square-ish)"),
+    ("direction", lambda v: v in ("a2b", "b2a"), "a2b or b2a"),
     ("device", lambda v: bool(DEVICE_PATTERN.match(v)), DEVICES_ALLOWED),
 ]
 

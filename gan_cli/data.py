@@ -159,7 +159,18 @@ class DeviceSampler:
         if epoch != self._epoch:
             self._start_epoch(epoch)
         rows = self._perm[position * self.batch_size : (position + 1) * self.batch_size]
-        images = self.images[rows].float().div_(127.5).sub_(1.0)
+        images = to_float(self.images[rows])
         if self.hflip:
             images = torch.where(self._flip[rows].view(-1, 1, 1, 1), images.flip(3), images)
         return images, self.labels[rows]
+
+
+def to_uint8(images: Tensor) -> Tensor:
+    """A network's [-1, 1] float images (N, C, H, W) -> uint8, the inverse of `DeviceSampler`'s
+    scaling: the same quantization the real images went through. The one place it happens."""
+    return images.float().add(1.0).mul(127.5).round().clamp(0, 255).to(torch.uint8)
+
+
+def to_float(images: Tensor) -> Tensor:
+    """uint8 (N, C, H, W) -> float in [-1, 1], as networks see images."""
+    return images.float().div(127.5).sub(1.0)

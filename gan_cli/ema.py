@@ -14,6 +14,7 @@ al. 2019) each time someone reads `module` after an update.
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -22,16 +23,22 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from gan_cli.errors import GanCliError
 
+# (count, private noise generator) -> the network's inputs for a training-mode forward
+InputSampler = Callable[[int, torch.Generator], Sequence[Any]]
+
 
 class GeneratorEMA:
     """`module` is the averaged copy of `generator` to sample from; call `update(step)` after
     each G optimizer step. Before `start_step` the copy just follows G (weights and buffers).
     After it, reading `module` first re-estimates BatchNorm statistics from `bn_samples` of the
     average's own samples (fixed noise, so runs and resumes stay reproducible). decay=0 means
-    no averaging: `module` is G itself, with G's own running statistics.
+    no averaging: `module` is G itself, with G's own running statistics. `inputs` draws the
+    network's inputs for the estimate (the task knows what its generator takes: z and labels,
+    or images); None is fine for a network without BatchNorm.
     """
 
-    def __init__(self, generator: nn.Module, decay: float = 0.999, start_step: int = 0, bn_samples: int = 4096):
+    def __init__(self, generator: nn.Module, inputs: InputSampler | None = None, decay: float = 0.999,
+                 start_step: int = 0, bn_samples: int = 4096):
         if not 0.0 <= decay < 1.0:
             raise GanCliError(f"invalid value ema.decay={decay}: allowed is a number in [0, 1)")
         if bn_samples < 1:
@@ -40,8 +47,11 @@ class GeneratorEMA:
         self.decay = decay
         self.start_step = start_step
         self.bn_samples = bn_samples
+        self.inputs = inputs
         self._average = generator if decay == 0 else copy.deepcopy(generator).eval().requires_grad_(False)
         self._norms = [m for m in self._average.modules() if isinstance(m, _BatchNorm) and m.track_running_stats]
+        if self._norms and inputs is None and self._average is not generator:
+            raise GanCliError("an EMA of a network with BatchNorm needs an input sampler to re-estimate its statistics")
         self._stale = False  # the average's BatchNorm statistics no longer match its weights
 
     @property
@@ -76,12 +86,10 @@ class GeneratorEMA:
             norm.reset_running_stats()
             norm.momentum = None
         model.train()
-        batch, classes = min(self.bn_samples, 512), getattr(model, "num_classes", 0)
+        batch = min(self.bn_samples, 512)
+        assert self.inputs is not None
         for start in range(0, self.bn_samples, batch):
-            count = min(batch, self.bn_samples - start)
-            z = torch.randn(count, model.z_dim, device=device, generator=noise)
-            labels = torch.randint(classes, (count,), device=device, generator=noise) if classes else None
-            model(z, labels)
+            model(*self.inputs(min(batch, self.bn_samples - start), noise))
         model.eval()
         for norm, momentum in zip(self._norms, momenta, strict=True):
             norm.momentum = momentum

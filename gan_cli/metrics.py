@@ -1,7 +1,9 @@
 """FID and KID in the training loop, from torchmetrics (no hand-written Frechet or MMD math).
 
-    evaluator = Evaluator(cfg, train_data, device)   # once, before the loop (trains/loads caches)
-    values = evaluator.evaluate(ema_generator, step)  # {"metrics/fid", "metrics/kid", ...}; {} when off
+    evaluator = Evaluator(cfg, train_data, device)  # once, before the loop (trains/loads caches)
+    values = evaluator.evaluate(draw_images, step)   # {"metrics/fid", "metrics/kid", ...}; {} when off
+
+The task decides which images are scored (samples of G, translated test images: gan_cli/tasks/).
 
 Features come from one extractor per run (`eval.features`): `inception`, the standard FID
 InceptionV3 (torch-fidelity's port of the TF graph, run through torchmetrics), or `classifier`, a
@@ -104,15 +106,15 @@ class InceptionFeatures(nn.Module):
         return self.net(images.expand(-1, 3, -1, -1) if images.shape[1] == 1 else images)
 
 
-def to_uint8(images: Tensor) -> Tensor:
-    """G's [-1, 1] output -> uint8, the same quantization the real images went through."""
-    return images.add(1.0).mul(127.5).round().clamp(0, 255).to(torch.uint8)
-
-
 class Evaluator:
     """FID, KID and class coverage of a generator against the cached reference features."""
 
-    def __init__(self, cfg: DictConfig, train: ImageData, device: torch.device):
+    primary = "metrics/fid"  # what best.pt minimizes
+
+    def __init__(self, cfg: DictConfig, train: ImageData, device: torch.device, test: ImageData | None = None,
+                 name: str | None = None):
+        """`test`: the reference images (default: the dataset's test split, else `train`); `name`:
+        the cache key of these images (default: from the dataset config)."""
         self.settings, self.device = cfg.eval, device
         # FID keeps float64 statistics: on the GPU when there is one, else on the CPU (MPS has no float64).
         self.metric_device = device if device.type == "cuda" else torch.device("cpu")
@@ -123,7 +125,8 @@ class Evaluator:
         if not self.enabled:
             return
         started = time.perf_counter()
-        test = load_test_split(cfg.dataset)
+        test = test if test is not None else load_test_split(cfg.dataset)
+        self.name = name or dataset_key(cfg.dataset)
         builders: dict[str, Callable[[], tuple[nn.Module, str]]] = {
             "classifier": lambda: self._classifier_features(cfg, train, test),
             "inception": lambda: (InceptionFeatures(cfg.eval.inception_weights).to(device), INCEPTION_TAG),
@@ -136,7 +139,7 @@ class Evaluator:
             return
         reference = test if test is not None else train
         # Named after the extractor's exact weights: a retrained classifier gets a new reference.
-        path = cache_dir(cfg) / f"{dataset_key(cfg.dataset)}_{cfg.eval.features}_{tag}_reference.pt"
+        path = cache_dir(cfg) / f"{self.name}_{cfg.eval.features}_{tag}_reference.pt"
         self.reference_features = self._reference_features(reference, path, tag)
         self.fid, self.kid = self._metrics(self.reference_features)
         self.setup_seconds = time.perf_counter() - started
@@ -149,7 +152,7 @@ class Evaluator:
                 f"the classifier needs >= 2 classes, the dataset has {train.num_classes}: use eval.features=inception"
             )
         # One classifier per dataset and recipe, whatever the run's seed: FIDs of runs are comparable.
-        path = cache_dir(cfg) / f"{dataset_key(cfg.dataset)}_classifier_e{cfg.eval.classifier_epochs}.pt"
+        path = cache_dir(cfg) / f"{self.name}_classifier_e{cfg.eval.classifier_epochs}.pt"
         self.classifier = classifier.load_or_train(
             path, train, test if test is not None else train, self.device, epochs=cfg.eval.classifier_epochs
         )
@@ -215,33 +218,13 @@ class Evaluator:
         fractions = torch.bincount(predicted, minlength=classes).float() / predicted.numel()
         return fractions.tolist(), float((fractions - 1.0 / classes).abs().max())
 
-    @torch.no_grad()
-    def sample(self, generator: nn.Module, count: int, seed: int = 0) -> Tensor:
-        """`count` uint8 samples from G in eval mode; fixed latents, so evaluations compare G only.
-        Conditional G (num_classes > 0) gets labels cycling through every class."""
-        was_training = generator.training
-        generator.eval()
-        noise = torch.Generator().manual_seed(seed)
-        num_classes = getattr(generator, "num_classes", 0) or 0
-        batches = []
-        for start in range(0, count, self.settings.batch_size):
-            size = min(self.settings.batch_size, count - start)
-            z = torch.randn(size, generator.z_dim, generator=noise).to(self.device)
-            if num_classes:
-                labels = (torch.arange(start, start + size) % num_classes).to(self.device)
-                batches.append(to_uint8(generator(z, labels=labels).float()))
-            else:
-                batches.append(to_uint8(generator(z).float()))
-        generator.train(was_training)
-        return torch.cat(batches)  # (count, C, H, W) uint8 on the device
-
-    def evaluate(self, generator: nn.Module, step: int) -> dict[str, float]:
-        """Metrics of `eval.num_samples` samples of `generator` (pass the EMA copy), plus
+    def evaluate(self, make_images: Callable[[], Tensor], step: int) -> dict[str, float]:
+        """Metrics of the uint8 images (N, C, H, W) that `make_images` draws (timed with them), plus
         `perf/eval_seconds`; {} when the metrics are off."""
         if not self.enabled:
             return {}
         started = time.perf_counter()
-        values = self.score(self.sample(generator, self.settings.num_samples))
+        values = self.score(make_images())
         seconds = time.perf_counter() - started
         self.total_seconds += seconds
         log.info("eval at step %d: %s (%.1f s)", step, "  ".join(f"{k}={v:.4g}" for k, v in values.items()), seconds)

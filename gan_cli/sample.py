@@ -1,4 +1,5 @@
-"""gan-sample: rebuild G from the config stored in a checkpoint and draw images."""
+"""gan-sample: rebuild a task's networks from the config stored in a checkpoint and let the task
+draw (sample G, translate images, ...); this file only checks the destination and writes."""
 
 from __future__ import annotations
 
@@ -7,71 +8,35 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
-from torch import Tensor, nn
 from torchvision.utils import save_image
 
-from gan_cli.checkpoint import load_checkpoint, load_weights
-from gan_cli.config import build, resolve_device, validate_sample
+from gan_cli.checkpoint import load_checkpoint
+from gan_cli.config import resolve_device, validate_sample
 from gan_cli.errors import GanCliError
+from gan_cli.resume import LEGACY_TASK
+from gan_cli.tasks.base import Drawn
 
 log = logging.getLogger("gan_cli")
 
 OUTPUTS = ".png -> one grid image, .npz -> arr_0 uint8 (N, H, W, C), no suffix -> a folder of PNGs"
+TASK_PACKAGE = "gan_cli.tasks."
 
 
-def to_uint8(images: Tensor) -> Tensor:
-    """[-1, 1] float (N, C, H, W) -> uint8 (N, C, H, W)."""
-    return ((images.float() + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
-
-
-def load_generator(path: str, device: torch.device) -> nn.Module:
-    """G rebuilt from the checkpoint's own config, with the EMA weights when it has them."""
-    state = load_checkpoint(path)
-    train_cfg = OmegaConf.create(state["config"])
-    generator = build(train_cfg.model.generator)
-    load_weights(generator, state.get("generator_ema", state["generator"]), path, "generator")
-    return generator.to(device).eval()
-
-
-def sample_labels(generator: nn.Module, num_samples: int, which: int | str | None, seed: int) -> Tensor | None:
-    """`class=`: None -> classes drawn uniformly, N -> all of class N, all -> equal runs of each class."""
-    classes = getattr(generator, "num_classes", 0)
-    if not classes:
-        if which is not None:
-            raise GanCliError(f"class={which}: this generator is unconditional; leave class unset")
-        return None
-    if which is None:
-        return torch.randint(classes, (num_samples,), generator=torch.Generator().manual_seed(seed + 1))
-    if which == "all":
-        return torch.arange(num_samples) * classes // num_samples  # sorted: one grid row per class
-    if isinstance(which, int) and 0 <= which < classes:
-        return torch.full((num_samples,), which)
-    raise GanCliError(f"class={which!r}: allowed are 0..{classes - 1}, all, or unset (random classes)")
-
-
-@torch.no_grad()
-def generate(generator: nn.Module, num_samples: int, batch_size: int, seed: int, device: torch.device,
-             labels: Tensor | None = None) -> Tensor:
-    """uint8 (N, C, H, W) on the CPU; the latents depend only on the seed, not the batch size."""
-    noise = torch.Generator().manual_seed(seed)
-    z = torch.randn(num_samples, generator.z_dim, generator=noise)
-    parts = labels.split(batch_size) if labels is not None else [None] * len(z.split(batch_size))
-    chunks = [to_uint8(generator(zs.to(device), None if ys is None else ys.to(device))).cpu()
-              for zs, ys in zip(z.split(batch_size), parts, strict=True)]
-    return torch.cat(chunks)
-
-
-def write(images: Tensor, out: Path, nrow: int) -> None:
+def write(drawn: Drawn, out: Path) -> None:
     if out.suffix == ".png":
-        nrow = nrow or max(int(len(images) ** 0.5), 1)
-        save_image(images.float() / 255, out, nrow=nrow)
+        save_image(drawn.grid.float() / 255, out, nrow=drawn.nrow or max(int(len(drawn.grid) ** 0.5), 1))
     elif out.suffix == ".npz":
-        np.savez(out, arr_0=images.permute(0, 2, 3, 1).numpy())  # (N, H, W, C) uint8
+        arrays = {"arr_0": drawn.images.permute(0, 2, 3, 1).numpy()}  # (N, H, W, C) uint8
+        if drawn.labels is not None:
+            arrays["arr_1"] = drawn.labels.numpy()  # (N,) int64: the class of each conditional sample
+        np.savez(out, **arrays)
     else:
         out.mkdir(parents=True, exist_ok=True)
-        for index, image in enumerate(images):
-            save_image(image.float() / 255, out / f"{index:06d}.png")
+        names = drawn.names or [f"{index:06d}.png" for index in range(len(drawn.images))]
+        for name, image in zip(names, drawn.images, strict=True):
+            save_image(image.float() / 255, out / name)
 
 
 def sample(cfg: DictConfig) -> Path:
@@ -82,10 +47,14 @@ def sample(cfg: DictConfig) -> Path:
     if out.suffix and not out.parent.is_dir():
         raise GanCliError(f"out={cfg.out!r}: folder {out.parent} does not exist")
     device = resolve_device(cfg.device)
-    generator = load_generator(cfg.checkpoint, device)
-    labels = sample_labels(generator, cfg.num_samples, cfg["class"], cfg.seed)
-    images = generate(generator, cfg.num_samples, cfg.batch_size, cfg.seed, device, labels)
-    rows = generator.num_classes if cfg["class"] == "all" else 0
-    write(images, out, cfg.nrow or (-(-cfg.num_samples // rows) if rows else 0))
-    log.info("wrote %d samples %s to %s", len(images), tuple(images.shape[1:]), out)
+    state = load_checkpoint(cfg.checkpoint)
+    train_cfg = OmegaConf.create(state["config"])
+    target = OmegaConf.select(train_cfg, "task._target_", default=LEGACY_TASK)
+    if not isinstance(target, str) or not target.startswith(TASK_PACKAGE):
+        raise GanCliError(f"checkpoint {cfg.checkpoint} names task {target!r}: gan-sample runs only gan-cli's own "
+                          f"tasks ({TASK_PACKAGE}*)")
+    with torch.no_grad():
+        drawn = get_class(target).draw(train_cfg, state, cfg, device)
+    write(drawn, out)
+    log.info("wrote %d images %s to %s", len(drawn.images), tuple(drawn.images.shape[1:]), out)
     return out

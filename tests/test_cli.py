@@ -43,8 +43,8 @@ def test_train_on_fake_writes_every_artifact(tmp_path: Path) -> None:
     grid = Image.open(run_dir / "samples" / "step_0000004.png")
     assert grid.size[0] > 28 * 4  # a 4x4 grid of 28 px images with padding
     checkpoint = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
-    assert checkpoint["step"] == 4 and {"generator", "discriminator", "opt_g", "opt_d", "rng", "config"} <= set(
-        checkpoint)
+    assert checkpoint["step"] == 4 and {"networks", "averages", "optimizers", "rng", "config"} <= set(checkpoint)
+    assert set(checkpoint["networks"]) == {"generator", "discriminator"} and set(checkpoint["optimizers"]) == {"g", "d"}
     assert (run_dir / ".hydra" / "config.yaml").is_file() and (run_dir / "train.log").is_file()
     assert "device: cpu" in (run_dir / "train.log").read_text()
 

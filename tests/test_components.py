@@ -25,8 +25,8 @@ from gan_cli.losses import GanLoss, HingeLoss, LeastSquaresLoss, WassersteinGPLo
 from gan_cli.models import dcgan, mlp, resnet
 from gan_cli.models.layers import MinibatchStd
 from gan_cli.regularizers import NoRegularizer, R1Penalty
-from gan_cli.step import score_real_and_fake
-from gan_cli.train import build_run, seed_everything, train
+from gan_cli.step import build_task
+from gan_cli.train import seed_everything, train
 from tests.conftest import TINY_FAKE, compose_train
 
 
@@ -129,8 +129,8 @@ def train_tiny(tmp_path: Path, overrides: list[str]) -> tuple[dict, dict[str, Te
     cfg = compose_train([*TINY_FAKE, "trainer.max_steps=3", "ema.decay=0", *overrides])
     metrics = train(cfg, run_dir=tmp_path)
     seed_everything(cfg.trainer.seed)
-    initial = build_run(validate(cfg), torch.device("cpu")).generator.state_dict()
-    final = load_checkpoint(tmp_path / "checkpoints" / "last.pt")["generator"]
+    initial = build_task(validate(cfg), torch.device("cpu")).networks["generator"].state_dict()
+    final = load_checkpoint(tmp_path / "checkpoints" / "last.pt")["networks"]["generator"]
     return metrics, initial, final
 
 
@@ -154,7 +154,7 @@ def test_everything_at_once_trains_each_family(tmp_path: Path, model: str) -> No
     metrics = train(cfg, run_dir=tmp_path)
     assert all(math.isfinite(metrics[k]) for k in ("loss/d", "loss/g"))
     state = load_checkpoint(tmp_path / "checkpoints" / "last.pt")
-    assert state["generator_ema"].keys() == state["generator"].keys()
+    assert state["averages"]["generator"].keys() == state["networks"]["generator"].keys()
 
 
 @pytest.mark.parametrize("model", ["mlp", "dcgan"])
@@ -163,17 +163,17 @@ def test_one_joint_d_forward_is_the_same_math_as_two(model: str) -> None:
     gradients match two separate forwards. With BatchNorm (the DCGAN D) it keeps two forwards."""
     overrides = [o for o in TINY_FAKE if model == "dcgan" or ("ngf" not in o and "ndf" not in o)]
     cfg = validate(compose_train([*overrides, f"model={model}", "model.conditional=true"]))
-    run = build_run(cfg, torch.device("cpu"))
-    assert run.joint_d_forward is (model == "mlp")
-    real, labels = run.sampler.batch(0)
-    fake = run.generator(torch.randn(real.shape[0], run.generator.z_dim), labels).detach()
+    task = build_task(cfg, torch.device("cpu"))
+    assert task.joint_d_forward is (model == "mlp")
+    real, labels = task.sampler.batch(0)
+    fake = task.generator(torch.randn(real.shape[0], task.generator.z_dim), labels).detach()
     grads = []
     for joint in (True, False):
-        run.joint_d_forward = joint
-        run.discriminator.zero_grad()
-        real_logits, fake_logits = score_real_and_fake(run, real, fake, labels)
-        run.loss.d_loss(real_logits, fake_logits).backward()
-        grads.append([p.grad.clone() for p in run.discriminator.parameters()])
+        task.joint_d_forward = joint
+        task.discriminator.zero_grad()
+        real_logits, fake_logits = task.score_real_and_fake(real, fake, labels)
+        task.loss_fn.d_loss(real_logits, fake_logits).backward()
+        grads.append([p.grad.clone() for p in task.discriminator.parameters()])
     if model == "mlp":  # in BatchNorm's training mode the two paths differ by design
         assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(*grads, strict=True))
 
@@ -267,7 +267,8 @@ class TinyBatchNormG(nn.Module):
 
 def test_ema_follows_g_before_start_then_averages_with_its_own_batchnorm_statistics() -> None:
     generator = TinyBatchNormG()
-    ema = GeneratorEMA(generator, decay=0.9, start_step=10, bn_samples=64)
+    inputs = lambda count, noise: (torch.randn(count, 2, device=noise.device, generator=noise),)  # noqa: E731
+    ema = GeneratorEMA(generator, inputs, decay=0.9, start_step=10, bn_samples=64)
     assert ema.module is not generator and not any(p.requires_grad for p in ema.module.parameters())
     first = generator.linear.weight.detach().clone()
     with torch.no_grad():

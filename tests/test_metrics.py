@@ -14,8 +14,10 @@ from omegaconf import DictConfig
 from gan_cli import classifier
 from gan_cli.config import build, validate
 from gan_cli.data import ImageData
+from gan_cli.ema import GeneratorEMA
 from gan_cli.errors import GanCliError
 from gan_cli.metrics import Evaluator, load_test_split
+from gan_cli.tasks.image_gan import SampledEvaluation
 from tests.conftest import compose_train, make_mnist
 
 SMALL_EVAL = ["eval.num_samples=128", "eval.batch_size=64", "eval.classifier_epochs=1", "eval.kid_subsets=5",
@@ -68,24 +70,28 @@ def test_evaluate_draws_from_the_generator_in_eval_mode(fake_run) -> None:
     cfg, _, evaluator = fake_run
     generator = build(cfg.model.generator)
     generator.train()
-    values = evaluator.evaluate(generator, step=10)
+    sampled = SampledEvaluation(evaluator, GeneratorEMA(generator, decay=0.0), cfg.eval)
+    values = sampled.evaluate(step=10)
     assert set(values) == {"metrics/fid", "metrics/kid", "metrics/class_coverage_max_dev", "perf/eval_seconds"}
     assert all(torch.isfinite(torch.tensor(v)) for v in values.values())
     assert values["metrics/fid"] > 1.0 and values["perf/eval_seconds"] > 0
     assert generator.training  # restored after sampling in eval mode
-    again = evaluator.evaluate(generator, step=20)  # fixed latents: an unchanged G scores the same
+    again = sampled.evaluate(step=20)  # fixed latents: an unchanged G scores the same
     assert again["metrics/fid"] == pytest.approx(values["metrics/fid"], rel=1e-4)
 
 
-def test_conditional_generator_gets_every_class(fake_run) -> None:
-    cfg, _, evaluator = fake_run
-    generator = build(eval_config(Path(cfg.eval.cache_dir), ["model.conditional=true"]).model.generator)
+def test_conditional_generator_gets_every_class(fake_run, monkeypatch: pytest.MonkeyPatch) -> None:
+    _, _, evaluator = fake_run
+    cfg = eval_config(Path(fake_run[0].eval.cache_dir), ["model.conditional=true", "eval.num_samples=100"])
+    generator = build(cfg.model.generator)
     assert generator.num_classes == 10
     seen: list[torch.Tensor] = []
     forward = generator.forward
     generator.forward = lambda z, labels=None: seen.append(labels) or forward(z, labels)  # type: ignore[method-assign]
-    images = evaluator.sample(generator, 100)
-    assert images.shape == (100, 1, 16, 16) and images.dtype == torch.uint8
+    scored: list[torch.Tensor] = []
+    monkeypatch.setattr(evaluator, "score", lambda images: scored.append(images) or {})
+    SampledEvaluation(evaluator, GeneratorEMA(generator, decay=0.0), cfg.eval).evaluate(step=1)
+    assert scored[0].shape == (100, 1, 16, 16) and scored[0].dtype == torch.uint8
     assert torch.bincount(torch.cat(seen), minlength=10).tolist() == [10] * 10
 
 
@@ -134,10 +140,10 @@ def test_inception_offline_turns_metrics_off_with_one_warning(
     except ImportError:
         pass  # without torch-fidelity the metric is off for that reason, the same way
     cfg = eval_config(tmp_path, ["eval.features=inception"])
-    generator = build(cfg.model.generator)
     with caplog.at_level(logging.WARNING, logger="gan_cli"):
         evaluator = Evaluator(cfg, build(cfg.dataset), CPU)
-        assert evaluator.evaluate(generator, 1) == {} and evaluator.evaluate(generator, 2) == {}
+        draw = lambda: pytest.fail("nothing is drawn when the metrics are off")  # noqa: E731
+        assert evaluator.evaluate(draw, 1) == {} and evaluator.evaluate(draw, 2) == {}
     assert not evaluator.enabled
     warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert len(warnings) == 1 and "metrics off" in warnings[0].getMessage()
@@ -154,7 +160,7 @@ def test_missing_inception_weights_file_is_named(tmp_path: Path, caplog: pytest.
 
 def test_disabled_and_invalid_eval_config(tmp_path: Path) -> None:
     cfg = eval_config(tmp_path, ["eval.enabled=false"])
-    assert Evaluator(cfg, build(cfg.dataset), CPU).evaluate(torch.nn.Identity(), 1) == {}
+    assert Evaluator(cfg, build(cfg.dataset), CPU).evaluate(lambda: pytest.fail("drawn"), 1) == {}
     assert not any(tmp_path.iterdir())  # nothing trained, nothing cached
     with pytest.raises(GanCliError, match="eval.features"):
         eval_config(tmp_path, ["eval.features=vgg"])

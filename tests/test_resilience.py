@@ -42,7 +42,7 @@ def wait_for_checkpoint(run_dir: Path, process: subprocess.Popen[str], at_least:
 
 def weights(path: Path) -> dict[str, torch.Tensor]:
     state = load_checkpoint(path)
-    return {f"{net}.{k}": v for net in ("generator", "discriminator") for k, v in state[net].items()}
+    return {f"{net}.{k}": v for net in ("generator", "discriminator") for k, v in state["networks"][net].items()}
 
 
 def test_sigkill_then_resume_auto_matches_uninterrupted_run_bitwise(tmp_path: Path) -> None:
@@ -119,7 +119,7 @@ def test_nan_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path: Path) ->
         train(cfg, run_dir=tmp_path)
     state = load_checkpoint(tmp_path / "checkpoints" / "last.pt")
     assert state["step"] == 4
-    assert all(v.isfinite().all() for v in state["generator"].values() if v.is_floating_point())
+    assert all(v.isfinite().all() for v in state["networks"]["generator"].values() if v.is_floating_point())
 
 
 def test_full_disk_while_saving_keeps_the_previous_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -25,8 +25,8 @@ def test_same_seed_same_weights(tmp_path: Path) -> None:
     cfg = compose_train([*TINY_FAKE, "trainer.seed=7"])
     train(cfg, run_dir=tmp_path / "a")
     train(cfg, run_dir=tmp_path / "b")
-    first = torch.load(tmp_path / "a" / "checkpoints" / "last.pt", weights_only=True)["generator"]
-    second = torch.load(tmp_path / "b" / "checkpoints" / "last.pt", weights_only=True)["generator"]
+    first = torch.load(tmp_path / "a" / "checkpoints" / "last.pt", weights_only=True)["networks"]["generator"]
+    second = torch.load(tmp_path / "b" / "checkpoints" / "last.pt", weights_only=True)["networks"]["generator"]
     assert all(torch.equal(first[k], second[k]) for k in first)
 
 
@@ -50,7 +50,7 @@ def test_cifar10_dcgan_trains_with_no_other_change(tmp_path: Path, cifar_root: P
                          *[o for o in TINY_FAKE if not o.startswith("dataset")]])
     metrics = train(cfg, run_dir=tmp_path)
     assert metrics["steps"] == 4 and math.isfinite(metrics["loss/g"])
-    grid = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)["generator"]
+    grid = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)["networks"]["generator"]
     assert grid["net.0.weight"].shape[0] == 100  # z_dim 100 -> first transposed conv
 
 
@@ -90,4 +90,4 @@ def test_on_nan_skip_drops_the_bad_updates_and_finishes(tmp_path: Path) -> None:
     metrics = train(cfg, run_dir=tmp_path)
     assert metrics["steps"] == 6 and metrics["skipped_steps"] >= 1
     state = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)
-    assert all(v.isfinite().all() for v in state["discriminator"].values() if v.is_floating_point())
+    assert all(v.isfinite().all() for v in state["networks"]["discriminator"].values() if v.is_floating_point())

@@ -1,10 +1,25 @@
-"""Building blocks shared by the model families: class conditioning and spectral norm."""
+"""Building blocks shared by the model families: sizes, class conditioning, spectral norm."""
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import spectral_norm
+
+from gan_cli.errors import GanCliError
+
+
+def stages_for(image_size: int, model: str = "dcgan") -> tuple[int, int]:
+    """(base size, number of 2x stages) with image_size == base * 2**stages and 3 <= base <= 7."""
+    base, stages = image_size, 0
+    while base % 2 == 0 and base > 7:
+        base, stages = base // 2, stages + 1
+    if not 3 <= base <= 7 or stages < 1:
+        raise GanCliError(
+            f"model {model} cannot build dataset.image_size={image_size}: allowed are sizes b*2^k "
+            "with b in 3..7 and k >= 1, such as 28, 32, 48, 64, 128"
+        )
+    return base, stages
 
 
 def class_count(num_classes: int, conditional: bool) -> int:

@@ -5,7 +5,7 @@ D: 4 residual blocks of ndf channels (the first two halve the size: 32 -> 16 -> 
 global sum pooling, linear head; spectral norm on every layer. This is the architecture of the
 published recipe (hinge loss, Adam lr 2e-4 betas (0, 0.9), n_critic 5) and of Mimicry's sngan_32.
 
-Other sizes follow the same plan: G starts from the base size of dcgan.stages_for (28: 7x7 and
+Other sizes follow the same plan: G starts from the base size of layers.stages_for (28: 7x7 and
 2 blocks; 64: 4x4 and 4 blocks); D halves the size down to at most 8x8, then adds 2 blocks.
 
 Class-conditional when built with num_classes > 0 (and conditional=True): G's BatchNorms take
@@ -20,8 +20,7 @@ import math
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from gan_cli.models.dcgan import stages_for
-from gan_cli.models.layers import ClassBatchNorm2d, class_count, require_labels, spectral_normalize
+from gan_cli.models.layers import ClassBatchNorm2d, class_count, require_labels, spectral_normalize, stages_for
 
 
 def xavier(layer: nn.Conv2d | nn.Linear, gain: float = 1.0) -> nn.Module:

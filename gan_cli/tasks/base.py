@@ -1,0 +1,126 @@
+"""The contract between the training loop and a GAN family (a *task*): the `task` config group.
+
+A task owns its networks, optimizers and data, and says what one training step does as a list
+of phases (stylegan2-ada-pytorch's `Gmain`/`Dmain`/`Dreg` idea: phases are data). The loop in
+train.py runs, for each step and each phase, `phase.repeats` times:
+
+    loss, stats = phase.loss(step, repeat)           # under autocast
+    optimizers[phase.optimizer]: zero_grad, backward, all-reduce, NaN policy, step
+    phase.after_update()
+
+then updates the EMA copies (`task.averages`). Everything else the loop does (logging, grids, evaluation,
+checkpoints, resume) works from the names a task declares (pytorch-CycleGAN-and-pix2pix's
+`model_names`/`loss_names`/`visual_names`), so the loop never branches on a family.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+from omegaconf import DictConfig
+from torch import Tensor, nn
+
+from gan_cli.ema import GeneratorEMA
+
+Stats = dict[str, Tensor]  # named 0-dim device tensors ("loss/d", "loss/cycle"); no host sync
+
+
+PhaseLoss = Callable[[int, int], "tuple[Tensor, Stats]"]  # (step, repeat) -> (loss, statistics)
+
+
+def nothing() -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class Phase:
+    name: str  # "d", "g": a label for logs
+    optimizer: str  # key of Task.optimizers: whose parameters this phase updates
+    loss: PhaseLoss  # the scalar to minimize for one update, and named statistics
+    repeats: int = 1  # updates per training step (n_critic for a WGAN critic)
+    after_update: Callable[[], None] = nothing  # after the optimizer step (WGAN weight clipping)
+
+
+@dataclass
+class Preview:
+    """One TensorBoard / samples/*.png grid: images (N, C, H, W) in [-1, 1], `nrow` per row."""
+
+    images: Tensor
+    nrow: int
+
+
+@dataclass
+class Drawn:
+    """What gan-sample writes: `images` (uint8 (N, C, H, W), on the CPU) go to .npz and folders,
+    `grid` to a .png (translations put each input beside its output), `nrow` images per row."""
+
+    images: Tensor
+    grid: Tensor
+    nrow: int = 0  # 0: square-ish
+    names: list[str] | None = None  # file names in a folder (default 000000.png, ...)
+    labels: Tensor | None = None  # (N,) classes of conditional samples, saved as arr_1 in .npz
+
+
+@runtime_checkable
+class Evaluation(Protocol):
+    """What a task's evaluation scores, on rank 0: `evaluate` -> {"metrics/...": value}."""
+
+    primary: str  # the metric best.pt minimizes
+
+    def evaluate(self, step: int) -> dict[str, float]: ...
+
+
+@runtime_checkable
+class Task(Protocol):
+    networks: Mapping[str, nn.Module]  # every trained network, by its checkpoint name
+    optimizers: Mapping[str, torch.optim.Optimizer]  # by the name phases refer to
+    averages: Mapping[str, GeneratorEMA]  # EMA copies, by the name of the network they average
+    phases: Sequence[Phase]
+    stat_names: Sequence[str]  # every statistic the phases report, in log order
+    batches_per_epoch: int  # of the data stream that defines an epoch
+    batches_per_step: int  # batches one step draws from that stream (d_steps for image_gan)
+    images_per_step: int  # real images one step draws on this rank, all streams
+
+    def preview(self) -> Preview:
+        """The grid the loop logs at `log.sample_every_n_steps`, from fixed inputs."""
+        ...
+
+    def evaluation(self, cfg: DictConfig) -> Evaluation | None:
+        """Built once before the loop on rank 0 (trains or loads feature caches)."""
+        ...
+
+    @classmethod
+    def draw(cls, train_cfg: DictConfig, state: Mapping[str, Any], cfg: DictConfig, device: torch.device) -> Drawn:
+        """gan-sample: what this task makes from a checkpoint (`state`, trained with `train_cfg`),
+        as the sample config `cfg` asks."""
+        ...
+
+
+@contextmanager
+def frozen(*modules: nn.Module) -> Iterator[None]:
+    """Networks that a phase only reads: their parameters get no gradient from this forward.
+    Autograd decides at forward time, so leaving the block before backward() is fine."""
+    flags = [[p.requires_grad for p in m.parameters()] for m in modules]
+    for module in modules:
+        module.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for module, saved in zip(modules, flags, strict=True):
+            for parameter, flag in zip(module.parameters(), saved, strict=True):
+                parameter.requires_grad_(flag)
+
+
+@torch.no_grad()
+def in_eval_mode(network: nn.Module, *inputs: Tensor | None) -> Tensor:
+    """network(*inputs) in eval mode (BatchNorm running statistics), then back to its mode."""
+    was_training = network.training
+    network.eval()
+    try:
+        return network(*inputs)
+    finally:
+        network.train(was_training)
