@@ -267,11 +267,11 @@ def resolve_device(spec: str) -> torch.device:
     return torch.device("cpu")
 
 
-def build(node: DictConfig, *args: Any) -> Any:
+def build(node: DictConfig, *args: Any, **kwargs: Any) -> Any:
     """hydra.utils.instantiate with user-facing errors: a GanCliError raised by a component
     comes through as itself (Hydra would wrap it), anything else names the config node."""
     try:
-        return instantiate(node, *args)
+        return instantiate(node, *args, **kwargs)
     except InstantiationException as err:
         if isinstance(err.__cause__, GanCliError):
             raise err.__cause__ from None

@@ -38,7 +38,8 @@ def flatten_config(cfg: DictConfig) -> dict[str, Any]:
 
 
 def _stats_text(values: dict[str, float]) -> str:
-    shown = " ".join(f"{label}={values[key]:.3f}" for key, label in SHOWN.items() if key in values)
+    shown = " ".join(f"{SHOWN.get(key, key.split('/', 1)[1])}={value:.3f}" for key, value in values.items()
+                     if key.startswith(("loss/", "prob/")))  # whatever the task reports
     return f"{values.get('perf/img_per_sec', 0):,.0f} img/s  {shown}"
 
 

@@ -1,0 +1,81 @@
+"""How a translation (A -> B, B -> A) is scored, for every direction:
+
+    metrics/fid_a2b          FD of G_ab(test A) against test B, in the feature space of the target
+                             domain's extractor (eval.features; classifier: one trained on domain B)
+    metrics/label_kept_a2b   share of G_ab(test A) the target classifier reads as the source's true
+                             label (a cycle-consistent G may still swap digits: this catches it)
+    metrics/ink_ratio_a2b    mean pixel value of G_ab(test A) / that of test B (1 = as much ink)
+    baseline/*_a2b           the same numbers for doing nothing (test A as it is), computed once
+
+`metrics/fid_mean`, the mean of both directions' FD, is what best.pt minimizes.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+import torch
+from omegaconf import DictConfig
+from torch import Tensor
+
+from gan_cli.data import ImageData, to_float, to_uint8
+from gan_cli.domains import Domains
+from gan_cli.metrics import Evaluator, dataset_key
+
+log = logging.getLogger("gan_cli")
+
+Translate = Callable[[str, Tensor], Tensor]  # (direction, [-1, 1] images) -> [-1, 1] images
+
+
+class TranslationEvaluation:
+    primary = "metrics/fid_mean"
+
+    def __init__(self, cfg: DictConfig, domains: Domains, translate: Translate, transforms: tuple[str, str],
+                 device: torch.device):
+        self.translate, self.device, self.batch = translate, device, cfg.eval.batch_size
+        count = cfg.eval.num_samples
+        key = f"{dataset_key(cfg.dataset)}_seed{cfg.trainer.seed}"
+        evaluators = {side: Evaluator(cfg, train, device, test=test, name=f"{key}_{side}-{transform}")
+                      for side, train, test, transform in (("a", domains.train_a, domains.test_a, transforms[0]),
+                                                           ("b", domains.train_b, domains.test_b, transforms[1]))}
+        # direction -> (source test images, target evaluator, target test images)
+        self.directions: dict[str, tuple[ImageData, Evaluator, ImageData]] = {
+            "a2b": (cut(domains.test_a, count), evaluators["b"], domains.test_b),
+            "b2a": (cut(domains.test_b, count), evaluators["a"], domains.test_a),
+        }
+        self.enabled = all(e.enabled for e in evaluators.values())
+        self.baseline = {f"baseline/{k}": v for direction, (source, _, _) in self.directions.items()
+                         for k, v in self.scores(direction, source.images).items()} if self.enabled else {}
+
+    def scores(self, direction: str, images: Tensor) -> dict[str, float]:
+        source, evaluator, target = self.directions[direction]
+        values = {f"{name.removeprefix('metrics/')}_{direction}": value
+                  for name, value in evaluator.score(images).items()}
+        values[f"ink_ratio_{direction}"] = float(images.float().mean() / target.images.float().mean())
+        if evaluator.classifier is not None:
+            predicted = torch.cat([evaluator.classifier(chunk.to(self.device)).argmax(1).cpu()
+                                   for chunk in images.split(self.batch)])
+            values[f"label_kept_{direction}"] = float((predicted == source.labels.cpu()).float().mean())
+        return values
+
+    @torch.no_grad()
+    def evaluate(self, step: int) -> dict[str, float]:
+        if not self.enabled:
+            return {}
+        started = time.perf_counter()
+        values: dict[str, float] = {}
+        for direction, (source, _, _) in self.directions.items():
+            translated = torch.cat([to_uint8(self.translate(direction, to_float(chunk).to(self.device))).cpu()
+                                    for chunk in source.images.split(self.batch)])
+            values.update({f"metrics/{k}": v for k, v in self.scores(direction, translated).items()})
+        values["metrics/fid_mean"] = (values["metrics/fid_a2b"] + values["metrics/fid_b2a"]) / 2
+        seconds = time.perf_counter() - started
+        log.info("eval at step %d: %s (%.1f s)", step,
+                 "  ".join(f"{k.removeprefix('metrics/')}={v:.4g}" for k, v in values.items()), seconds)
+        return {**values, **self.baseline, "perf/eval_seconds": seconds}
+
+
+def cut(data: ImageData, count: int) -> ImageData:
+    return ImageData(data.images[:count], data.labels[:count], data.num_classes)
