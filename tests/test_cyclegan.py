@@ -45,7 +45,8 @@ def test_pool_returns_fakes_while_filling_then_swaps_with_stored_ones() -> None:
         new = torch.rand(4, 1, 1, 1) + 100
         returned = pool.query(new)
         # Nothing is lost or made up: what comes back plus what stays is what was there plus the new batch.
-        assert sorted(returned.flatten().tolist() + pool.images.flatten().tolist()) == sorted(before + new.flatten().tolist())
+        after = returned.flatten().tolist() + pool.images.flatten().tolist()
+        assert sorted(after) == sorted(before + new.flatten().tolist())
         swapped += int((returned != new).sum())
     assert 20 < swapped < 60  # about half of the 80 fakes came back as older ones
 
@@ -67,7 +68,7 @@ def test_schedule_factors() -> None:
     decay = LinearDecay(start=0.5)
     assert [decay(p) for p in (0.0, 0.5, 0.75, 1.0)] == [1.0, 1.0, 0.5, 0.0]
     cosine = Cosine(final=0.1)
-    assert cosine(0.0) == pytest.approx(1.0) and cosine(0.5) == pytest.approx(0.55) and cosine(1.0) == pytest.approx(0.1)
+    assert [cosine(p) for p in (0.0, 0.5, 1.0)] == pytest.approx([1.0, 0.55, 0.1])
     with pytest.raises(GanCliError, match="lr_schedule.start"):
         LinearDecay(start=1.0)
 
