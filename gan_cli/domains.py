@@ -37,6 +37,12 @@ class Domains:
     train_b: ImageData
     test_a: ImageData
     test_b: ImageData
+    # What evaluation trains each domain's feature classifier on, and its cache name suffix: the
+    # whole training split in that domain's style (an evaluation tool may see every image), so
+    # an untransformed domain shares the classifier and FD scale of image_gan runs on the dataset.
+    classifier_a: ImageData | None = None
+    classifier_b: ImageData | None = None
+    cache_suffixes: tuple[str, str] = ("_a", "_b")
 
 
 def dilate(images: Tensor, noise: torch.Generator) -> Tensor:
@@ -89,8 +95,11 @@ def from_dataset(train: ImageData, test: ImageData | None, domain_a: str, domain
     channels = 3 if "colorize" in (domain_a, domain_b) else train.images.shape[1]
     half_a, half_b = split(train, seed)
     test_a, test_b = (test, test) if test is not None else (half_a, half_b)
+    suffix = lambda name: "" if name == "none" and channels == train.images.shape[1] else f"_{name}"  # noqa: E731
     return Domains(apply(half_a, transform_a, seed + 1, channels), apply(half_b, transform_b, seed + 2, channels),
-                   apply(test_a, transform_a, seed + 3, channels), apply(test_b, transform_b, seed + 4, channels))
+                   apply(test_a, transform_a, seed + 3, channels), apply(test_b, transform_b, seed + 4, channels),
+                   apply(train, transform_a, seed + 5, channels), apply(train, transform_b, seed + 6, channels),
+                   (suffix(domain_a), suffix(domain_b)))
 
 
 def image_files(folder: Path) -> list[Path]:

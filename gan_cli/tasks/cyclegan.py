@@ -72,7 +72,6 @@ class CycleGan:
         self.cfg, self.device = cfg, device
         self.lambda_cycle, self.lambda_identity = lambda_cycle, lambda_identity
         self.domains = load_domains(cfg, domain_a, domain_b)
-        self.transforms = (domain_a, domain_b)
         batch, seed = cfg.trainer.batch_size, cfg.trainer.seed + ranks.rank
         self.samplers = {d: DeviceSampler(data, device, batch, seed * 2 + i, cfg.dataset.hflip, ranks.rank,
                                           ranks.world_size)
@@ -141,7 +140,7 @@ class CycleGan:
         return Preview(torch.cat(rows), self.preview_a.shape[0])
 
     def evaluation(self, cfg: DictConfig) -> TranslationEvaluation:
-        return TranslationEvaluation(cfg, self.domains, self.translate, self.transforms, self.device)
+        return TranslationEvaluation(cfg, self.domains, self.translate, self.device)
 
     @classmethod
     def draw(cls, train_cfg: DictConfig, state: Mapping[str, Any], cfg: DictConfig, device: torch.device) -> Drawn:

@@ -32,14 +32,14 @@ Translate = Callable[[str, Tensor], Tensor]  # (direction, [-1, 1] images) -> [-
 class TranslationEvaluation:
     primary = "metrics/fid_mean"
 
-    def __init__(self, cfg: DictConfig, domains: Domains, translate: Translate, transforms: tuple[str, str],
-                 device: torch.device):
+    def __init__(self, cfg: DictConfig, domains: Domains, translate: Translate, device: torch.device):
         self.translate, self.device, self.batch = translate, device, cfg.eval.batch_size
         count = cfg.eval.num_samples
-        key = f"{dataset_key(cfg.dataset)}_seed{cfg.trainer.seed}"
-        evaluators = {side: Evaluator(cfg, train, device, test=test, name=f"{key}_{side}-{transform}")
-                      for side, train, test, transform in (("a", domains.train_a, domains.test_a, transforms[0]),
-                                                           ("b", domains.train_b, domains.test_b, transforms[1]))}
+        key = dataset_key(cfg.dataset)
+        sides = (("a", domains.classifier_a or domains.train_a, domains.test_a, domains.cache_suffixes[0]),
+                 ("b", domains.classifier_b or domains.train_b, domains.test_b, domains.cache_suffixes[1]))
+        evaluators = {side: Evaluator(cfg, train, device, test=test, name=key + suffix)
+                      for side, train, test, suffix in sides}
         # direction -> (source test images, target evaluator, target test images)
         self.directions: dict[str, tuple[ImageData, Evaluator, ImageData]] = {
             "a2b": (cut(domains.test_a, count), evaluators["b"], domains.test_b),
