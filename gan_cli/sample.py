@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import logging
+import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from torch import Tensor, nn
 from torchvision.utils import save_image
 
 from gan_cli.checkpoint import load_checkpoint, load_weights
 from gan_cli.config import build, resolve_device, validate_sample
 from gan_cli.errors import GanCliError
+from gan_cli.trusted import stored_model_config
 
 log = logging.getLogger("gan_cli")
 
@@ -26,10 +29,10 @@ def to_uint8(images: Tensor) -> Tensor:
 
 
 def load_generator(path: str, device: torch.device) -> nn.Module:
-    """G rebuilt from the checkpoint's own config, with the EMA weights when it has them."""
+    """G rebuilt from the checkpoint's own config, with the EMA weights when it has them. The
+    config is data: only a trusted node (a gan_cli.models class, plain values) is built."""
     state = load_checkpoint(path)
-    train_cfg = OmegaConf.create(state["config"])
-    generator = build(train_cfg.model.generator)
+    generator = build(stored_model_config(state, path).generator)
     load_weights(generator, state.get("generator_ema", state["generator"]), path, "generator")
     return generator.to(device).eval()
 
@@ -74,6 +77,22 @@ def write(images: Tensor, out: Path, nrow: int) -> None:
             save_image(image.float() / 255, out / f"{index:06d}.png")
 
 
+def check_writable(out: Path, spec: str) -> None:
+    """Before generating anything: the output's folder (or, for a folder output not there yet,
+    its nearest existing parent) must take a new file. A real write, as root's os.access says
+    yes even to /proc."""
+    folder = out.parent if out.suffix else out
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        handle, probe = tempfile.mkstemp(dir=folder, prefix=".gan-sample-", suffix=".probe")
+        os.close(handle)
+        os.unlink(probe)
+    except OSError as err:
+        raise GanCliError(f"out={spec!r} cannot be written: creating a file in {folder} fails "
+                          f"({err.strerror or err})") from None
+
+
 def sample(cfg: DictConfig) -> Path:
     cfg = validate_sample(cfg)
     out = Path(cfg.out).expanduser()
@@ -81,6 +100,7 @@ def sample(cfg: DictConfig) -> Path:
         raise GanCliError(f"out={cfg.out!r} has an unknown extension {out.suffix!r}: allowed are {OUTPUTS}")
     if out.suffix and not out.parent.is_dir():
         raise GanCliError(f"out={cfg.out!r}: folder {out.parent} does not exist")
+    check_writable(out, cfg.out)
     device = resolve_device(cfg.device)
     generator = load_generator(cfg.checkpoint, device)
     labels = sample_labels(generator, cfg.num_samples, cfg["class"], cfg.seed)

@@ -170,4 +170,4 @@ def train_step(run: GanRun, step: int) -> Tensor:
     run.ema.update(step)
     probs = torch.stack([torch.sigmoid(real_logits.detach()).mean(), torch.sigmoid(fake_logits.detach()).mean()])
     stats = torch.cat([torch.stack([d_loss.detach(), g_loss.detach()]).float(), probs.float()])
-    return torch.nan_to_num(stats, nan=0.0) if run.skip_nonfinite else stats
+    return stats  # on_nan=skip: the Meter masks non-finite steps out of its sums

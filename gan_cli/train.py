@@ -22,17 +22,20 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
 from gan_cli import distributed
-from gan_cli.checkpoint import CheckpointDir, load_checkpoint, load_weights, rng_state, set_rng_state
+from gan_cli.checkpoint import CheckpointDir, load_checkpoint, load_optimizer, load_weights, rng_state, set_rng_state
 from gan_cli.config import resolve_device, validate
 from gan_cli.errors import GanCliError
 from gan_cli.logging import Reporter, SilentReporter, flatten_config
+from gan_cli.meter import Meter, TrainingDiverged
 from gan_cli.metrics import Evaluator
+from gan_cli.precision import warn_about_slow_precision
 from gan_cli.signals import GracefulStop, TrainingInterrupted
 from gan_cli.step import STAT_NAMES, GanRun, build_run, train_step
+from gan_cli.trusted import stored_model_config
 
 log = logging.getLogger("gan_cli")
 
-__all__ = ["GanRun", "build_run", "train_step", "train", "seed_everything"]
+__all__ = ["GanRun", "build_run", "train_step", "train", "seed_everything", "TrainingDiverged"]
 
 
 def checkpoint_state(run: GanRun, cfg: DictConfig, step: int, epoch: int) -> dict[str, Any]:
@@ -73,54 +76,17 @@ def find_resume(spec: str | None, checkpoints: CheckpointDir) -> tuple[Path, dic
 
 def restore(run: GanRun, cfg: DictConfig, path: Path, state: dict[str, Any]) -> int:
     """Load a checkpoint into `run`; returns the step to continue from."""
-    differences = model_differences(OmegaConf.create(state["config"]).model, cfg.model)
+    differences = model_differences(stored_model_config(state, path), cfg.model)
     if differences:
         raise GanCliError(f"checkpoint {path} was trained with another model config: {'; '.join(differences)}")
     load_weights(run.generator, state["generator"], path, "generator")
     load_weights(run.discriminator, state["discriminator"], path, "discriminator")
     load_weights(run.ema.module, state.get("generator_ema", state["generator"]), path, "EMA generator")
-    run.opt_g.load_state_dict(state["opt_g"])
-    run.opt_d.load_state_dict(state["opt_d"])
+    load_optimizer(run.opt_g, state["opt_g"], cfg.optim.g, path, "optim.g")  # with the config's lr
+    load_optimizer(run.opt_d, state["opt_d"], cfg.optim.d, path, "optim.d")
     set_rng_state(state["rng"])
     log.info("resumed from %s at step %d", path, state["step"])
     return int(state["step"])
-
-
-class TrainingDiverged(GanCliError):
-    pass
-
-
-class Meter:
-    """Sums step statistics on the device; `read` is the loop's one host sync."""
-
-    def __init__(self, device: torch.device, images_per_step: int, step: int):
-        self.sums = torch.zeros(len(STAT_NAMES), device=device)
-        self.count, self.images_per_step = 0, images_per_step
-        self.since_step, self.since_time = step, time.perf_counter()
-        self.last: dict[str, float] = {}
-
-    def add(self, stats: Tensor) -> None:
-        self.sums += stats
-        self.count += 1
-
-    def read(self, step: int) -> dict[str, float]:
-        values = dict(zip(STAT_NAMES, (self.sums / self.count).tolist(), strict=True))
-        for name, value in values.items():
-            if not math.isfinite(value):  # NaN or inf anywhere in the interval reaches the sum
-                raise TrainingDiverged(
-                    f"{name} is {value} in steps {self.since_step + 1}..{step} (trainer.on_nan=stop): "
-                    f"stopped; checkpoints from before step {self.since_step + 1} are kept"
-                )
-        now = time.perf_counter()
-        values["perf/img_per_sec"] = (step - self.since_step) * self.images_per_step / (now - self.since_time)
-        self.sums.zero_()
-        self.count, self.since_step, self.since_time, self.last = 0, step, now, values
-        return values
-
-
-def weights_finite(run: GanRun) -> bool:
-    tensors = [*run.generator.parameters(), *run.discriminator.parameters()]
-    return bool(torch.stack([t.detach().isfinite().all() for t in tensors]).all())
 
 
 def fixed_latents(generator: nn.Module, count: int, seed: int) -> tuple[Tensor, Tensor | None, int]:
@@ -169,6 +135,7 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, Any]:
     device = distributed.device_for(resolve_device(cfg.trainer.device), ranks)
     run_dir = Path(distributed.broadcast_string(str(run_dir.absolute())))  # rank 0's run dir for all
     log.info("device: %s", device)
+    warn_about_slow_precision(cfg.trainer.precision, device)
     if cfg.trainer.num_threads:
         torch.set_num_threads(cfg.trainer.num_threads)
     if device.type == "cuda":
@@ -187,7 +154,7 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, Any]:
     z_fixed, labels_fixed = z_fixed.to(device), None if labels_fixed is None else labels_fixed.to(device)
     evaluator = Evaluator(cfg, run.data, device) if cfg.eval.enabled and ranks.is_main else None
     images_per_step = cfg.trainer.batch_size * run.d_steps * ranks.world_size  # real images, all ranks
-    meter = Meter(device, images_per_step, start)
+    meter = Meter(STAT_NAMES, device, images_per_step, start, run.d_steps + 1, run.skip_nonfinite)
     time_limit = 60 * (cfg.trainer.time_limit_minutes or math.inf)
     scores: dict[str, float] = {}
     best_fid = math.inf
@@ -195,8 +162,6 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, Any]:
     def save(step: int) -> None:
         if not ranks.is_main:  # rank 0 holds the same weights
             return
-        if not weights_finite(run):  # never replace a good checkpoint with broken weights
-            raise TrainingDiverged(f"weights are not finite at step {step}: stopped without saving")
         checkpoints.save(checkpoint_state(run, cfg, step, epoch_of(step)), step)
 
     def evaluate(step: int) -> None:
@@ -220,7 +185,7 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, Any]:
                     [stop.signum is not None, time.perf_counter() - started > time_limit], device)
                 ending = step == steps or out_of_time or interrupted
                 if ending or every(step, cfg.log.every_n_steps) or every(step, cfg.trainer.ckpt_every_n_steps):
-                    reporter.scalars(step, epoch_of(step), meter.read(step))
+                    reporter.scalars(step, epoch_of(step), meter.read(step, run.skipped))
                 if every(step, cfg.log.sample_every_n_steps):
                     reporter.samples(step, draw_samples(run.ema.module, z_fixed, labels_fixed), grid_width)
                 if interrupted:
@@ -235,16 +200,17 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, Any]:
                     log.info("time limit of %s min reached at step %d", cfg.trainer.time_limit_minutes, step)
                     steps = step
                     break
-        seconds = time.perf_counter() - started
-        if start >= steps:
-            log.info("checkpoint is at step %d, nothing left to train for %d steps", start, steps)
-        reporter.samples(steps, draw_samples(run.ema.module, z_fixed, labels_fixed), grid_width)
-        evaluate(steps)
-        metrics = final_metrics(meter.last, steps, start, seconds, images_per_step, device)
-        metrics.update(scores, skipped_steps=run.skipped, **({"best_fid": best_fid} if best_fid < math.inf else {}))
-        if ranks.is_main:
-            (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-        reporter.hparams(steps, cfg, {k: v for k, v in metrics.items() if isinstance(v, (int, float))})
+            seconds = time.perf_counter() - started
+            if start >= steps:
+                log.info("checkpoint is at step %d, nothing left to train for %d steps", start, steps)
+            reporter.samples(steps, draw_samples(run.ema.module, z_fixed, labels_fixed), grid_width)
+            evaluate(steps)
+            metrics = final_metrics(meter.last, steps, start, seconds, images_per_step, device)
+            metrics.update(scores, skipped_steps=run.skipped,
+                           **({"best_fid": best_fid} if best_fid < math.inf else {}))
+            if ranks.is_main:
+                (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+            reporter.hparams(steps, cfg, {k: v for k, v in metrics.items() if isinstance(v, (int, float))})
     finally:
         reporter.close()  # flushes TensorBoard on every exit path
         distributed.shutdown()

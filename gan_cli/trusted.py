@@ -1,0 +1,148 @@
+"""A checkpoint is data: what a loaded checkpoint must look like before anything uses it.
+
+`torch.load(weights_only=True)` keeps a pickle from running code, but the checkpoint also holds
+the run's config as YAML, and gan-sample rebuilds G from it with `instantiate`. Without a check,
+that YAML could name any importable callable (`builtins.open`, `os.system`) at the top of a node
+or nested inside a value. So every stored config node that gan-cli instantiates goes through
+`trusted_node` first: its `_target_` must be one of gan-cli's own model classes, and everything
+else must be plain values (no `_target_`/`_args_`/`_partial_` deeper down, no `${...}`
+interpolation, which would run resolvers such as `oc.env`).
+
+`check_structure` checks the keys and types every reader relies on, so a damaged or foreign
+dict is one error line (and `trainer.resume=auto` falls back) instead of a KeyError later.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from gan_cli.errors import GanCliError
+
+# A stored config may only build classes of gan_cli.models: `gan_cli.models.<family>.<Class>`.
+TRUSTED_TARGET = re.compile(r"^gan_cli\.models\.[a-z_][a-z0-9_]*\.[A-Z][A-Za-z0-9_]*$")
+INSTANTIATED = ("generator", "discriminator")  # the model nodes gan-cli builds from a checkpoint
+PLAIN = (int, float, bool, str, type(None))
+
+# key -> type every gan-cli checkpoint has (see train.checkpoint_state)
+REQUIRED: dict[str, type | tuple[type, ...]] = {
+    "step": int, "epoch": int, "generator": dict, "discriminator": dict, "opt_g": dict, "opt_d": dict,
+    "config": str, "rng": dict,
+}
+
+
+class UntrustedCheckpoint(GanCliError):
+    pass
+
+
+def _is_model_class(target: str) -> bool:
+    """True when `target` names an nn.Module class defined in gan_cli.models (imports only
+    gan-cli's own modules, and only after the name matched)."""
+    if not TRUSTED_TARGET.match(target):
+        return False
+    module_name, class_name = target.rsplit(".", 1)
+    try:
+        found = getattr(importlib.import_module(module_name), class_name, None)
+    except ImportError:
+        return False
+    return isinstance(found, type) and issubclass(found, torch.nn.Module) and found.__module__ == module_name
+
+
+def _plain_problem(value: Any, where: str) -> str | None:
+    """Why `value` is not plain data (scalars and lists of them), or None."""
+    if isinstance(value, list):
+        return next((p for i, item in enumerate(value) if (p := _plain_problem(item, f"{where}[{i}]"))), None)
+    if isinstance(value, dict):
+        return f"{where} is a nested node ({sorted(map(str, value))[:3]}...); only plain values are allowed"
+    if not isinstance(value, PLAIN):
+        return f"{where} is a {type(value).__name__}"
+    if isinstance(value, str) and "${" in value:
+        return f"{where} holds an interpolation {value!r}"
+    return None
+
+
+def trusted_node(node: Any, where: str, source: str | Path) -> DictConfig:
+    """`node` if it is safe to instantiate: `_target_` is a gan_cli.models class and every other
+    key holds a plain value; else UntrustedCheckpoint naming `where` (e.g. model.generator)."""
+    if not isinstance(node, DictConfig):
+        raise UntrustedCheckpoint(f"checkpoint {source} was refused: its config has no {where} node")
+    plain = OmegaConf.to_container(node, resolve=False)  # never resolve: interpolations are refused
+    target = plain.get("_target_")
+    if not isinstance(target, str) or not _is_model_class(target):
+        raise UntrustedCheckpoint(f"checkpoint {source} was refused: {where}._target_={target!r} is not one of "
+                                  "gan-cli's model classes (gan_cli.models.*)")
+    for key, value in plain.items():
+        if key == "_target_":
+            continue
+        problem = (f"{where}.{key} is a special key" if str(key).startswith("_") else
+                   _plain_problem(value, f"{where}.{key}"))
+        if problem:
+            raise UntrustedCheckpoint(f"checkpoint {source} was refused: {problem}")
+    return node
+
+
+def stored_model_config(state: dict[str, Any], source: str | Path) -> DictConfig:
+    """The checkpoint's `model` config, parsed from its YAML and checked by `trusted_node`."""
+    try:
+        config = OmegaConf.create(state["config"])
+    except Exception as err:  # noqa: BLE001 - any YAML/type problem of a damaged file is one line
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise GanCliError(f"checkpoint {source} is corrupt: its config is not readable YAML ({reason})") from None
+    model = config.get("model") if isinstance(config, DictConfig) else None
+    if not isinstance(model, DictConfig):
+        raise UntrustedCheckpoint(f"checkpoint {source} was refused: its config has no model node")
+    for key, value in OmegaConf.to_container(model, resolve=False).items():
+        if key not in INSTANTIATED and (problem := _plain_problem(value, f"model.{key}")):
+            raise UntrustedCheckpoint(f"checkpoint {source} was refused: {problem}")
+    for key in INSTANTIATED:
+        trusted_node(model.get(key), f"model.{key}", source)
+    return model
+
+
+def _weights_problem(value: Any, name: str) -> str | None:
+    if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                              for k, v in value.items()):
+        return f"{name} is not a dict of tensors"
+    return None
+
+
+def _optimizer_problem(value: dict[str, Any], name: str) -> str | None:
+    groups = value.get("param_groups")
+    if not isinstance(value.get("state"), dict) or not isinstance(groups, list) or not all(
+            isinstance(g, dict) and isinstance(g.get("params"), list) for g in groups):
+        return f"{name} is not an optimizer state"
+    return None
+
+
+def _rng_problem(rng: dict[str, Any]) -> str | None:
+    numpy_state, python_state = rng.get("numpy"), rng.get("python")
+    ok = (isinstance(rng.get("torch"), torch.Tensor) and rng["torch"].dtype == torch.uint8
+          and rng["torch"].shape == torch.get_rng_state().shape
+          and isinstance(rng.get("cuda"), list) and all(isinstance(t, torch.Tensor) for t in rng["cuda"])
+          and isinstance(numpy_state, dict) and isinstance(numpy_state.get("keys"), torch.Tensor)
+          and numpy_state["keys"].shape == (624,) and isinstance(numpy_state.get("pos"), int)
+          and isinstance(numpy_state.get("has_gauss"), int) and isinstance(numpy_state.get("cached"), float)
+          and isinstance(python_state, tuple) and len(python_state) == 3 and isinstance(python_state[1], tuple)
+          and len(python_state[1]) == 625 and all(isinstance(x, int) for x in python_state[1]))
+    return None if ok else "rng is not a set of RNG states"
+
+
+def check_structure(state: dict[str, Any], source: str | Path) -> None:
+    """Every key a reader uses, with its type; GanCliError naming the first problem."""
+    for key, kind in REQUIRED.items():
+        if key not in state:
+            raise GanCliError(f"checkpoint {source} is damaged: it has no {key!r}")
+        if not isinstance(state[key], kind) or isinstance(state[key], bool):
+            raise GanCliError(f"checkpoint {source} is damaged: {key!r} is a {type(state[key]).__name__}")
+    problems = [_weights_problem(state[k], k) for k in ("generator", "discriminator")]
+    if "generator_ema" in state:
+        problems.append(_weights_problem(state["generator_ema"], "generator_ema"))
+    problems += [_optimizer_problem(state[k], k) for k in ("opt_g", "opt_d")] + [_rng_problem(state["rng"])]
+    problem = next((p for p in problems if p), None)
+    if problem:
+        raise GanCliError(f"checkpoint {source} is damaged: {problem}")
