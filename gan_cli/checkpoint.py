@@ -107,7 +107,9 @@ class CheckpointDir:
 
     def kept(self) -> str:
         names = sorted(p.name for p in self.folder.glob("*.pt")) if self.folder.is_dir() else []
-        return f"kept {', '.join(names)} in {self.folder} (intact)" if names else f"no earlier checkpoint in {self.folder}"
+        if not names:
+            return f"no earlier checkpoint in {self.folder}"
+        return f"kept {', '.join(names)} in {self.folder} (intact)"
 
     def _write(self, path: Path, state: dict[str, Any], step: int) -> None:
         """save_checkpoint, refusing non-finite tensors; every failure is one line."""

@@ -58,7 +58,8 @@ def _plain_problem(value: Any, where: str) -> str | None:
     if isinstance(value, list):
         return next((p for i, item in enumerate(value) if (p := _plain_problem(item, f"{where}[{i}]"))), None)
     if isinstance(value, dict):
-        return f"{where} is a nested node ({sorted(map(str, value))[:3]}...); only plain values are allowed"
+        named = f" naming _target_={value['_target_']!r}" if "_target_" in value else ""
+        return f"{where} is a nested node{named}; only plain values are allowed"
     if not isinstance(value, PLAIN):
         return f"{where} is a {type(value).__name__}"
     if isinstance(value, str) and "${" in value:
