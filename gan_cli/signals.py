@@ -53,6 +53,9 @@ def request_stop(signum: int, reason: str) -> None:
         _PENDING.append(signum)
 
 
+PARENT_GONE = threading.Event()  # set by watch_parent: nobody is left to report this job to
+
+
 def watch_parent(interval: float = 1.0) -> threading.Thread:
     """A daemon thread that calls request_stop(SIGTERM) once this process's parent is gone (the
     process was re-parented: its parent pid changed)."""
@@ -61,6 +64,7 @@ def watch_parent(interval: float = 1.0) -> threading.Thread:
     def watch() -> None:
         while os.getppid() == parent:
             time.sleep(interval)
+        PARENT_GONE.set()
         request_stop(signal.SIGTERM, f"parent process {parent} is gone")
 
     thread = threading.Thread(target=watch, name="gan-cli-parent-watch", daemon=True)

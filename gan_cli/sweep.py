@@ -33,7 +33,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from gan_cli.errors import GanCliError
-from gan_cli.signals import TrainingInterrupted, watch_parent
+from gan_cli.signals import PARENT_GONE, TrainingInterrupted, watch_parent
 
 log = logging.getLogger("gan_cli")
 
@@ -82,7 +82,11 @@ def run_task(train: Callable[[DictConfig], dict[str, Any]], cfg: DictConfig) -> 
         watch_parent()  # the sweep SIGKILLed: checkpoint and stop, do not train on as an orphan
     try:
         result = objective(cfg, train(cfg))
-    except TrainingInterrupted:  # Ctrl-C / SIGTERM: stop the sweep, not only this job
+    except TrainingInterrupted as err:  # Ctrl-C / SIGTERM: stop the sweep, not only this job
+        if PARENT_GONE.is_set():  # an orphaned worker: checkpoint written, no one to return to; exit
+            log.error("%s; the sweep's process is gone, so this worker exits", err)
+            logging.shutdown()
+            os._exit(err.exit_code)
         raise
     except Exception as err:  # one job's crash must not end the sweep
         log.error("job failed: %s", error_line(err), exc_info=not isinstance(err, GanCliError))
@@ -126,9 +130,7 @@ def set_torch_threads(cfg: DictConfig) -> None:
 def job_record(job_return: JobReturn, job_dir: Path, started: float | None) -> dict[str, Any]:
     """One job's row: its overrides, status, error line and final metrics (metrics.json)."""
     value = job_return._return_value  # the `return_value` property re-raises a failed job's error
-    if isinstance(value, TrainingInterrupted):  # a signal, or the sweep's process died: resumable
-        status, error = "unfinished", error_line(value)
-    elif job_return.status == JobStatus.FAILED:  # an exception escaped the task function
+    if job_return.status == JobStatus.FAILED:  # an exception escaped the task function
         status, error = "failed", error_line(value)
     elif isinstance(value, JobFailure):
         status, error = "failed", value.error

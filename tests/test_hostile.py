@@ -15,13 +15,14 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from gan_cli import precision
+from gan_cli import precision, signals
 from gan_cli import train as train_module
 from gan_cli.checkpoint import load_checkpoint
 from gan_cli.ema import GeneratorEMA
 from gan_cli.errors import GanCliError
 from gan_cli.losses import NonSaturatingLoss
 from gan_cli.runlock import locked_run_dir
+from gan_cli.signals import TrainingInterrupted
 from gan_cli.train import TrainingDiverged, train
 from tests.conftest import REPO, TINY_FAKE, compose_train, run_cli
 
@@ -217,3 +218,11 @@ def test_ctrl_c_during_the_final_evaluation_keeps_metrics_json(tmp_path: Path,
     monkeypatch.setattr(train_module, "Evaluator", InterruptedEvaluator)
     metrics = train(compose_train([*TINY_FAKE, "eval.enabled=true"]), run_dir=tmp_path)
     assert json.loads((tmp_path / "metrics.json").read_text())["metrics/fid"] == metrics["metrics/fid"] == 1.5
+
+
+def test_a_stop_requested_before_the_loop_stops_it_at_the_first_step(tmp_path: Path) -> None:
+    """What the parent watchdog does when the sweep dies while a job is still starting."""
+    signals.request_stop(signal.SIGTERM, "test: parent process 1 is gone")
+    with pytest.raises(TrainingInterrupted, match="stopped by SIGTERM at step 1"):
+        train(compose_train(TINY_FAKE), run_dir=tmp_path)
+    assert load_checkpoint(tmp_path / "checkpoints" / "last.pt")["step"] == 1
