@@ -10,11 +10,14 @@ fsynced and renamed, so a crash mid-write leaves the previous file intact.
 
 from __future__ import annotations
 
+import errno
+import io
 import logging
 import os
 import pickle
 import random
 import tempfile
+import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Protocol
@@ -23,6 +26,7 @@ import numpy as np
 import torch
 
 from gan_cli.errors import GanCliError
+from gan_cli.trusted import check_structure, stored_config
 
 log = logging.getLogger("gan_cli")
 
@@ -63,13 +67,20 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    """Serialize in memory, then write: torch's zip writer reports a full disk as
+    `RuntimeError: unexpected pos`, a plain write as OSError(ENOSPC), which the caller can name."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    buffer = io.BytesIO()
+    torch.save({"format": FORMAT, **state}, buffer)
     handle, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(handle, "wb") as tmp:
-            torch.save({"format": FORMAT, **state}, tmp)
-            tmp.flush()
-            os.fsync(tmp.fileno())
+        try:
+            data = buffer.getbuffer()
+            while data:
+                data = data[os.write(handle, data):]
+            os.fsync(handle)
+        finally:
+            os.close(handle)
         os.replace(tmp_name, path)
         directory = os.open(path.parent, os.O_RDONLY)
         try:
@@ -79,6 +90,25 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
         raise
+
+
+def nonfinite_tensors(state: dict[str, Any]) -> list[str]:
+    """`net.key` of every float tensor with NaN or inf among the networks' weights AND buffers
+    (a diverging BatchNorm's running_var) and the EMA copies."""
+    return [f"{kind}.{net}.{key}" for kind in ("networks", "averages") for net, weights in state.get(kind, {}).items()
+            for key, tensor in weights.items()
+            if isinstance(tensor, torch.Tensor) and tensor.is_floating_point() and not bool(tensor.isfinite().all())]
+
+
+def remove_stale_temp_files(folder: Path) -> list[Path]:
+    """Temp files of saves that were killed mid-write. Only safe while no other process writes
+    here: called by the holder of the run dir's lock (gan_cli/runlock.py)."""
+    stale = [p for p in folder.glob(".*.tmp") if p.is_file()] if folder.is_dir() else []
+    for path in stale:
+        path.unlink(missing_ok=True)
+    if stale:
+        log.info("removed %d temp file(s) of interrupted saves from %s", len(stale), folder)
+    return stale
 
 
 class CheckpointDir:
@@ -91,19 +121,37 @@ class CheckpointDir:
     def step_files(self) -> list[Path]:
         return sorted(self.folder.glob("step_*.pt"))
 
-    def save(self, state: dict[str, Any], step: int) -> Path:
-        path = self.folder / f"step_{step:07d}.pt"
+    def kept(self) -> str:
+        names = sorted(p.name for p in self.folder.glob("*.pt")) if self.folder.is_dir() else []
+        if not names:
+            return f"no earlier checkpoint in {self.folder}"
+        return f"kept {', '.join(names)} in {self.folder} (intact)"
+
+    def _write(self, path: Path, state: dict[str, Any], step: int) -> None:
+        """save_checkpoint, refusing non-finite tensors; every failure is one line."""
+        broken = nonfinite_tensors(state)
+        if broken:
+            raise NonFiniteState(f"{', '.join(broken[:3])} {'is' if len(broken) == 1 else 'are'} not finite at "
+                                 f"step {step}: stopped without saving; {self.kept()}")
         try:
             save_checkpoint(path, state)
+        except OSError as err:
+            reason = err.strerror or str(err)
+            what = f"disk full ({reason})" if err.errno in (errno.ENOSPC, errno.EDQUOT) else reason
+            raise GanCliError(f"could not write checkpoint {path}: {what}; the partial file was removed, "
+                              f"{self.kept()}") from None
+
+    def save(self, state: dict[str, Any], step: int) -> Path:
+        path = self.folder / f"step_{step:07d}.pt"
+        self._write(path, state, step)
+        try:
             link = self.folder / ".last.pt.tmp"
             link.unlink(missing_ok=True)
             os.link(path, link)
             os.replace(link, self.folder / "last.pt")
         except OSError as err:
-            raise GanCliError(
-                f"could not write checkpoint {path}: {err.strerror or err}; earlier checkpoints in "
-                f"{self.folder} are intact"
-            ) from None
+            raise GanCliError(f"could not link {self.folder / 'last.pt'} to {path.name}: {err.strerror or err}; "
+                              f"{self.kept()}") from None
         for old in self.step_files()[: -self.keep]:
             old.unlink()
         return path
@@ -111,39 +159,101 @@ class CheckpointDir:
     def save_best(self, state: dict[str, Any]) -> Path:
         """best.pt: the checkpoint with the best FID so far (same atomic write)."""
         path = self.folder / "best.pt"
-        try:
-            save_checkpoint(path, state)
-        except OSError as err:
-            raise GanCliError(f"could not write checkpoint {path}: {err.strerror or err}") from None
+        self._write(path, state, int(state.get("step", 0)))
         return path
 
     def newest_loadable(self) -> tuple[Path, dict[str, Any]] | None:
-        """The newest checkpoint that loads, skipping (and reporting) damaged ones."""
-        candidates = [self.folder / "last.pt", *reversed(self.step_files())]
-        for path in (p for p in candidates if p.is_file()):
-            try:
-                return path, load_checkpoint(path)
-            except GanCliError as err:
-                log.warning("skipping %s", err)
-        return None
+        """The loadable checkpoint with the highest step, skipping (and reporting) damaged ones.
+        last.pt is normally a link to the newest step file, but a copy, a stale file or a
+        foreign file may sit there: its step is known only after loading it."""
+        last, newest = self.folder / "last.pt", None
+        if last.exists() or last.is_symlink():
+            newest = self._try_load(last)
+        newer = [p for p in reversed(self.step_files()) if newest is None or _name_step(p) > newest[1]["step"]]
+        for path in newer:
+            if (found := self._try_load(path)) is not None and (newest is None or found[1]["step"] > newest[1]["step"]):
+                return found
+        return newest
+
+    @staticmethod
+    def _try_load(path: Path) -> tuple[Path, dict[str, Any]] | None:
+        try:
+            return path, load_checkpoint(path)
+        except GanCliError as err:
+            log.warning("skipping %s", err)
+            return None
+
+
+class NonFiniteState(GanCliError):
+    pass
+
+
+def _name_step(path: Path) -> int:
+    try:
+        return int(path.stem.split("_", 1)[1])
+    except (IndexError, ValueError):
+        return -1
+
+
+def _unpickling_reason(err: Exception) -> str:
+    """What torch refused, without its advice to retry with weights_only=False."""
+    lines = [line.strip() for line in str(err).splitlines() if "GLOBAL" in line or "global" in line]
+    lines = [line for line in lines if "weights_only" not in line]
+    return lines[0] if lines else "it names code to run"
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load with weights_only=True: a pickle that would run code is refused, not executed."""
+    """Load with weights_only=True: a pickle that would run code is refused, not executed. Then
+    the keys and types are checked and the stored model config must be trusted (trusted.py), so
+    every way a file can be wrong is one GanCliError."""
     path = Path(path).expanduser()
+    if path.is_dir():
+        raise GanCliError(f"checkpoint {path} is a folder, not a file: pass a .pt file, e.g. {path}/last.pt, "
+                          "or trainer.resume=auto with hydra.run.dir set to the run")
     if not path.is_file():
         raise GanCliError(f"checkpoint {path} does not exist")
     try:
+        if not zipfile.is_zipfile(path):  # torch.save always writes a zip; a text file would reach the unpickler
+            raise GanCliError(f"checkpoint {path} is truncated or corrupt: not a complete torch.save file")
         state = torch.load(path, map_location=map_location, weights_only=True)
+    except GanCliError:
+        raise
     except pickle.UnpicklingError as err:
-        reason = str(err).splitlines()[0]
-        raise GanCliError(f"checkpoint {path} was refused: it holds more than tensors ({reason})") from None
-    except (RuntimeError, EOFError, OSError, ValueError) as err:
+        raise GanCliError(f"checkpoint {path} was refused: it holds more than tensors ({_unpickling_reason(err)})"
+                          ) from None
+    except Exception as err:  # noqa: BLE001 - torch raises many types for damaged files
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise GanCliError(f"checkpoint {path} is truncated or corrupt: {reason}") from None
+        raise GanCliError(f"checkpoint {path} is truncated or corrupt: {reason[:200]}") from None
     if not isinstance(state, dict) or state.get("format") not in (FORMAT, LEGACY_FORMAT):
         raise GanCliError(f"{path} is not a gan-cli checkpoint (expected format {FORMAT!r})")
-    return upgrade(state)
+    check_structure(state, path)
+    state = upgrade(state)
+    stored_config(state, path)
+    return state
+
+
+def load_optimizer(optimizer: torch.optim.Optimizer, saved: dict[str, Any], node: Any, path: str | Path,
+                   name: str) -> None:
+    """The checkpoint's optimizer state, with the hyperparameters of the current config: a
+    resume with another optim.lr trains with that lr, as the saved config records."""
+    try:
+        optimizer.load_state_dict(saved)
+    except (KeyError, ValueError, TypeError, RuntimeError, IndexError) as err:
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise GanCliError(f"checkpoint {path}: its {name} state does not fit the configured optimizer: {reason}"
+                          ) from None
+    for key in HYPERPARAMETERS:
+        if key not in node:
+            continue
+        value = tuple(node[key]) if key == "betas" else node[key]
+        for group in optimizer.param_groups:
+            if key in group and group[key] != value:
+                log.info("%s.%s: %s in the checkpoint, %s in the config: training with %s", name, key,
+                         group[key], value, value)
+                group[key] = value
+
+
+HYPERPARAMETERS = ("lr", "betas", "weight_decay", "eps", "momentum", "alpha")
 
 
 class Loadable(Protocol):

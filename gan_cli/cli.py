@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import hydra
 from omegaconf import DictConfig
 
-from gan_cli.errors import EXIT_USAGE, reported
+from gan_cli.errors import EXIT_USAGE, interrupted, reported
 
 
 def config_dir() -> str:
@@ -29,10 +30,12 @@ CONFIG_DIR = config_dir()
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
 @reported
 def _train(cfg: DictConfig) -> Any:
+    from gan_cli.runlock import this_ranks_lock
     from gan_cli.sweep import run_task
-    from gan_cli.train import train  # torch import after Hydra has parsed the command line
+    from gan_cli.train import hydra_run_dir, train  # torch import after Hydra has parsed the command line
 
-    return run_task(train, cfg)  # the metrics, or the float a sweeper optimizes
+    with this_ranks_lock(hydra_run_dir()):  # one process per run dir
+        return run_task(train, cfg)  # the metrics, or the float a sweeper optimizes
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="sample")
@@ -54,11 +57,21 @@ def check_output_root(argv: list[str]) -> None:
     existing = root.expanduser().absolute()
     while not existing.exists():
         existing = existing.parent
-    if not existing.is_dir() or not os.access(existing, os.W_OK):
-        problem = "is not a folder" if not existing.is_dir() else "is not writable"
+    problem = "is not a folder" if not existing.is_dir() else creating_fails(existing)
+    if problem:
         print(f"error: cannot create the output dir {root}: {existing} {problem}; "
               "choose another with hydra.run.dir=... (hydra.sweep.dir=... for -m)", file=sys.stderr)
         sys.exit(EXIT_USAGE)
+
+
+def creating_fails(folder: Path) -> str:
+    """Why a folder cannot be created inside `folder`, or "". A real mkdir: os.access says yes
+    to root for any folder, /proc included."""
+    try:
+        os.rmdir(tempfile.mkdtemp(dir=folder, prefix=".gan-train-probe-"))
+    except OSError as err:
+        return f"does not take new folders ({err.strerror or err})"
+    return ""
 
 
 def quiet_rank_overrides(argv: list[str]) -> list[str]:
@@ -75,8 +88,14 @@ def quiet_rank_overrides(argv: list[str]) -> list[str]:
 def train_main() -> None:
     check_output_root(sys.argv[1:])
     sys.argv += quiet_rank_overrides(sys.argv[1:])
-    _train()
+    try:
+        _train()
+    except KeyboardInterrupt:  # before Hydra called the task (composing the config)
+        interrupted()
 
 
 def sample_main() -> None:
-    _sample()
+    try:
+        _sample()
+    except KeyboardInterrupt:
+        interrupted()

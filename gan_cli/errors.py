@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
+import signal
 import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -33,5 +34,17 @@ def reported(func: F) -> F:
                 raise
             print(f"error: {err}", file=sys.stderr, flush=True)
             sys.exit(getattr(err, "exit_code", EXIT_USAGE))
+        except KeyboardInterrupt:
+            interrupted()
 
     return wrapper  # type: ignore[return-value]
+
+
+def interrupted() -> None:
+    """Ctrl-C outside the training loop (start-up, imports): one line, exit 130, no traceback.
+    Inside the loop, gan_cli.signals turns it into a checkpoint first."""
+    if os.environ.get("HYDRA_FULL_ERROR") == "1":
+        raise KeyboardInterrupt
+    print("error: interrupted by SIGINT before training started (or after it ended): nothing new was saved",
+          file=sys.stderr, flush=True)
+    sys.exit(128 + signal.SIGINT)

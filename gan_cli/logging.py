@@ -96,7 +96,9 @@ class Reporter:
     def __init__(self, run_dir: Path, total_steps: int, start_step: int):
         self.samples_dir = run_dir / "samples"
         self.samples_dir.mkdir(parents=True, exist_ok=True)
-        self.writer = SummaryWriter(str(tb_run_dir(run_dir)), purge_step=start_step or None)
+        # A resumed run continues after its checkpoint's step: points logged past it by the run
+        # that was killed are purged, the point at the checkpoint's own step is kept.
+        self.writer = SummaryWriter(str(tb_run_dir(run_dir)), purge_step=start_step + 1 if start_step else None)
         display = _RichDisplay if sys.stdout.isatty() else _LineDisplay
         self.display = display(total_steps, start_step)
 

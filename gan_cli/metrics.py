@@ -45,6 +45,12 @@ REFERENCE_LIMIT = 10_000  # reference images: the MNIST/CIFAR test split is exac
 INCEPTION_TAG = "v3-pool2048"  # torchmetrics' "inception-v3-compat", 2048 pool features
 
 
+# Only rank 0 evaluates (it holds every sample it scores), so the metrics must never sync their
+# state across the process group: torchmetrics would otherwise gather from ranks that are in the
+# training loop's all_reduce, and the job fails or deadlocks under torchrun.
+RANK_LOCAL = {"sync_on_compute": False, "dist_sync_on_step": False, "distributed_available_fn": lambda: False}
+
+
 class MetricUnavailable(Exception):
     """The feature extractor cannot be had here (no weights offline, library missing)."""
 
@@ -182,12 +188,12 @@ class Evaluator:
         images: their `feature` module is the identity."""
         identity = nn.Identity()
         identity.num_features = reference.shape[1]  # FID sizes its state from this
-        fid = FrechetInceptionDistance(feature=identity, reset_real_features=False)
+        fid = FrechetInceptionDistance(feature=identity, reset_real_features=False, **RANK_LOCAL)
         subset_size = min(self.settings.kid_subset_size, reference.shape[0], self.settings.num_samples)
         with warnings.catch_warnings():  # "KID will save all extracted features in buffer": intended
             warnings.simplefilter("ignore", UserWarning)
             kid = KernelInceptionDistance(feature=identity, subsets=self.settings.kid_subsets,
-                                          subset_size=subset_size, reset_real_features=False)
+                                          subset_size=subset_size, reset_real_features=False, **RANK_LOCAL)
         fid, kid = fid.to(self.metric_device), kid.to(self.metric_device)
         fid.update(reference, real=True)
         kid.update(reference, real=True)

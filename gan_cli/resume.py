@@ -8,19 +8,16 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from gan_cli.checkpoint import CheckpointDir, load_checkpoint, load_weights, rng_state, set_rng_state
+from gan_cli.checkpoint import CheckpointDir, load_checkpoint, load_optimizer, load_weights, rng_state, set_rng_state
 from gan_cli.errors import GanCliError
 from gan_cli.logging import flatten_config
 from gan_cli.schedule import Schedules
 from gan_cli.tasks.base import Task
+from gan_cli.trusted import stored_config
 
 log = logging.getLogger("gan_cli")
 
 LEGACY_TASK = "gan_cli.tasks.image_gan.ImageGan"  # gan-cli/1 checkpoints had no task: all were this
-
-
-class TrainingDiverged(GanCliError):
-    pass
 
 
 def checkpoint_state(task: Task, schedules: Schedules, cfg: DictConfig, step: int, epoch: int) -> dict[str, Any]:
@@ -60,17 +57,21 @@ def find_resume(spec: str | None, checkpoints: CheckpointDir) -> tuple[Path, dic
 
 def restore(task: Task, schedules: Schedules, cfg: DictConfig, path: Path, state: dict[str, Any]) -> int:
     """Load a checkpoint into `task` and `schedules`; returns the step to continue from."""
-    saved = OmegaConf.create(state["config"])
+    saved = stored_config(state, path)
     saved_task = OmegaConf.select(saved, "task._target_", default=LEGACY_TASK)
     differences = [f"task: {saved_task} -> {cfg.task._target_}"] if saved_task != cfg.task._target_ else []
     differences += config_differences(saved, cfg, "model")
     if differences:
         raise GanCliError(f"checkpoint {path} was trained with another config: {'; '.join(differences)}")
+    for kind, names in (("networks", task.networks), ("averages", task.averages), ("optimizers", task.optimizers)):
+        missing = sorted(set(names) - set(state[kind]))
+        if missing:
+            raise GanCliError(f"checkpoint {path} is damaged or of another task: its {kind} lack {', '.join(missing)}")
     for kind, targets in (("networks", task.networks), ("averages", task.averages)):
         for name, target in targets.items():
             load_weights(target, state[kind][name], path, f"{kind[:-1]} {name!r}")
-    for name, optimizer in task.optimizers.items():
-        optimizer.load_state_dict(state["optimizers"][name])
+    for name, optimizer in task.optimizers.items():  # with the config's lr, betas, ... (not the checkpoint's)
+        load_optimizer(optimizer, state["optimizers"][name], cfg.optim.get(name) or {}, path, f"optim.{name}")
     schedules.load_state_dict(state.get("schedules", {}), int(state["step"]))
     set_rng_state(state["rng"])
     log.info("resumed from %s at step %d", path, state["step"])

@@ -4,6 +4,8 @@ draw (sample G, translate images, ...); this file only checks the destination an
 from __future__ import annotations
 
 import logging
+import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -17,11 +19,11 @@ from gan_cli.config import resolve_device, validate_sample
 from gan_cli.errors import GanCliError
 from gan_cli.resume import LEGACY_TASK
 from gan_cli.tasks.base import Drawn
+from gan_cli.trusted import stored_config
 
 log = logging.getLogger("gan_cli")
 
 OUTPUTS = ".png -> one grid image, .npz -> arr_0 uint8 (N, H, W, C), no suffix -> a folder of PNGs"
-TASK_PACKAGE = "gan_cli.tasks."
 
 
 def write(drawn: Drawn, out: Path) -> None:
@@ -39,6 +41,22 @@ def write(drawn: Drawn, out: Path) -> None:
             save_image(image.float() / 255, out / name)
 
 
+def check_writable(out: Path, spec: str) -> None:
+    """Before generating anything: the output's folder (or, for a folder output not there yet,
+    its nearest existing parent) must take a new file. A real write, as root's os.access says
+    yes even to /proc."""
+    folder = out.parent if out.suffix else out
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        handle, probe = tempfile.mkstemp(dir=folder, prefix=".gan-sample-", suffix=".probe")
+        os.close(handle)
+        os.unlink(probe)
+    except OSError as err:
+        raise GanCliError(f"out={spec!r} cannot be written: creating a file in {folder} fails "
+                          f"({err.strerror or err})") from None
+
+
 def sample(cfg: DictConfig) -> Path:
     cfg = validate_sample(cfg)
     out = Path(cfg.out).expanduser()
@@ -47,12 +65,10 @@ def sample(cfg: DictConfig) -> Path:
     if out.suffix and not out.parent.is_dir():
         raise GanCliError(f"out={cfg.out!r}: folder {out.parent} does not exist")
     device = resolve_device(cfg.device)
+    check_writable(out, cfg.out)
     state = load_checkpoint(cfg.checkpoint)
-    train_cfg = OmegaConf.create(state["config"])
+    train_cfg = stored_config(state, cfg.checkpoint)  # only gan-cli's own classes, plain values (trusted.py)
     target = OmegaConf.select(train_cfg, "task._target_", default=LEGACY_TASK)
-    if not isinstance(target, str) or not target.startswith(TASK_PACKAGE):
-        raise GanCliError(f"checkpoint {cfg.checkpoint} names task {target!r}: gan-sample runs only gan-cli's own "
-                          f"tasks ({TASK_PACKAGE}*)")
     with torch.no_grad():
         drawn = get_class(target).draw(train_cfg, state, cfg, device)
     write(drawn, out)

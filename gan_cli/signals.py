@@ -7,6 +7,10 @@ Under submitit (SLURM), the launcher owns SIGTERM and the preemption signal (SIG
 $SUBMITIT_PREEMPT_SIGNAL): SIGTERM is left to it, and on the preemption signal the loop first
 writes its checkpoint, then calls submitit's handler, which requeues the job; the requeued job
 continues from that checkpoint with trainer.resume=auto.
+
+`request_stop` does what a SIGTERM does from any thread: the parent watchdog of a sweep job
+(`watch_parent`) uses it, so a joblib worker whose sweep process was SIGKILLed checkpoints and
+stops instead of training to the end as an orphan.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import logging
 import os
 import signal
 import threading
+import time
 from types import FrameType
 from typing import Any
 
@@ -35,8 +40,40 @@ class TrainingInterrupted(GanCliError):
         self.exit_code = 128 + signum
 
 
+_ACTIVE: list[GracefulStop] = []  # the training loops running in this process (one, normally)
+_PENDING: list[int] = []  # a stop requested before any loop started: the next loop stops at once
+
+
+def request_stop(signum: int, reason: str) -> None:
+    """Stop training as `signum` would (checkpoint, then TrainingInterrupted); any thread."""
+    log.warning("%s: finishing this step and saving a checkpoint", reason)
+    for stop in _ACTIVE:
+        stop.signum = stop.signum or signum
+    if not _ACTIVE:
+        _PENDING.append(signum)
+
+
+PARENT_GONE = threading.Event()  # set by watch_parent: nobody is left to report this job to
+
+
+def watch_parent(interval: float = 1.0) -> threading.Thread:
+    """A daemon thread that calls request_stop(SIGTERM) once this process's parent is gone (the
+    process was re-parented: its parent pid changed)."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(interval)
+        PARENT_GONE.set()
+        request_stop(signal.SIGTERM, f"parent process {parent} is gone")
+
+    thread = threading.Thread(target=watch, name="gan-cli-parent-watch", daemon=True)
+    thread.start()
+    return thread
+
+
 class GracefulStop:
-    """Context manager: `stop.signum` is set once a handled signal arrives."""
+    """Context manager: `stop.signum` is set once a handled signal arrives (or request_stop)."""
 
     def __init__(self) -> None:
         self.signum: int | None = None
@@ -52,6 +89,10 @@ class GracefulStop:
                     signal.Signals(signum).name)
 
     def __enter__(self) -> GracefulStop:
+        _ACTIVE.append(self)
+        if _PENDING:
+            self.signum = _PENDING.pop()
+            _PENDING.clear()
         if threading.current_thread() is not threading.main_thread():  # signals only reach the main thread
             return self
         for signum in HANDLED:
@@ -70,5 +111,6 @@ class GracefulStop:
             previous(self.signum, None)
 
     def __exit__(self, *exc: object) -> None:
+        _ACTIVE.remove(self)
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)

@@ -69,5 +69,4 @@ def train_step(task: Task, step: int, updater: Updater) -> Tensor:
             stats.update(phase_stats)
     for average in task.averages.values():
         average.update(step)
-    values = torch.stack([stats[name].float() for name in task.stat_names])
-    return torch.nan_to_num(values, nan=0.0) if updater.skip_nonfinite else values
+    return torch.stack([stats[name].float() for name in task.stat_names])  # on_nan=skip: the Meter masks

@@ -33,12 +33,13 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from gan_cli.errors import GanCliError
-from gan_cli.signals import TrainingInterrupted
+from gan_cli.signals import PARENT_GONE, TrainingInterrupted, watch_parent
 
 log = logging.getLogger("gan_cli")
 
 JOB_FILE = "job.json"  # one job's outcome, in its own folder
 SUMMARY_FILE = "summary.csv"  # one row per job, in the sweep folder
+SWEEP_PID = "GAN_CLI_SWEEP_PID"  # the sweep's process, inherited by the launcher's worker processes
 
 
 @dataclass(frozen=True)
@@ -77,9 +78,15 @@ def run_task(train: Callable[[DictConfig], dict[str, Any]], cfg: DictConfig) -> 
     set_torch_threads(cfg)
     if not in_multirun():
         return objective(cfg, train(cfg))
+    if os.environ.get(SWEEP_PID) == str(os.getppid()):  # a worker process of the sweep (joblib/loky)
+        watch_parent()  # the sweep SIGKILLed: checkpoint and stop, do not train on as an orphan
     try:
         result = objective(cfg, train(cfg))
-    except TrainingInterrupted:  # Ctrl-C / SIGTERM: stop the sweep, not only this job
+    except TrainingInterrupted as err:  # Ctrl-C / SIGTERM: stop the sweep, not only this job
+        if PARENT_GONE.is_set():  # an orphaned worker: checkpoint written, no one to return to; exit
+            log.error("%s; the sweep's process is gone, so this worker exits", err)
+            logging.shutdown()
+            os._exit(err.exit_code)
         raise
     except Exception as err:  # one job's crash must not end the sweep
         log.error("job failed: %s", error_line(err), exc_info=not isinstance(err, GanCliError))
@@ -244,6 +251,7 @@ class SweepSummary(Callback):
         the keys set once for the whole sweep go to `override_dirname.exclude_keys` of every
         job's config (jobs are composed from `hydra.overrides.hydra` plus their own overrides)."""
         Path(config.hydra.sweep.dir).mkdir(parents=True, exist_ok=True)
+        os.environ[SWEEP_PID] = str(os.getpid())  # before the launcher starts its workers
         exclude = list(config.hydra.job.config.override_dirname.exclude_keys)
         exclude += [k for k in constant_overrides(list(config.hydra.overrides.task)) if k not in exclude]
         if exclude:
@@ -253,6 +261,8 @@ class SweepSummary(Callback):
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
         self.started[config.hydra.runtime.output_dir] = time.time()
+        if config.hydra.mode == RunMode.MULTIRUN:  # listed as unfinished if the sweep is killed now
+            write_summary(Path(config.hydra.sweep.dir))
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
         if config.hydra.mode != RunMode.MULTIRUN:

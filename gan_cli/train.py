@@ -24,7 +24,9 @@ from gan_cli import distributed
 from gan_cli.checkpoint import CheckpointDir
 from gan_cli.config import build, resolve_device, validate
 from gan_cli.logging import Reporter, SilentReporter
-from gan_cli.resume import TrainingDiverged, checkpoint_state, find_resume, restore
+from gan_cli.meter import Meter, TrainingDiverged
+from gan_cli.precision import warn_about_slow_precision
+from gan_cli.resume import checkpoint_state, find_resume, restore
 from gan_cli.schedule import Schedules
 from gan_cli.signals import GracefulStop, TrainingInterrupted
 from gan_cli.step import Updater, build_task, build_updater, train_step
@@ -33,40 +35,6 @@ from gan_cli.tasks.base import Evaluation, Task
 log = logging.getLogger("gan_cli")
 
 __all__ = ["train", "seed_everything", "build_task", "train_step", "TrainingDiverged"]
-
-
-class Meter:
-    """Sums step statistics on the device; `read` is the loop's one host sync."""
-
-    def __init__(self, names: tuple[str, ...], device: torch.device, images_per_step: int, step: int):
-        self.names = names
-        self.sums = torch.zeros(len(names), device=device)
-        self.count, self.images_per_step = 0, images_per_step
-        self.since_step, self.since_time = step, time.perf_counter()
-        self.last: dict[str, float] = {}
-
-    def add(self, stats: torch.Tensor) -> None:
-        self.sums += stats
-        self.count += 1
-
-    def read(self, step: int) -> dict[str, float]:
-        values = dict(zip(self.names, (self.sums / max(self.count, 1)).tolist(), strict=True))
-        for name, value in values.items():
-            if not math.isfinite(value):  # NaN or inf anywhere in the interval reaches the sum
-                raise TrainingDiverged(
-                    f"{name} is {value} in steps {self.since_step + 1}..{step} (trainer.on_nan=stop): "
-                    f"stopped; checkpoints from before step {self.since_step + 1} are kept"
-                )
-        now = time.perf_counter()
-        values["perf/img_per_sec"] = (step - self.since_step) * self.images_per_step / (now - self.since_time)
-        self.sums.zero_()
-        self.count, self.since_step, self.since_time, self.last = 0, step, now, values
-        return values
-
-
-def weights_finite(task: Task) -> bool:
-    tensors = [t for network in task.networks.values() for t in network.parameters()]
-    return bool(torch.stack([t.detach().isfinite().all() for t in tensors]).all())
 
 
 class Outputs:
@@ -86,11 +54,8 @@ class Outputs:
         return checkpoint_state(self.task, self.schedules, self.cfg, step, self.epoch_of(step))
 
     def save(self, step: int) -> None:
-        if not self.is_main:  # rank 0 holds the same weights
-            return
-        if not weights_finite(self.task):  # never replace a good checkpoint with broken weights
-            raise TrainingDiverged(f"weights are not finite at step {step}: stopped without saving")
-        self.checkpoints.save(self.state(step), step)
+        if self.is_main:  # rank 0 holds the same weights; non-finite ones are refused (checkpoint.py)
+            self.checkpoints.save(self.state(step), step)
 
     def evaluate(self, step: int) -> None:
         if self.evaluation is None:
@@ -124,34 +89,32 @@ def hydra_run_dir() -> Path:
 
 
 def run_steps(cfg: DictConfig, task: Task, updater: Updater, schedules: Schedules, outputs: Outputs,
-              meter: Meter, start: int, steps: int) -> int:
+              meter: Meter, stop: GracefulStop, start: int, steps: int) -> int:
     """Steps start+1..steps (fewer on a time limit or a signal); returns the last step done."""
     every = lambda step, n: step % n == 0  # noqa: E731
     time_limit, started = 60 * (cfg.trainer.time_limit_minutes or math.inf), time.perf_counter()
-    with GracefulStop() as stop:
-        for step in range(start + 1, steps + 1):
-            meter.add(train_step(task, step - 1, updater))
-            schedules.step()
-            interrupted, out_of_time = distributed.any_ranks(
-                [stop.signum is not None, time.perf_counter() - started > time_limit], meter.sums.device)
-            ending = step == steps or out_of_time or interrupted
-            if ending or every(step, cfg.log.every_n_steps) or every(step, cfg.trainer.ckpt_every_n_steps):
-                outputs.reporter.scalars(step, outputs.epoch_of(step), meter.read(step))
-            if every(step, cfg.log.sample_every_n_steps):
-                outputs.preview(step)
-            if interrupted:
-                outputs.save(step)
-                stop.hand_over()  # preempted under submitit: it requeues the job and exits here
-                raise TrainingInterrupted(stop.signum or signal.SIGTERM, step,
-                                          str(outputs.checkpoints.folder / "last.pt"))
-            if every(step, cfg.eval.every_n_steps) and not ending:
-                outputs.evaluate(step)
-            if every(step, cfg.trainer.ckpt_every_n_steps) or ending:
-                outputs.save(step)
-            if out_of_time:
-                log.info("time limit of %s min reached at step %d", cfg.trainer.time_limit_minutes, step)
-            if ending:
-                return step
+    for step in range(start + 1, steps + 1):
+        meter.add(train_step(task, step - 1, updater))
+        schedules.step()
+        interrupted, out_of_time = distributed.any_ranks(
+            [stop.signum is not None, time.perf_counter() - started > time_limit], meter.sums.device)
+        ending = step == steps or out_of_time or interrupted
+        if ending or every(step, cfg.log.every_n_steps) or every(step, cfg.trainer.ckpt_every_n_steps):
+            outputs.reporter.scalars(step, outputs.epoch_of(step), meter.read(step, updater.skipped))
+        if every(step, cfg.log.sample_every_n_steps):
+            outputs.preview(step)
+        if interrupted:
+            outputs.save(step)
+            stop.hand_over()  # preempted under submitit: it requeues the job and exits here
+            raise TrainingInterrupted(stop.signum or signal.SIGTERM, step, str(outputs.checkpoints.folder / "last.pt"))
+        if every(step, cfg.eval.every_n_steps) and not ending:
+            outputs.evaluate(step)
+        if every(step, cfg.trainer.ckpt_every_n_steps) or ending:
+            outputs.save(step)
+        if out_of_time:
+            log.info("time limit of %s min reached at step %d", cfg.trainer.time_limit_minutes, step)
+        if ending:
+            return step
     return start  # nothing left to train
 
 
@@ -163,6 +126,7 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, Any]:
     device = distributed.device_for(resolve_device(cfg.trainer.device), ranks)
     run_dir = Path(distributed.broadcast_string(str(Path(run_dir or hydra_run_dir()).absolute())))  # rank 0's
     log.info("device: %s", device)
+    warn_about_slow_precision(cfg.trainer.precision, device)
     if cfg.trainer.num_threads:
         torch.set_num_threads(cfg.trainer.num_threads)
     if device.type == "cuda":
@@ -178,23 +142,25 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, Any]:
         torch.manual_seed(cfg.trainer.seed + 1_000_003 * ranks.rank + start)
     evaluation = task.evaluation(cfg) if cfg.eval.enabled and ranks.is_main else None
     images_per_step = task.images_per_step * ranks.world_size  # real images, all ranks
-    meter = Meter(tuple(task.stat_names), device, images_per_step, start)
+    updates_per_step = sum(phase.repeats for phase in task.phases)
+    meter = Meter(tuple(task.stat_names), device, images_per_step, start, updates_per_step, updater.skip_nonfinite)
     log.info("training steps %d..%d (%d batches/epoch, batch %d x %d rank(s)) into %s", start + 1, steps,
              task.batches_per_epoch, cfg.trainer.batch_size, ranks.world_size, run_dir)
     reporter = Reporter(run_dir, steps, start) if ranks.is_main else SilentReporter()
     outputs = Outputs(cfg, task, schedules, checkpoints, evaluation, reporter, ranks.is_main)
     started = time.perf_counter()
     try:
-        last = run_steps(cfg, task, updater, schedules, outputs, meter, start, steps)
-        seconds = time.perf_counter() - started
-        if start >= steps:
-            log.info("checkpoint is at step %d, nothing left to train for %d steps", start, steps)
-        outputs.preview(last)
-        outputs.evaluate(last)
-        metrics = final_metrics(meter, last, start, seconds, device, outputs, updater.skipped)
-        if ranks.is_main:
-            (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-        reporter.hparams(last, cfg, {k: v for k, v in metrics.items() if isinstance(v, (int, float))})
+        with GracefulStop() as stop:  # a signal during the final evaluation waits for metrics.json
+            last = run_steps(cfg, task, updater, schedules, outputs, meter, stop, start, steps)
+            seconds = time.perf_counter() - started
+            if start >= steps:
+                log.info("checkpoint is at step %d, nothing left to train for %d steps", start, steps)
+            outputs.preview(last)
+            outputs.evaluate(last)
+            metrics = final_metrics(meter, last, start, seconds, device, outputs, updater.skipped)
+            if ranks.is_main:
+                (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+            reporter.hparams(last, cfg, {k: v for k, v in metrics.items() if isinstance(v, (int, float))})
     finally:
         reporter.close()  # flushes TensorBoard on every exit path
         distributed.shutdown()

@@ -39,3 +39,20 @@ def test_ranks_get_disjoint_equal_shards() -> None:
     assert [s.images.shape[0] for s in shards] == [32, 32]
     rows = [{tuple(x.flatten().tolist()) for x in s.images} for s in shards]
     assert not rows[0] & rows[1]
+
+
+def test_torchrun_with_eval_on_at_the_end_and_mid_run(tmp_path: Path) -> None:
+    """The default config evaluates: only rank 0 does, and its metrics must not sync across ranks
+    (torchmetrics would gather from ranks that are in the loop's all_reduce: crash or deadlock)."""
+    run_dir = tmp_path / "run"
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
+    result = subprocess.run([str(BIN / "torchrun"), "--nproc_per_node=2", "--master_port=29518", "-m", "gan_cli",
+                             *TINY_FAKE, "trainer.max_steps=6", "eval.enabled=true", "eval.every_n_steps=3",
+                             "eval.num_samples=32", "eval.kid_subsets=2", "eval.classifier_epochs=1",
+                             f"eval.cache_dir={tmp_path}/cache", f"hydra.run.dir={run_dir}"], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=400)
+    assert result.returncode == 0, result.stderr[-3000:]
+    log_text = (run_dir / "train.log").read_text()
+    assert "eval at step 3:" in log_text and "eval at step 6:" in log_text
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["steps"] == 6 and np.isfinite(metrics["metrics/fid"]) and np.isfinite(metrics["metrics/kid"])

@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import csv
 import math
+import os
+import signal
+import subprocess
+import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,9 +21,11 @@ from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
 
+from gan_cli.checkpoint import load_checkpoint
 from gan_cli.cli import CONFIG_DIR
+from gan_cli.losses import NonSaturatingLoss
 from gan_cli.sweep import JobFailure, available_cores, run_task, threads_per_job
-from tests.conftest import TINY_FAKE, run_cli
+from tests.conftest import BIN, REPO, TINY_FAKE, run_cli
 
 LRS = "optim.lr=1e-4,2e-4"
 
@@ -167,3 +173,80 @@ def test_threads_per_job_shares_the_cores() -> None:
     assert threads_per_job(OmegaConf.create({"n_jobs": -1})) == 1  # joblib: one worker per core
     assert threads_per_job(OmegaConf.create({"cpus_per_task": 3, "n_jobs": None})) == 3
     assert threads_per_job(OmegaConf.create({"_target_": "basic"})) is None
+
+
+def test_an_interrupted_job_is_listed_as_unfinished(tmp_path: Path) -> None:
+    """Ctrl-C in a job: it checkpoints, and summary.csv lists it as unfinished (resumable), not failed."""
+    env = {"PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}  # tests.* in the subprocess
+    result = run_cli("gan-train", ["-m", *TINY_FAKE, "trainer.max_steps=8", "loss._target_=tests.test_sweep.CtrlC"],
+                     cwd=tmp_path, env=env, check=False)
+    assert result.returncode == 130 and "stopped by SIGINT at step 3" in result.stderr
+    sweep = only_sweep_dir(tmp_path)
+    assert [(row["job"], row["status"]) for row in read_summary(sweep)] == [("0", "unfinished")]
+    assert load_checkpoint(sweep / "0" / "checkpoints" / "last.pt")["step"] == 3
+
+
+class CtrlC(NonSaturatingLoss):
+    """Sends SIGINT to this process at the third discriminator loss."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def d_loss(self, real_logits: Any, fake_logits: Any) -> Any:
+        self.calls += 1
+        if self.calls == 3:
+            os.kill(os.getpid(), signal.SIGINT)
+        return super().d_loss(real_logits, fake_logits)
+
+
+def children(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] not in "ZX"
+    except OSError:
+        return False
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
+def test_joblib_workers_stop_with_a_checkpoint_when_the_sweep_is_killed(tmp_path: Path) -> None:
+    args = ["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", *TINY_FAKE, "trainer.epochs=1000",
+            "trainer.max_steps=100000", "trainer.ckpt_every_n_steps=10", "log.every_n_steps=10", LRS]
+    sweep_process = subprocess.Popen([str(BIN / "gan-train"), *args], cwd=tmp_path, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    workers: list[int] = []
+    try:
+        deadline = time.monotonic() + 180
+        while len(list(tmp_path.glob("outputs/multirun/*/*/*/checkpoints/step_*.pt"))) < 2:
+            assert time.monotonic() < deadline and sweep_process.poll() is None, "the jobs did not start"
+            time.sleep(0.2)
+        workers = children(sweep_process.pid)
+        sweep_process.kill()  # SIGKILL: no handler, no cleanup in the parent
+        sweep_process.wait()
+        sweep = only_sweep_dir(tmp_path)
+        deadline = time.monotonic() + 60
+        while any(alive(pid) for pid in workers) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        left = [Path(f"/proc/{pid}/cmdline").read_bytes()[:300] for pid in workers if alive(pid)]
+        assert not left, f"orphaned workers are still running: {left}"
+        for job in ("0", "1"):
+            log_text = (sweep / job / "train.log").read_text()
+            assert "parent process" in log_text and "the sweep's process is gone, so this worker exits" in log_text
+            step = int(log_text.split("stopped by SIGTERM at step ")[1].split(";")[0])
+            assert load_checkpoint(sweep / job / "checkpoints" / "last.pt")["step"] == step < 100000
+        assert [row["status"] for row in read_summary(sweep)] == ["unfinished", "unfinished"]
+    finally:
+        for pid in [sweep_process.pid, *workers]:
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
