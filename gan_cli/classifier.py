@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gan_cli.data import ImageData
+from gan_cli.logging import TaskProgress
 
 log = logging.getLogger("gan_cli")
 
@@ -59,6 +60,7 @@ class ClassifierFeatures(nn.Module):
 
 
 MIN_STEPS = 200  # small datasets (fake, a few hundred images) still get enough updates to learn
+PROGRESS_EVERY = 20  # steps between progress updates
 
 
 def train_classifier(
@@ -75,16 +77,20 @@ def train_classifier(
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=3e-3, total_steps=total_steps)
     order = torch.Generator(device=device).manual_seed(seed)
     model.train()
-    for step in range(total_steps):
-        position = step % steps_per_epoch
-        if position == 0:
-            perm = torch.randperm(images.shape[0], device=device, generator=order)
-        rows = perm[position * batch_size : (position + 1) * batch_size]
-        loss = F.cross_entropy(model(images[rows]), labels[rows])
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        schedule.step()
+    with TaskProgress("feature classifier (once)", total_steps) as progress:
+        for step in range(total_steps):
+            position = step % steps_per_epoch
+            if position == 0:
+                perm = torch.randperm(images.shape[0], device=device, generator=order)
+            rows = perm[position * batch_size : (position + 1) * batch_size]
+            loss = F.cross_entropy(model(images[rows]), labels[rows])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            if (step + 1) % PROGRESS_EVERY == 0 or step + 1 == total_steps:  # loss.item(): a host sync
+                progress.advance(step + 1 - progress.done, f"epoch {step // steps_per_epoch + 1}/{epochs} "
+                                 f"loss {loss.item():.3f}")
     return model.eval().requires_grad_(False)
 
 

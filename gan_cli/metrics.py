@@ -1,12 +1,17 @@
 """FID and KID in the training loop, from torchmetrics (no hand-written Frechet or MMD math).
 
     evaluator = Evaluator(cfg, train_data, device)   # once, before the loop (trains/loads caches)
-    values = evaluator.evaluate(ema_generator, step)  # {"metrics/fid", "metrics/kid", ...}; {} when off
+    values = evaluator.evaluate(ema_generator, step)  # {"metrics/fd_classifier", ...}; {} when off
+    if evaluator.improved(values): ...                 # a new best of evaluator.primary_metric
 
 Features come from one extractor per run (`eval.features`): `inception`, the standard FID
 InceptionV3 (torch-fidelity's port of the TF graph, run through torchmetrics), or `classifier`, a
 small CNN gan-cli trains on the dataset's training split (gan_cli/classifier.py). Features are
 extracted once per image and fed to both metrics, whose `feature` module is then the identity.
+
+The names say which feature space a distance was measured in: `metrics/fid` and `metrics/kid`
+only for Inception features, the ones published FIDs use; in the classifier's features they are
+`metrics/fd_classifier` and `metrics/kd_classifier`, on their own scale (README: MNIST floor).
 
 The reference is the dataset's test split (torchvision datasets), or the training images for
 datasets without one (`fake`, `folder`), at most 10k images. The classifier and the reference
@@ -20,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import stat
 import time
@@ -41,6 +47,11 @@ log = logging.getLogger("gan_cli")
 
 REFERENCE_LIMIT = 10_000  # reference images: the MNIST/CIFAR test split is exactly this
 INCEPTION_TAG = "v3-pool2048"  # torchmetrics' "inception-v3-compat", 2048 pool features
+# (Frechet distance, kernel distance) names per feature space.
+METRIC_NAMES = {
+    "inception": ("metrics/fid", "metrics/kid"),
+    "classifier": ("metrics/fd_classifier", "metrics/kd_classifier"),
+}
 
 
 class MetricUnavailable(Exception):
@@ -120,6 +131,9 @@ class Evaluator:
         self.classifier: classifier.SmallCNN | None = None
         self.class_fractions: list[float] = []  # of the last scored images, per predicted class
         self.total_seconds = self.setup_seconds = 0.0
+        self.fd_name, self.kd_name = METRIC_NAMES[cfg.eval.features]
+        self.primary_metric = self.fd_name  # lower is better: picks best.pt, what a search minimizes
+        self.best = math.inf
         if not self.enabled:
             return
         started = time.perf_counter()
@@ -200,7 +214,7 @@ class Evaluator:
         with torch.random.fork_rng(devices=[]):  # KID draws its subsets from the global RNG: not the run's
             torch.manual_seed(0)
             kid_mean, _ = self.kid.compute()
-        values = {"metrics/fid": float(self.fid.compute()), "metrics/kid": float(kid_mean)}
+        values = {self.fd_name: float(self.fid.compute()), self.kd_name: float(kid_mean)}
         if self.classifier is not None:
             self.class_fractions, values["metrics/class_coverage_max_dev"] = self.class_coverage(images)
         return values
@@ -234,6 +248,23 @@ class Evaluator:
                 batches.append(to_uint8(generator(z).float()))
         generator.train(was_training)
         return torch.cat(batches)  # (count, C, H, W) uint8 on the device
+
+    def improved(self, values: dict[str, float]) -> bool:
+        """Whether `values` (an evaluation) set a new best of the primary metric."""
+        value = values.get(self.primary_metric, math.inf)
+        if value < self.best:
+            self.best = value
+            return True
+        return False
+
+    def best_metrics(self) -> dict[str, float]:
+        """`best_fd_classifier` (or `best_fid`): the best primary metric of the run, when evaluated."""
+        return {f"best_{self.primary_metric.rsplit('/', 1)[-1]}": self.best} if math.isfinite(self.best) else {}
+
+    def headline(self, values: dict[str, float]) -> str:
+        """`, fd_classifier 0.39` for the run's last log line; empty without a value."""
+        name = self.primary_metric
+        return f", {name.rsplit('/', 1)[-1]} {values[name]:.3f}" if name in values else ""
 
     def evaluate(self, generator: nn.Module, step: int) -> dict[str, float]:
         """Metrics of `eval.num_samples` samples of `generator` (pass the EMA copy), plus

@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 from gan_cli import distributed
 from gan_cli.checkpoint import CheckpointDir, load_checkpoint, load_weights, rng_state, set_rng_state
-from gan_cli.config import resolve_device, validate
+from gan_cli.config import resolve_device, run_length, validate
 from gan_cli.errors import GanCliError
 from gan_cli.logging import Reporter, SilentReporter, flatten_config
 from gan_cli.metrics import Evaluator
@@ -149,11 +149,6 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def total_steps(cfg: DictConfig, batches_per_epoch: int) -> int:
-    steps = max(cfg.trainer.epochs * batches_per_epoch // cfg.trainer.d_steps, 1)
-    return min(steps, cfg.trainer.max_steps) if cfg.trainer.max_steps else steps
-
-
 def hydra_run_dir() -> Path:
     from hydra.core.hydra_config import HydraConfig
 
@@ -180,17 +175,22 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, Any]:
     start = restore(run, cfg, *resumed) if resumed else 0
     if ranks.enabled:  # each rank its own noise (a resumed run restored rank 0's RNG everywhere)
         torch.manual_seed(cfg.trainer.seed + 1_000_003 * ranks.rank + start)
-    steps = total_steps(cfg, run.sampler.batches_per_epoch)
+    steps, ends = run_length(cfg.trainer, run.sampler.batches_per_epoch)
     epoch_of = lambda step: step * run.d_steps // run.sampler.batches_per_epoch  # noqa: E731
     every = lambda step, n: step % n == 0  # noqa: E731
     z_fixed, labels_fixed, grid_width = fixed_latents(run.generator, cfg.log.num_samples, cfg.trainer.seed)
     z_fixed, labels_fixed = z_fixed.to(device), None if labels_fixed is None else labels_fixed.to(device)
     evaluator = Evaluator(cfg, run.data, device) if cfg.eval.enabled and ranks.is_main else None
+    log.info("training steps %d..%d (%d batches/epoch, batch %d x %d rank(s)) into %s; %s", start + 1, steps,
+             run.sampler.batches_per_epoch, cfg.trainer.batch_size, ranks.world_size, run_dir, ends)
+    reporter = Reporter(run_dir, steps, start) if ranks.is_main else SilentReporter()
+    if start == 0:  # once per run: real images, the config and the untrained G's grid at step 0
+        reporter.run_started(cfg, run.sampler.images[: len(z_fixed)], draw_samples(run.ema.module, z_fixed,
+                                                                                   labels_fixed), grid_width)
     images_per_step = cfg.trainer.batch_size * run.d_steps * ranks.world_size  # real images, all ranks
     meter = Meter(device, images_per_step, start)
     time_limit = 60 * (cfg.trainer.time_limit_minutes or math.inf)
     scores: dict[str, float] = {}
-    best_fid = math.inf
 
     def save(step: int) -> None:
         if not ranks.is_main:  # rank 0 holds the same weights
@@ -200,17 +200,13 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, Any]:
         checkpoints.save(checkpoint_state(run, cfg, step, epoch_of(step)), step)
 
     def evaluate(step: int) -> None:
-        nonlocal scores, best_fid
+        nonlocal scores
         scores = evaluator.evaluate(run.ema.module, step) if evaluator else {}
         if scores:
             reporter.scalars(step, epoch_of(step), scores, show=False)
-        if scores.get("metrics/fid", math.inf) < best_fid:
-            best_fid = scores["metrics/fid"]
+        if evaluator and evaluator.improved(scores):
             checkpoints.save_best(checkpoint_state(run, cfg, step, epoch_of(step)))
 
-    log.info("training steps %d..%d (%d batches/epoch, batch %d x %d rank(s)) into %s", start + 1, steps,
-             run.sampler.batches_per_epoch, cfg.trainer.batch_size, ranks.world_size, run_dir)
-    reporter = Reporter(run_dir, steps, start) if ranks.is_main else SilentReporter()
     started = time.perf_counter()
     try:
         with GracefulStop() as stop:
@@ -241,7 +237,7 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, Any]:
         reporter.samples(steps, draw_samples(run.ema.module, z_fixed, labels_fixed), grid_width)
         evaluate(steps)
         metrics = final_metrics(meter.last, steps, start, seconds, images_per_step, device)
-        metrics.update(scores, skipped_steps=run.skipped, **({"best_fid": best_fid} if best_fid < math.inf else {}))
+        metrics.update(scores, skipped_steps=run.skipped, **(evaluator.best_metrics() if evaluator else {}))
         if ranks.is_main:
             (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
         reporter.hparams(steps, cfg, {k: v for k, v in metrics.items() if isinstance(v, (int, float))})
@@ -249,7 +245,7 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, Any]:
         reporter.close()  # flushes TensorBoard on every exit path
         distributed.shutdown()
     log.info("done: %d steps, %.0f img/s, d %.3f g %.3f%s -> %s", steps, metrics["img_per_sec"], metrics["loss/d"],
-             metrics["loss/g"], f", FID {scores['metrics/fid']:.3f}" if "metrics/fid" in scores else "", run_dir)
+             metrics["loss/g"], evaluator.headline(scores) if evaluator else "", run_dir)
     return metrics
 
 

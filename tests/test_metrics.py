@@ -48,9 +48,9 @@ def test_fid_of_the_reference_against_itself_is_zero_and_grows_with_a_shift(fake
     assert evaluator.enabled and evaluator.classifier is not None
     same = evaluator.score(data.images)  # fake has no test split: the training images are the reference
     small, large = evaluator.score(shifted(data.images, 30)), evaluator.score(shifted(data.images, 90))
-    assert abs(same["metrics/fid"]) < 1e-3 * small["metrics/fid"]  # same features: exactly the same statistics
-    assert abs(same["metrics/kid"]) < 0.2 * small["metrics/kid"]  # KID's random subsets differ: noise only
-    assert large["metrics/fid"] > small["metrics/fid"] > 0.1 and large["metrics/kid"] > small["metrics/kid"]
+    assert abs(same["metrics/fd_classifier"]) < 1e-3 * small["metrics/fd_classifier"]  # same features: exactly the same statistics
+    assert abs(same["metrics/kd_classifier"]) < 0.2 * small["metrics/kd_classifier"]  # KID's random subsets differ: noise only
+    assert large["metrics/fd_classifier"] > small["metrics/fd_classifier"] > 0.1 and large["metrics/kd_classifier"] > small["metrics/kd_classifier"]
 
 
 def test_classifier_learns_the_classes_and_reports_coverage(fake_run) -> None:
@@ -69,12 +69,12 @@ def test_evaluate_draws_from_the_generator_in_eval_mode(fake_run) -> None:
     generator = build(cfg.model.generator)
     generator.train()
     values = evaluator.evaluate(generator, step=10)
-    assert set(values) == {"metrics/fid", "metrics/kid", "metrics/class_coverage_max_dev", "perf/eval_seconds"}
+    assert set(values) == {"metrics/fd_classifier", "metrics/kd_classifier", "metrics/class_coverage_max_dev", "perf/eval_seconds"}
     assert all(torch.isfinite(torch.tensor(v)) for v in values.values())
-    assert values["metrics/fid"] > 1.0 and values["perf/eval_seconds"] > 0
+    assert values["metrics/fd_classifier"] > 1.0 and values["perf/eval_seconds"] > 0
     assert generator.training  # restored after sampling in eval mode
     again = evaluator.evaluate(generator, step=20)  # fixed latents: an unchanged G scores the same
-    assert again["metrics/fid"] == pytest.approx(values["metrics/fid"], rel=1e-4)
+    assert again["metrics/fd_classifier"] == pytest.approx(values["metrics/fd_classifier"], rel=1e-4)
 
 
 def test_conditional_generator_gets_every_class(fake_run) -> None:

@@ -88,7 +88,7 @@ def test_optuna_search_stores_its_study_and_resumes(tmp_path: Path) -> None:
     assert [t.state.name for t in trials] == ["COMPLETE"] * 3
     assert set(trials[0].params) == {"optim.lr", "optim.beta1", "trainer.d_steps", "loss"}
     rows = read_summary(sweep)
-    assert sorted(float(row["metrics/fid"]) for row in rows) == pytest.approx(sorted(t.value for t in trials))
+    assert sorted(float(row["metrics/fd_classifier"]) for row in rows) == pytest.approx(sorted(t.value for t in trials))
 
     # The same command pointed at the sweep dir loads the study and adds trials in new folders.
     run_cli("gan-train", [*search, "hydra.sweeper.n_trials=1", f"hydra.sweep.dir={sweep}"], cwd=tmp_path)
@@ -117,7 +117,7 @@ def test_joblib_runs_jobs_in_parallel_with_a_share_of_the_cores(tmp_path: Path) 
     threads = max(available_cores() // 2, 1)
     for job in ("0", "1"):
         assert f"torch CPU threads: {threads}" in (sweep / job / "train.log").read_text()
-    assert (sweep / "1" / "tb" / "optim.lr=0.0002").is_dir()  # run names survive the worker processes
+    assert (sweep / "1" / "optim.lr=0.0002").is_dir()  # run names survive the worker processes
 
 
 def test_submitit_local_runs_the_sweep_as_separate_jobs(tmp_path: Path) -> None:
@@ -127,7 +127,7 @@ def test_submitit_local_runs_the_sweep_as_separate_jobs(tmp_path: Path) -> None:
     assert [row["status"] for row in read_summary(sweep)] == ["completed", "completed"]
     assert len(list((sweep / ".submitit").glob("*/*_result.pkl"))) == 2
     assert "torch CPU threads: 1" in (sweep / "0" / "train.log").read_text()
-    assert (sweep / "1" / "tb" / "optim.lr=0.0002").is_dir()
+    assert (sweep / "1" / "optim.lr=0.0002").is_dir()
 
 
 def test_slurm_preset_sets_overridable_resources() -> None:
