@@ -73,6 +73,7 @@ def train_classifier(
     model = SmallCNN(images.shape[1], data.num_classes).to(device)
     steps_per_epoch = images.shape[0] // batch_size
     total_steps = max(epochs * steps_per_epoch, MIN_STEPS)
+    passes = -(-total_steps // steps_per_epoch)  # epochs, or more for a small dataset (MIN_STEPS)
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=3e-3, total_steps=total_steps)
     order = torch.Generator(device=device).manual_seed(seed)
@@ -89,7 +90,7 @@ def train_classifier(
             optimizer.step()
             schedule.step()
             if (step + 1) % PROGRESS_EVERY == 0 or step + 1 == total_steps:  # loss.item(): a host sync
-                progress.advance(step + 1 - progress.done, f"epoch {step // steps_per_epoch + 1}/{epochs} "
+                progress.advance(step + 1 - progress.done, f"epoch {step // steps_per_epoch + 1}/{passes} "
                                  f"loss {loss.item():.3f}")
     return model.eval().requires_grad_(False)
 

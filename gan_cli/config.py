@@ -114,7 +114,7 @@ def _typed(cfg: DictConfig, schema: type, open_nodes: tuple[str, ...]) -> DictCo
         reason = str(err).splitlines()[0]
         raise GanCliError(f"invalid config value for '{key}': {reason}") from None
     assert isinstance(merged, DictConfig)
-    missing = sorted(OmegaConf.missing_keys(merged))
+    missing = sorted(OmegaConf.missing_keys(cfg) | OmegaConf.missing_keys(merged))  # a merge keeps defaults over ???
     if missing:
         raise GanCliError(f"{missing[0]}= is required: {REQUIRED.get(missing[0], 'set it on the command line')}")
     return merged

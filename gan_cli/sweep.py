@@ -220,17 +220,11 @@ def table_metrics(rows: list[dict[str, Any]], objective: str | None) -> list[str
     return [name for name in dict.fromkeys(wanted) if name in present][:TABLE_METRICS]
 
 
-def print_table(rows: list[dict[str, Any]], title: str, objective: str | None = None, width: int | None = None
-                ) -> None:
-    """The sweep at a glance, within the terminal's width: the overrides that differ between jobs
-    and a few key metrics (headers without their `metrics/` prefix); the overrides every job
-    shares are listed once under the table, every metric is in summary.csv."""
-    from rich.console import Console
+def sweep_table(rows: list[dict[str, Any]], title: str, override_names: list[str], metric_names: list[str]) -> Any:
+    from rich import box
     from rich.table import Table
 
-    override_names, common_overrides = split_constant(rows, override_values)
-    metric_names = table_metrics(rows, objective)
-    table = Table(title=title, title_justify="left", caption_justify="left")
+    table = Table(title=title, title_justify="left", caption_justify="left", box=box.SIMPLE_HEAD)
     for name in ["job", "status", *override_names]:
         table.add_column(name, overflow="fold", no_wrap=name in ("job", "status"))
     for name in metric_names:  # numbers are never broken over lines
@@ -240,9 +234,27 @@ def print_table(rows: list[dict[str, Any]], title: str, objective: str | None = 
         given = override_values(row)
         table.add_row(row["job"], row["status"], *[_shown(given.get(n, "")) for n in override_names],
                       *[_shown(row["metrics"].get(n)) for n in metric_names], style=style)
+    return table
+
+
+def print_table(rows: list[dict[str, Any]], title: str, objective: str | None = None, width: int | None = None
+                ) -> None:
+    """The sweep at a glance, within the terminal's width: the overrides that differ between jobs
+    and up to TABLE_METRICS key metrics (headers without their `metrics/` prefix; fewer when the
+    terminal is narrow); the overrides every job shares are listed once under the table, every
+    metric is in summary.csv."""
+    from rich.console import Console
+
+    console = Console(width=width or (None if sys.stdout.isatty() else 120), highlight=False)
+    override_names, common_overrides = split_constant(rows, override_values)
+    metric_names = table_metrics(rows, objective)
+    table = sweep_table(rows, title, override_names, metric_names)
+    unbounded = console.options.update_width(10_000)  # the width the table wants, not what it gets
+    while metric_names and console.measure(table, options=unbounded).maximum > console.width:
+        metric_names = metric_names[:-1]  # the least important metric goes first
+        table = sweep_table(rows, title, override_names, metric_names)
     shared = [f"{k}={v}" for k, v in common_overrides.items()]
     table.caption = (f"every job: {' '.join(shared)}; " if shared else "") + "all metrics: summary.csv"
-    console = Console(width=width or (None if sys.stdout.isatty() else 120), highlight=False)
     console.print(table)
     for row in rows:
         if row["error"]:
