@@ -3,7 +3,9 @@ InceptionV3 weights: its penultimate features feed FID/KID, its logits give the 
 of generated samples.
 
 Strided convolutions instead of pooling keep it cheap (about 2 M multiply-adds per 28x28 image):
-four epochs of MNIST take about 20 s on an idle 2-core CPU and reach 99.0% test accuracy.
+four epochs of MNIST take about 20 s on an idle 2-core AVX-512 CPU, 170 s on one thread of a
+busy AVX2-only one, and reach 99% test accuracy. It trains once per dataset (then cached), with
+a progress bar.
 """
 
 from __future__ import annotations
