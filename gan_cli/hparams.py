@@ -14,12 +14,15 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-HParamValue = int | float | str | bool
+HParamValue = int | float | str
 
 
 def as_hparam(value: Any) -> HParamValue:
-    """The HParams tab takes numbers, strings and booleans; anything else is shown as text."""
-    return value if isinstance(value, (int, float, str, bool)) else str(value)
+    """The HParams tab takes numbers and strings; booleans as YAML writes them (torch's summary
+    would turn them into 0.0 and 1.0), anything else as text."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return value if isinstance(value, (int, float, str)) else str(value)
 
 
 def hydra_choices_and_overrides() -> tuple[dict[str, Any], list[str]] | None:

@@ -78,6 +78,7 @@ def test_two_job_multirun_writes_summary_and_names_tensorboard_runs(tmp_path: Pa
         assert list(run_dir.glob("events.out.tfevents.*")) and not list((sweep / job).glob("events.*"))
         hparams = session_hparams(run_dir)
         assert hparams["optim.lr"] == pytest.approx(float(lr)) and hparams["trainer.max_steps"] == 4
+        assert hparams["eval.enabled"] == "false"  # a boolean as typed, not 0.0
         assert {k: hparams[k] for k in ("loss", "model", "dataset", "augment", "optim")} == {
             "loss": "bce", "model": "dcgan", "dataset": "fake", "augment": "none", "optim": "adam"}
         assert not [name for name in hparams if "_target_" in name or name.startswith("hydra")]
