@@ -60,6 +60,7 @@ def test_train_on_synthetic_mnist_files(tmp_path: Path, mnist_root: Path) -> Non
     assert metrics["steps"] == 4 and np.isfinite(metrics["loss/g"])
 
 
+@pytest.mark.slow  # > 30 s on the 2-core test machine under load
 def test_resume_continues_the_step_count(tmp_path: Path) -> None:
     first = tmp_path / "first"
     run_cli("gan-train", [*TINY_FAKE, f"hydra.run.dir={first}"], cwd=tmp_path)
@@ -71,6 +72,7 @@ def test_resume_continues_the_step_count(tmp_path: Path) -> None:
     assert torch.load(second / "checkpoints" / "last.pt", weights_only=True)["step"] == 8
 
 
+@pytest.mark.slow  # > 30 s on the 2-core test machine under load
 def test_gan_sample_npz_png_and_folder(tmp_path: Path) -> None:
     run_cli("gan-train", [*TINY_FAKE, f"hydra.run.dir={tmp_path / 'run'}"], cwd=tmp_path)
     checkpoint = tmp_path / "run" / "checkpoints" / "last.pt"
@@ -158,6 +160,7 @@ def test_two_job_multirun_gets_two_run_dirs(tmp_path: Path) -> None:
     assert "optim.lr=0.0001" in overrides[0] and "optim.lr=0.0002" in overrides[1]
 
 
+@pytest.mark.slow  # > 30 s on the 2-core test machine under load
 def test_gan_sample_class_option_for_conditional_models(tmp_path: Path) -> None:
     run_cli("gan-train", [*TINY_FAKE, "model.conditional=true", f"hydra.run.dir={tmp_path / 'run'}"], cwd=tmp_path)
     checkpoint = tmp_path / "run" / "checkpoints" / "last.pt"

@@ -8,6 +8,7 @@ import subprocess
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from gan_cli.checkpoint import load_checkpoint
@@ -15,6 +16,7 @@ from gan_cli.data import DeviceSampler, load_fake
 from tests.conftest import BIN, TINY_FAKE, run_cli
 
 
+@pytest.mark.slow  # > 30 s on the 2-core test machine under load
 def test_torchrun_two_ranks_on_gloo(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}

@@ -117,6 +117,7 @@ def test_failed_job_is_summarized_and_the_other_jobs_run(tmp_path: Path) -> None
     assert "Traceback" not in result.stdout + result.stderr
 
 
+@pytest.mark.slow  # > 30 s on the 2-core test machine under load
 def test_optuna_search_stores_its_study_and_resumes(tmp_path: Path) -> None:
     tiny_fid = ["eval.enabled=true", "eval.num_samples=64", "eval.batch_size=32", "eval.kid_subsets=5",
                 "eval.kid_subset_size=16", "eval.classifier_epochs=1", f"eval.cache_dir={tmp_path / 'cache'}"]
