@@ -156,7 +156,7 @@ def hydra_run_dir() -> Path:
 
 
 def train(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, Any]:
-    """Train the configured GAN; writes tb/, samples/, checkpoints/ and metrics.json into
+    """Train the configured GAN; writes TensorBoard events, samples/, checkpoints/ and metrics.json into
     run_dir (the Hydra run dir by default) and returns the final metrics."""
     cfg = validate(cfg)
     run_dir = Path(run_dir) if run_dir is not None else hydra_run_dir()
