@@ -4,13 +4,15 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 ARGS ?=          # extra overrides for `make train`, e.g. make train ARGS="model=mlp trainer.epochs=1"
 PYTEST_ARGS ?=
+TORCH_INDEX ?=   # e.g. https://download.pytorch.org/whl/cpu: CPU-only torch wheels instead of the CUDA ones
 
-.PHONY: install train bench test lint tensorboard clean
+.PHONY: install train bench test test-fast lint tensorboard clean
 
 install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(if $(strip $(TORCH_INDEX)),$(BIN)/python -m pip install torch torchvision --index-url $(strip $(TORCH_INDEX)))
 	$(BIN)/python -m pip install -e '.[dev]'
 	@touch $@
 
@@ -22,6 +24,9 @@ bench: install
 
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-fast: install   # without the end-to-end tests marked slow (sweeps, resume, torchrun)
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
 lint: install
 	$(BIN)/ruff check gan_cli tests

@@ -3,7 +3,9 @@ InceptionV3 weights: its penultimate features feed FID/KID, its logits give the 
 of generated samples.
 
 Strided convolutions instead of pooling keep it cheap (about 2 M multiply-adds per 28x28 image):
-four epochs of MNIST take about 20 s on an idle 2-core CPU and reach 99.0% test accuracy.
+four epochs of MNIST take about 20 s on an idle 2-core AVX-512 CPU, 170 s on one thread of a
+busy AVX2-only one, and reach 99% test accuracy. It trains once per dataset (then cached), with
+a progress bar.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gan_cli.data import ImageData
+from gan_cli.logging import TaskProgress
 
 log = logging.getLogger("gan_cli")
 
@@ -59,6 +62,7 @@ class ClassifierFeatures(nn.Module):
 
 
 MIN_STEPS = 200  # small datasets (fake, a few hundred images) still get enough updates to learn
+PROGRESS_EVERY = 20  # steps between progress updates
 
 
 def train_classifier(
@@ -71,20 +75,25 @@ def train_classifier(
     model = SmallCNN(images.shape[1], data.num_classes).to(device)
     steps_per_epoch = images.shape[0] // batch_size
     total_steps = max(epochs * steps_per_epoch, MIN_STEPS)
+    passes = -(-total_steps // steps_per_epoch)  # epochs, or more for a small dataset (MIN_STEPS)
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=3e-3, total_steps=total_steps)
     order = torch.Generator(device=device).manual_seed(seed)
     model.train()
-    for step in range(total_steps):
-        position = step % steps_per_epoch
-        if position == 0:
-            perm = torch.randperm(images.shape[0], device=device, generator=order)
-        rows = perm[position * batch_size : (position + 1) * batch_size]
-        loss = F.cross_entropy(model(images[rows]), labels[rows])
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        schedule.step()
+    with TaskProgress("feature classifier (once)", total_steps) as progress:
+        for step in range(total_steps):
+            position = step % steps_per_epoch
+            if position == 0:
+                perm = torch.randperm(images.shape[0], device=device, generator=order)
+            rows = perm[position * batch_size : (position + 1) * batch_size]
+            loss = F.cross_entropy(model(images[rows]), labels[rows])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            if (step + 1) % PROGRESS_EVERY == 0 or step + 1 == total_steps:  # loss.item(): a host sync
+                progress.advance(step + 1 - progress.done, f"epoch {step // steps_per_epoch + 1}/{passes} "
+                                 f"loss {loss.item():.3f}")
     return model.eval().requires_grad_(False)
 
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +15,8 @@ import hydra
 from omegaconf import DictConfig
 
 from gan_cli.errors import EXIT_USAGE, interrupted, reported
+from gan_cli.overrides import check_overrides
+from gan_cli.schema import SampleSchema, TrainSchema
 
 
 def config_dir() -> str:
@@ -31,11 +36,39 @@ CONFIG_DIR = config_dir()
 @reported
 def _train(cfg: DictConfig) -> Any:
     from gan_cli.runlock import this_ranks_lock
-    from gan_cli.sweep import run_task
+    from gan_cli.sweep import in_multirun, run_task
     from gan_cli.train import hydra_run_dir, train  # torch import after Hydra has parsed the command line
 
-    with this_ranks_lock(hydra_run_dir()):  # one process per run dir
+    run_dir = hydra_run_dir()
+    # A failed sweep job's folder stays (the sweep summary points to its train.log).
+    cleanup = contextlib.nullcontext() if in_multirun() else removed_if_unused(run_dir)
+    with cleanup, this_ranks_lock(run_dir):  # one process per run dir
         return run_task(train, cfg)  # the metrics, or the float a sweeper optimizes
+
+
+# What Hydra (and the run dir lock) put in every run dir before the task runs; a run dir holding
+# nothing else (and empty folders) has no result of the run in it.
+HYDRA_ONLY = (".hydra", "train.log", ".gan-train.lock")
+
+
+@contextlib.contextmanager
+def removed_if_unused(run_dir: Path) -> Iterator[None]:
+    """A run that fails before it wrote anything (bad data, bad config) leaves no folder behind:
+    remove the run dir, and the parents Hydra made for it, when nothing but Hydra's own files is
+    in it. Never the current directory or one above it."""
+    try:
+        yield
+    except BaseException:
+        folder = run_dir.absolute()
+        files = [path.relative_to(folder) for path in folder.rglob("*") if path.is_file() or path.is_symlink()]
+        if folder.is_dir() and all(file.parts[0] in HYDRA_ONLY for file in files) \
+                and not Path.cwd().is_relative_to(folder):
+            shutil.rmtree(folder, ignore_errors=True)
+            for parent in folder.parents:  # outputs/DATE/ when this run was its only one
+                if parent == Path.cwd() or Path.cwd().is_relative_to(parent) or any(parent.iterdir()):
+                    break
+                parent.rmdir()
+        raise
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="sample")
@@ -85,8 +118,14 @@ def quiet_rank_overrides(argv: list[str]) -> list[str]:
     return quiet if any(arg.startswith("hydra.run.dir=") for arg in argv) else [*quiet, "hydra.run.dir=."]
 
 
+@reported
+def check_keys(argv: list[str], config_name: str, schema: type, script: str) -> None:
+    check_overrides(argv, CONFIG_DIR, config_name, schema, script)
+
+
 def train_main() -> None:
     check_output_root(sys.argv[1:])
+    check_keys(sys.argv[1:], "train", TrainSchema, "gan-train")
     sys.argv += quiet_rank_overrides(sys.argv[1:])
     try:
         _train()
@@ -95,6 +134,7 @@ def train_main() -> None:
 
 
 def sample_main() -> None:
+    check_keys(sys.argv[1:], "sample", SampleSchema, "gan-sample")
     try:
         _sample()
     except KeyboardInterrupt:

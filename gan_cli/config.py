@@ -1,15 +1,15 @@
-"""Typed schema for the composed config, and the checks that run before any training.
+"""The checks that run before any training, device choice and component building.
 
-Hydra composes plain YAML; `validate` merges it onto the dataclasses below so a wrong type
-fails with the key's name, then applies the range checks in CHECKS. Groups whose options carry
-their own keys (dataset, model, loss) are typed where all options agree and open otherwise.
+Hydra composes plain YAML; `validate` merges it onto the schema dataclasses (schema.py) so a
+wrong type fails with the key's name, then applies the range checks in CHECKS. A failed check
+names the key the user sets: `optim.g.lr` is `${optim.lr}` unless set alone, so it reads
+`optim.lr`.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,111 +20,12 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from gan_cli.errors import GanCliError
+from gan_cli.schema import DEFAULT_EPOCHS, SampleSchema, TrainSchema
 
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 DEVICES_ALLOWED = "auto, cpu, cuda, cuda:N, mps"
 PRECISIONS = ("32", "bf16")
 EVAL_FEATURES = ("classifier", "inception")
-
-
-@dataclass
-class DatasetSchema:
-    _target_: str = "???"
-    name: str = "???"
-    root: str = "data"
-    download: bool = True
-    channels: int = 1
-    image_size: int = 28
-    num_classes: int = 0
-    hflip: bool = False
-
-
-@dataclass
-class ModelSchema:
-    name: str = "???"
-    z_dim: int = 100
-    conditional: bool = False
-    generator: Any = None
-    discriminator: Any = None
-
-
-@dataclass
-class OptimSchema:
-    lr: float = 2e-4
-    betas: list[float] = field(default_factory=lambda: [0.5, 0.999])
-    weight_decay: float = 0.0
-    g: Any = None
-    d: Any = None
-
-
-@dataclass
-class TrainerSchema:
-    epochs: int = 5
-    max_steps: int | None = None
-    time_limit_minutes: float | None = None
-    batch_size: int = 128
-    d_steps: int = 1
-    device: str = "auto"
-    seed: int = 0
-    precision: str = "32"
-    compile: bool = False
-    ckpt_every_n_steps: int = 1000
-    keep_checkpoints: int = 3
-    on_nan: str = "stop"
-    resume: str | None = None
-    num_threads: int | None = None
-
-
-@dataclass
-class LogSchema:
-    every_n_steps: int = 50
-    sample_every_n_steps: int = 500
-    num_samples: int = 64
-
-
-@dataclass
-class EvalSchema:
-    enabled: bool = True
-    every_n_steps: int = 1000
-    num_samples: int = 5000
-    features: str = "classifier"
-    inception_weights: str | None = None
-    batch_size: int = 250
-    classifier_epochs: int = 4
-    kid_subsets: int = 100
-    kid_subset_size: int = 1000
-    cache_dir: str | None = None
-
-
-@dataclass
-class TrainSchema:
-    task: Any = None
-    dataset: DatasetSchema = field(default_factory=DatasetSchema)
-    model: ModelSchema = field(default_factory=ModelSchema)
-    loss: Any = None
-    reg: Any = None
-    augment: Any = None
-    diversity: Any = None
-    ema: Any = None
-    optim: OptimSchema = field(default_factory=OptimSchema)
-    lr_schedule: Any = None
-    trainer: TrainerSchema = field(default_factory=TrainerSchema)
-    log: LogSchema = field(default_factory=LogSchema)
-    eval: EvalSchema = field(default_factory=EvalSchema)
-    optimized_metric: str | None = None
-
-
-@dataclass
-class SampleSchema:
-    checkpoint: str = "???"
-    num_samples: int = 64
-    out: str = "samples.png"
-    seed: int = 0
-    batch_size: int = 256
-    device: str = "auto"
-    nrow: int = 0
-    input: str | None = None
-    direction: str = "a2b"
 
 
 def _positive(value: Any) -> bool:
@@ -146,7 +47,7 @@ CHECKS: list[Check] = [
     ("optim.g.betas", lambda b: len(b) == 2, "exactly two betas, e.g. [0.5,0.999]"),
     ("optim.d.betas", lambda b: len(b) == 2, "exactly two betas, e.g. [0.5,0.999]"),
     ("trainer.batch_size", lambda v: v >= 1, "an integer >= 1"),
-    ("trainer.epochs", lambda v: v >= 1, "an integer >= 1"),
+    ("trainer.epochs", lambda v: v >= 1, "null or an integer >= 1"),
     ("trainer.max_steps", lambda v: v >= 1, "null or an integer >= 1"),
     ("trainer.time_limit_minutes", _positive, "null or a number of minutes > 0"),
     ("trainer.d_steps", lambda v: v >= 1, "an integer >= 1"),
@@ -181,6 +82,27 @@ SAMPLE_CHECKS: list[Check] = [
 ]
 
 
+# What a required key (`???`) is for, in the one line that says it is missing.
+REQUIRED = {
+    "checkpoint": "the checkpoint to draw from, e.g. gan-sample checkpoint=outputs/DATE/TIME/checkpoints/last.pt",
+    "dataset.root": "the folder of class folders of images, e.g. dataset.root=~/celeba",
+}
+INTERPOLATION = re.compile(r"^\$\{([\w.]+)\}$")  # `${optim.lr}`: the value is another key's
+
+
+def source_key(raw: dict[str, Any], path: str) -> str:
+    """The key a value was set through: `optim.g.lr` is `${optim.lr}` unless set on its own."""
+    for _ in range(8):  # a short chain of plain interpolations
+        node: Any = raw
+        for part in path.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        match = INTERPOLATION.match(node) if isinstance(node, str) else None
+        if match is None:
+            return path
+        path = match.group(1)
+    return path
+
+
 def _typed(cfg: DictConfig, schema: type, open_nodes: tuple[str, ...]) -> DictConfig:
     base = OmegaConf.structured(schema)
     for key in open_nodes:  # options of these groups add keys of their own ("" = the root)
@@ -193,10 +115,15 @@ def _typed(cfg: DictConfig, schema: type, open_nodes: tuple[str, ...]) -> DictCo
         reason = str(err).splitlines()[0]
         raise GanCliError(f"invalid config value for '{key}': {reason}") from None
     assert isinstance(merged, DictConfig)
+    missing = sorted(OmegaConf.missing_keys(cfg) | OmegaConf.missing_keys(merged))  # a merge keeps defaults over ???
+    if missing:
+        raise GanCliError(f"{missing[0]}= is required: {REQUIRED.get(missing[0], 'set it on the command line')}")
     return merged
 
 
-def _run_checks(cfg: DictConfig, checks: list[Check]) -> None:
+def _run_checks(cfg: DictConfig, checks: list[Check], raw: DictConfig) -> None:
+    """raw: the config before resolution, to name the key a bad value was typed as."""
+    typed_as = OmegaConf.to_container(raw, resolve=False)
     for key, ok, allowed in checks:
         path, each = (key[:-3], True) if key.endswith("[*]") else (key, False)
         value = OmegaConf.select(cfg, path, throw_on_missing=False)
@@ -208,13 +135,13 @@ def _run_checks(cfg: DictConfig, checks: list[Check]) -> None:
             except TypeError:
                 good = False
             if not good:
-                raise GanCliError(f"invalid value {path}={item!r}: allowed is {allowed}")
+                raise GanCliError(f"invalid value {source_key(typed_as, path)}={item!r}: allowed is {allowed}")
 
 
 def validate(cfg: DictConfig) -> DictConfig:
     """Return a typed, fully resolved copy of the train config, or raise GanCliError."""
     typed = _typed(cfg, TrainSchema, open_nodes=("dataset", "model", "optim"))
-    _run_checks(typed, CHECKS)
+    _run_checks(typed, CHECKS, cfg)
     if typed.model.conditional and typed.dataset.num_classes < 1:
         raise GanCliError(
             "model.conditional=true needs labelled data but dataset.num_classes is 0: pick a dataset "
@@ -236,9 +163,27 @@ def validate(cfg: DictConfig) -> DictConfig:
 
 def validate_sample(cfg: DictConfig) -> DictConfig:
     typed = _typed(cfg, SampleSchema, open_nodes=("",))  # `class` is a Python keyword: no dataclass field
-    _run_checks(typed, SAMPLE_CHECKS)
+    _run_checks(typed, SAMPLE_CHECKS, cfg)
     check_device(typed.device, "device")
     return typed
+
+
+def run_length(trainer: DictConfig, batches_per_epoch: int, batches_per_step: int) -> tuple[int, str]:
+    """Steps of the run and which setting ends it, as Lightning does: `max_steps` alone decides;
+    `epochs` alone decides; both set: the one reached first; neither: DEFAULT_EPOCHS. An epoch is
+    `batches_per_epoch` batches of the task's data, a step draws `batches_per_step` of them."""
+    epochs = trainer.epochs or (None if trainer.max_steps else DEFAULT_EPOCHS)
+    by_epochs = max(epochs * batches_per_epoch // batches_per_step, 1) if epochs else None
+    if by_epochs is None:
+        return trainer.max_steps, f"trainer.max_steps={trainer.max_steps} ends the run"
+    if not trainer.max_steps:
+        source = f"trainer.epochs={epochs}" if trainer.epochs else f"trainer.epochs (default {epochs})"
+        return by_epochs, f"{source} ends the run at step {by_epochs}"
+    if trainer.max_steps <= by_epochs:
+        return trainer.max_steps, (f"trainer.max_steps={trainer.max_steps} ends the run, before "
+                                   f"trainer.epochs={epochs} ({by_epochs} steps)")
+    return by_epochs, (f"trainer.epochs={epochs} ends the run at step {by_epochs}, before "
+                       f"trainer.max_steps={trainer.max_steps}")
 
 
 def check_device(spec: str, key: str) -> None:

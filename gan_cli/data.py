@@ -12,6 +12,7 @@ import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.error import URLError
 
 import numpy as np
 import torch
@@ -52,6 +53,31 @@ def _where(dataset_cls: type, root: Path) -> Path:
     return root / base_folder if base_folder else root / dataset_cls.__name__ / "raw"
 
 
+def download_failure(err: BaseException) -> str | None:
+    """Why a torchvision download failed, or None when `err` is not a failed download. MNIST wraps
+    each mirror's URLError in one RuntimeError whose first line has no reason in it."""
+    if isinstance(err, URLError):
+        reason = str(err.reason)
+    elif str(err).startswith("Error downloading"):
+        lines = str(err).splitlines()
+        reason = next((after for line, after in zip(lines[:-1], lines[1:], strict=True) if line.endswith("got:")), "")
+    else:
+        return None
+    network = isinstance(getattr(err, "reason", None), OSError) or "urlopen error" in reason
+    return f"no network ({reason})" if network else f"the download failed ({reason or 'no reason given'})"
+
+
+def missing_folders(path: Path) -> list[Path]:
+    """`path` and its ancestors that do not exist yet, deepest first."""
+    return [folder for folder in (path, *path.parents) if not folder.exists()]
+
+
+def remove_empty(folders: list[Path]) -> None:
+    for folder in folders:  # deepest first; a folder with anything in it stays
+        if folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
+
+
 def load_torchvision(
     *,
     dataset_class: str,
@@ -67,15 +93,26 @@ def load_torchvision(
     the training split, or the test split with train=False (metrics' reference statistics)."""
     dataset_cls = get_class(dataset_class)
     root_path = Path(root).expanduser().resolve()
+    where, name = _where(dataset_cls, root_path), dataset_cls.__name__
+    local = f"{_where(dataset_cls, Path('<root>')).relative_to('<root>')}/"
+    created = missing_folders(where)
     try:
         dataset = dataset_cls(str(root_path), train=train, download=download)
     except LOAD_ERRORS as err:
+        remove_empty(created)  # a failed download leaves no empty data/MNIST/raw behind
+        offline = download_failure(err) if download else None
+        if offline is not None:
+            raise GanCliError(
+                f"could not download {name} into {where}: {offline}. Without network, copy the original files "
+                f"into <root>/{local} and point dataset.root=<root> at them (or set GAN_CLI_DATA_ROOT=<root> "
+                "for every run), with dataset.download=false"
+            ) from None
         hint = "" if download else " (dataset.download=false)"
+        advice = "" if download else ", or allow dataset.download=true on a machine with network access"
         raise GanCliError(
-            f"could not load {dataset_cls.__name__} from {_where(dataset_cls, root_path)}{hint}: "
-            f"{str(err).splitlines()[0] if str(err) else type(err).__name__}. Point dataset.root at a folder "
-            f"holding {_where(dataset_cls, Path('<root>')).relative_to('<root>')}/ with the original files, "
-            "or allow dataset.download=true on a machine with network access"
+            f"could not load {name} from {where}{hint}: "
+            f"{str(err).splitlines()[0] if str(err) else type(err).__name__}. Point dataset.root (or "
+            f"GAN_CLI_DATA_ROOT) at a folder holding {local} with the original files{advice}"
         ) from None
     images = torch.as_tensor(np.asarray(dataset.data))
     images = images.unsqueeze(1) if images.ndim == 3 else images.permute(0, 3, 1, 2)  # -> (N, C, H, W)

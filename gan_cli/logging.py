@@ -9,12 +9,16 @@ import time
 from pathlib import Path
 from typing import Any
 
+import torch
 from omegaconf import DictConfig, OmegaConf
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch import Tensor
 from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams as hparams_summary
 from torchvision.utils import make_grid, save_image
+
+from gan_cli.hparams import run_hparams
+from gan_cli.tasks.base import Preview
 
 log = logging.getLogger("gan_cli")
 
@@ -79,17 +83,72 @@ class _LineDisplay:
         pass
 
 
-def tb_run_dir(run_dir: Path) -> Path:
-    """Where the event files go: run_dir/tb, and for a multirun job run_dir/tb/<its overrides>
+class TaskProgress:
+    """Progress of a long side task before training (the feature classifier): a rich bar on a
+    terminal, else a log line at each quarter. Use as a context manager; `advance` per step."""
+
+    def __init__(self, description: str, total: int):
+        self.description, self.total, self.done, self.started = description, total, 0, time.perf_counter()
+        self.progress: Progress | None = None
+        if sys.stdout.isatty():
+            self.progress = Progress(TextColumn(description), BarColumn(), MofNCompleteColumn(),
+                                     TextColumn("{task.fields[note]}"), TimeRemainingColumn())
+            self.task = self.progress.add_task(description, total=total, note="")
+
+    def __enter__(self) -> TaskProgress:
+        if self.progress is not None:
+            self.progress.start()
+        return self
+
+    def advance(self, steps: int = 1, note: str = "") -> None:
+        quarter = max(self.total // 4, 1)
+        crossed = (self.done + steps) // quarter > self.done // quarter
+        self.done += steps
+        if self.progress is not None:
+            self.progress.update(self.task, completed=self.done, note=note)
+        elif crossed and self.done < self.total:
+            eta = (time.perf_counter() - self.started) / self.done * (self.total - self.done)
+            log.info("%s: %d/%d %s, eta %.0fs", self.description, self.done, self.total, note, eta)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+
+
+def event_dir(run_dir: Path) -> Path:
+    """Where the event files go: the run dir itself, and for a multirun job run_dir/<its overrides>
     (Hydra's override_dirname; gan_cli.sweep leaves out the keys every job shares), so that
-    `tensorboard --logdir <sweep dir>` names each run `N/tb/optim.lr=0.0001,loss=hinge`."""
+    `tensorboard --logdir <sweep dir>` names each run `N/loss=hinge,optim.lr=0.0001`. Nothing
+    else in a run dir holds event files (.hydra/, samples/, checkpoints/), so each is one run."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
     if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
-        return run_dir / "tb"
+        return run_dir
     name = HydraConfig.get().job.override_dirname.replace("/", "_")[:200]  # one folder, < 255 bytes
-    return run_dir / "tb" / name if name else run_dir / "tb"
+    return run_dir / name if name else run_dir
+
+
+# The Custom Scalars tab: each chart draws the curves whose tags match its regexes, so the
+# G-vs-D balance reads off one chart instead of two.
+BALANCE_LAYOUT = {
+    "GAN balance": {
+        "loss/d and loss/g": ["Multiline", ["^loss/d", "^loss/g$"]],  # loss/d_a, loss/d_b: a task with two D's
+        "prob/real and prob/fake (mean D output)": ["Multiline", ["^prob/real$", "^prob/fake$"]],
+    }
+}
+
+
+def image_grid(images: Tensor, nrow: int) -> Tensor:
+    """(B, C, H, W), uint8 or G's [-1, 1] floats -> one (C, H', W') grid in [0, 1]."""
+    value_range = (0.0, 255.0) if images.dtype == torch.uint8 else (-1.0, 1.0)
+    return make_grid(images.float(), nrow=nrow, normalize=True, value_range=value_range)
+
+
+def duration(seconds: float) -> str:
+    minutes, secs = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min" if hours else f"{minutes} min {secs:02d} s" if minutes else f"{secs} s"
 
 
 class Reporter:
@@ -98,9 +157,21 @@ class Reporter:
         self.samples_dir.mkdir(parents=True, exist_ok=True)
         # A resumed run continues after its checkpoint's step: points logged past it by the run
         # that was killed are purged, the point at the checkpoint's own step is kept.
-        self.writer = SummaryWriter(str(tb_run_dir(run_dir)), purge_step=start_step + 1 if start_step else None)
+        self.writer = SummaryWriter(str(event_dir(run_dir)), purge_step=start_step + 1 if start_step else None)
         display = _RichDisplay if sys.stdout.isatty() else _LineDisplay
         self.display = display(total_steps, start_step)
+        self.total, self.start, self.clock = total_steps, start_step, time.perf_counter()
+        self.estimated = False
+        self.last_sample_step = -1
+
+    def run_started(self, cfg: DictConfig, real: Preview, samples: Preview) -> None:
+        """Step 0 of a new run, once: the Custom Scalars layout, the resolved config (Text tab),
+        a grid of real training images and the untrained G's grid (the slider starts there)."""
+        self.writer.add_custom_scalars(BALANCE_LAYOUT)
+        self.writer.add_text("config", f"```yaml\n{OmegaConf.to_yaml(cfg)}```", 0)
+        self.writer.add_image("real", image_grid(real.images, real.nrow), 0)
+        self.samples(0, samples.images, samples.nrow)
+        self.clock = time.perf_counter()  # the run-time estimate counts training steps only
 
     def scalars(self, step: int, epoch: int, values: dict[str, float], show: bool = True) -> None:
         """show=False: TensorBoard only, not the progress line (evaluation logs its own line)."""
@@ -108,27 +179,40 @@ class Reporter:
             self.writer.add_scalar(tag, value, step)
         if show:
             self.display.update(step, epoch, values)
+            if not self.estimated and step > self.start:
+                self._estimate(step)
+
+    def _estimate(self, step: int) -> None:
+        """After the first log interval: the whole run at the rate measured so far."""
+        per_step = (time.perf_counter() - self.clock) / (step - self.start)
+        log.info("estimated training time: %s for %d steps (%.0f ms/step over the first %d; evaluations "
+                 "and checkpoints add to it)", duration(per_step * (self.total - self.start)),
+                 self.total - self.start, 1000 * per_step, step - self.start)
+        self.estimated = True
 
     def samples(self, step: int, images: Tensor, nrow: int) -> Path:
-        """images: (B, C, H, W) in [-1, 1]. Logged as one grid, and saved as PNG."""
-        grid = make_grid(images.float(), nrow=nrow, normalize=True, value_range=(-1, 1))
-        self.writer.add_image("samples", grid, step)
+        """images: (B, C, H, W) in [-1, 1]. Logged as one grid, and saved as PNG; once per step
+        (the loop's last step is also a sampling step when it is a multiple of the interval)."""
         path = self.samples_dir / f"step_{step:07d}.png"
+        if step == self.last_sample_step:
+            return path
+        grid = image_grid(images, nrow)
+        self.writer.add_image("samples", grid, step)
         save_image(grid, path)
+        self.last_sample_step = step
         return path
 
     def hparams(self, step: int, cfg: DictConfig, metrics: dict[str, float]) -> None:
-        """Write final metrics as `final/*` scalars and the HParams summary into this run's own
-        event file, so the HParams tab lists one row per run beside its curves
-        (SummaryWriter.add_hparams would create a separate sub-run)."""
-        final = {f"final/{name}": value for name, value in metrics.items()}
-        for tag, value in final.items():
-            self.writer.add_scalar(tag, value, step)
+        """This run's row in the HParams tab, in its own event file (SummaryWriter.add_hparams
+        would make a separate sub-run): the columns are run_hparams(cfg), and the metric columns
+        are this run's curves at their last value (TensorBoard offers every scalar tag of a
+        session's run), so the final values need no charts of their own. The other final values
+        (`metrics`: steps, train_seconds, ...) are in metrics.json and the sweep's summary.csv."""
         # Only the session summaries: TensorBoard then builds the HParams columns from the union
         # of every run's keys; an `experiment` summary would fix them to the first run it reads.
-        _, session_start, session_end = hparams_summary(flatten_config(cfg), final)
+        _, session_start, session_end = hparams_summary(run_hparams(cfg), {})
         for summary in (session_start, session_end):
-            self.writer.file_writer.add_summary(summary)
+            self.writer.file_writer.add_summary(summary, step)
 
     def close(self) -> None:
         self.writer.close()
@@ -137,6 +221,9 @@ class Reporter:
 
 class SilentReporter:
     """What ranks other than 0 of a multi-process run report to: nothing."""
+
+    def run_started(self, cfg: DictConfig, real: Preview, samples: Preview) -> None:
+        pass
 
     def scalars(self, step: int, epoch: int, values: dict[str, float], show: bool = True) -> None:
         pass

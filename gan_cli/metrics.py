@@ -1,14 +1,19 @@
 """FID and KID in the training loop, from torchmetrics (no hand-written Frechet or MMD math).
 
     evaluator = Evaluator(cfg, train_data, device)  # once, before the loop (trains/loads caches)
-    values = evaluator.evaluate(draw_images, step)   # {"metrics/fid", "metrics/kid", ...}; {} when off
+    values = evaluator.evaluate(draw_images, step)   # {"metrics/fd_classifier", ...}; {} when off
 
-The task decides which images are scored (samples of G, translated test images: gan_cli/tasks/).
+The task decides which images are scored (samples of G, translated test images: gan_cli/tasks/);
+`evaluator.primary_metric` is the Frechet distance that best.pt and searches minimize.
 
 Features come from one extractor per run (`eval.features`): `inception`, the standard FID
 InceptionV3 (torch-fidelity's port of the TF graph, run through torchmetrics), or `classifier`, a
 small CNN gan-cli trains on the dataset's training split (gan_cli/classifier.py). Features are
 extracted once per image and fed to both metrics, whose `feature` module is then the identity.
+
+The names say which feature space a distance was measured in: `metrics/fid` and `metrics/kid`
+only for Inception features, the ones published FIDs use; in the classifier's features they are
+`metrics/fd_classifier` and `metrics/kd_classifier`, on their own scale (README: MNIST floor).
 
 The reference is the dataset's test split (torchvision datasets), or the training images for
 datasets without one (`fake`, `folder`), at most 10k images. The classifier and the reference
@@ -43,6 +48,11 @@ log = logging.getLogger("gan_cli")
 
 REFERENCE_LIMIT = 10_000  # reference images: the MNIST/CIFAR test split is exactly this
 INCEPTION_TAG = "v3-pool2048"  # torchmetrics' "inception-v3-compat", 2048 pool features
+# (Frechet distance, kernel distance) names per feature space.
+METRIC_NAMES = {
+    "inception": ("metrics/fid", "metrics/kid"),
+    "classifier": ("metrics/fd_classifier", "metrics/kd_classifier"),
+}
 
 
 # Only rank 0 evaluates (it holds every sample it scores), so the metrics must never sync their
@@ -115,8 +125,6 @@ class InceptionFeatures(nn.Module):
 class Evaluator:
     """FID, KID and class coverage of a generator against the cached reference features."""
 
-    primary = "metrics/fid"  # what best.pt minimizes
-
     def __init__(self, cfg: DictConfig, train: ImageData, device: torch.device, test: ImageData | None = None,
                  name: str | None = None):
         """`test`: the reference images (default: the dataset's test split, else `train`); `name`:
@@ -128,6 +136,8 @@ class Evaluator:
         self.classifier: classifier.SmallCNN | None = None
         self.class_fractions: list[float] = []  # of the last scored images, per predicted class
         self.total_seconds = self.setup_seconds = 0.0
+        self.fd_name, self.kd_name = METRIC_NAMES[cfg.eval.features]
+        self.primary_metric = self.fd_name  # lower is better: picks best.pt, what a search minimizes
         if not self.enabled:
             return
         started = time.perf_counter()
@@ -209,7 +219,7 @@ class Evaluator:
         with torch.random.fork_rng(devices=[]):  # KID draws its subsets from the global RNG: not the run's
             torch.manual_seed(0)
             kid_mean, _ = self.kid.compute()
-        values = {"metrics/fid": float(self.fid.compute()), "metrics/kid": float(kid_mean)}
+        values = {self.fd_name: float(self.fid.compute()), self.kd_name: float(kid_mean)}
         if self.classifier is not None:
             self.class_fractions, values["metrics/class_coverage_max_dev"] = self.class_coverage(images)
         return values

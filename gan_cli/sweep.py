@@ -186,13 +186,22 @@ def write_summary(sweep_dir: Path) -> list[dict[str, Any]]:
     return rows
 
 
+def override_values(row: dict[str, Any]) -> dict[str, str]:
+    """A job's overrides as {key: value as typed}: `optim.lr=1e-4` -> {"optim.lr": "1e-4"}."""
+    return dict(o.split("=", 1) if "=" in o else (o, "") for o in row["overrides"])
+
+
 def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    """One row per job: job, status, one column per overridden key (pandas reads the numbers as
+    numbers), the error line, then every metric of metrics.json."""
+    keys = list(dict.fromkeys(key for row in rows for key in override_values(row)))
     metric_names = list(dict.fromkeys(name for row in rows for name in row["metrics"]))
     with path.open("w", newline="") as file:
         writer = csv.writer(file)
-        writer.writerow(["job", "status", "overrides", "error", *metric_names])
+        writer.writerow(["job", "status", *keys, "error", *metric_names])
         for row in rows:
-            writer.writerow([row["job"], row["status"], " ".join(row["overrides"]), row["error"],
+            given = override_values(row)
+            writer.writerow([row["job"], row["status"], *[given.get(key, "") for key in keys], row["error"],
                              *[row["metrics"].get(name, "") for name in metric_names]])
 
 
@@ -206,28 +215,53 @@ def _shown(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, float) else "" if value is None else str(value)
 
 
-def print_table(rows: list[dict[str, Any]], title: str) -> None:
-    """The sweep at a glance: overrides and metrics that differ between jobs get a column; those
-    the jobs share are listed once under the table."""
-    from rich.console import Console
+# The metrics a sweep is read by, in this order; at most TABLE_METRICS of those the jobs have get
+# a column (the search's own objective first). The rest are in summary.csv.
+KEY_METRICS = ("metrics/fid", "metrics/fd_classifier", "loss/d", "loss/g", "prob/real", "img_per_sec")
+TABLE_METRICS = 4
+
+
+def table_metrics(rows: list[dict[str, Any]], objective: str | None) -> list[str]:
+    present = {name for row in rows for name in row["metrics"]}
+    wanted = [objective, *KEY_METRICS] if objective else list(KEY_METRICS)
+    return [name for name in dict.fromkeys(wanted) if name in present][:TABLE_METRICS]
+
+
+def sweep_table(rows: list[dict[str, Any]], title: str, override_names: list[str], metric_names: list[str]) -> Any:
+    from rich import box
     from rich.table import Table
 
-    overrides = lambda row: dict(o.split("=", 1) if "=" in o else (o, "") for o in row["overrides"])  # noqa: E731
-    override_names, common_overrides = split_constant(rows, overrides)
-    metric_names, common_metrics = split_constant([row for row in rows if row["metrics"]], lambda row: row["metrics"])
-    table = Table(title=title, title_justify="left", caption_justify="left")
-    for name in ["job", "status", *override_names, *metric_names]:
-        table.add_column(name, overflow="fold", justify="right" if name in metric_names else "left",
-                         no_wrap=name in ("job", "status"))
+    table = Table(title=title, title_justify="left", caption_justify="left", box=box.SIMPLE_HEAD)
+    for name in ["job", "status", *override_names]:
+        table.add_column(name, overflow="fold", no_wrap=name in ("job", "status"))
+    for name in metric_names:  # numbers are never broken over lines
+        table.add_column(name.removeprefix("metrics/"), justify="right", no_wrap=True)
     for row in rows:
         style = {"failed": "red", "unfinished": "yellow"}.get(row["status"])
-        given = overrides(row)
+        given = override_values(row)
         table.add_row(row["job"], row["status"], *[_shown(given.get(n, "")) for n in override_names],
                       *[_shown(row["metrics"].get(n)) for n in metric_names], style=style)
-    shared = [f"{k}={v}" for k, v in common_overrides.items()] + [f"{k}={_shown(v)}" for k, v in
-                                                                  common_metrics.items()]
-    table.caption = f"every job: {' '.join(shared)}" if shared else None
-    console = Console(width=None if sys.stdout.isatty() else 160, highlight=False)
+    return table
+
+
+def print_table(rows: list[dict[str, Any]], title: str, objective: str | None = None, width: int | None = None
+                ) -> None:
+    """The sweep at a glance, within the terminal's width: the overrides that differ between jobs
+    and up to TABLE_METRICS key metrics (headers without their `metrics/` prefix; fewer when the
+    terminal is narrow); the overrides every job shares are listed once under the table, every
+    metric is in summary.csv."""
+    from rich.console import Console
+
+    console = Console(width=width or (None if sys.stdout.isatty() else 120), highlight=False)
+    override_names, common_overrides = split_constant(rows, override_values)
+    metric_names = table_metrics(rows, objective)
+    table = sweep_table(rows, title, override_names, metric_names)
+    unbounded = console.options.update_width(10_000)  # the width the table wants, not what it gets
+    while metric_names and console.measure(table, options=unbounded).maximum > console.width:
+        metric_names = metric_names[:-1]  # the least important metric goes first
+        table = sweep_table(rows, title, override_names, metric_names)
+    shared = [f"{k}={v}" for k, v in common_overrides.items()]
+    table.caption = (f"every job: {' '.join(shared)}; " if shared else "") + "all metrics: summary.csv"
     console.print(table)
     for row in rows:
         if row["error"]:
@@ -278,7 +312,8 @@ class SweepSummary(Callback):
         if not rows:
             return
         failed = [row for row in rows if row["status"] != "completed"]
-        print_table(rows, f"{sweep_dir}: {len(rows) - len(failed)} completed, {len(failed)} failed or unfinished")
+        print_table(rows, f"{sweep_dir}: {len(rows) - len(failed)} completed, {len(failed)} failed or unfinished",
+                    objective=config.get("optimized_metric"))
         log.info("sweep summary: %s", sweep_dir / SUMMARY_FILE)
         if failed and self.fail_on_job_error:
             log.error("%d of %d jobs failed or did not finish: see above and each job's train.log", len(failed),

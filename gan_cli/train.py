@@ -22,7 +22,7 @@ from omegaconf import DictConfig
 
 from gan_cli import distributed
 from gan_cli.checkpoint import CheckpointDir
-from gan_cli.config import build, resolve_device, validate
+from gan_cli.config import build, resolve_device, run_length, validate
 from gan_cli.logging import Reporter, SilentReporter
 from gan_cli.meter import Meter, TrainingDiverged
 from gan_cli.precision import warn_about_slow_precision
@@ -77,11 +77,6 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def total_steps(cfg: DictConfig, task: Task) -> int:
-    steps = max(cfg.trainer.epochs * task.batches_per_epoch // task.batches_per_step, 1)
-    return min(steps, cfg.trainer.max_steps) if cfg.trainer.max_steps else steps
-
-
 def hydra_run_dir() -> Path:
     from hydra.core.hydra_config import HydraConfig
 
@@ -119,7 +114,7 @@ def run_steps(cfg: DictConfig, task: Task, updater: Updater, schedules: Schedule
 
 
 def train(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, Any]:
-    """Train the configured task; writes tb/, samples/, checkpoints/ and metrics.json into
+    """Train the configured task; writes TensorBoard events, samples/, checkpoints/ and metrics.json into
     run_dir (the Hydra run dir by default) and returns the final metrics."""
     cfg = validate(cfg)
     ranks = distributed.init(resolve_device(cfg.trainer.device))
@@ -133,7 +128,7 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, Any]:
         torch.backends.cudnn.benchmark = True  # fixed shapes every step: autotune once
     seed_everything(cfg.trainer.seed)
     task, updater = build_task(cfg, device, ranks), build_updater(cfg, device, ranks)
-    steps = total_steps(cfg, task)
+    steps, ends = run_length(cfg.trainer, task.batches_per_epoch, task.batches_per_step)
     schedules = Schedules(build(cfg.lr_schedule), task.optimizers, steps)
     checkpoints = CheckpointDir(run_dir / "checkpoints", cfg.trainer.keep_checkpoints)
     resumed = find_resume(cfg.trainer.resume, checkpoints)
@@ -142,12 +137,14 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, Any]:
         torch.manual_seed(cfg.trainer.seed + 1_000_003 * ranks.rank + start)
     evaluation = task.evaluation(cfg) if cfg.eval.enabled and ranks.is_main else None
     images_per_step = task.images_per_step * ranks.world_size  # real images, all ranks
+    log.info("training steps %d..%d (%d batches/epoch, batch %d x %d rank(s)) into %s; %s", start + 1, steps,
+             task.batches_per_epoch, cfg.trainer.batch_size, ranks.world_size, run_dir, ends)
+    reporter = Reporter(run_dir, steps, start) if ranks.is_main else SilentReporter()
+    if start == 0:  # once per run: real images, the config and the untrained networks' grid at step 0
+        reporter.run_started(cfg, task.real_preview(), task.preview())
+    outputs = Outputs(cfg, task, schedules, checkpoints, evaluation, reporter, ranks.is_main)
     updates_per_step = sum(phase.repeats for phase in task.phases)
     meter = Meter(tuple(task.stat_names), device, images_per_step, start, updates_per_step, updater.skip_nonfinite)
-    log.info("training steps %d..%d (%d batches/epoch, batch %d x %d rank(s)) into %s", start + 1, steps,
-             task.batches_per_epoch, cfg.trainer.batch_size, ranks.world_size, run_dir)
-    reporter = Reporter(run_dir, steps, start) if ranks.is_main else SilentReporter()
-    outputs = Outputs(cfg, task, schedules, checkpoints, evaluation, reporter, ranks.is_main)
     started = time.perf_counter()
     try:
         with GracefulStop() as stop:  # a signal during the final evaluation waits for metrics.json

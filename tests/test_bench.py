@@ -27,6 +27,7 @@ TINY_BENCH = [
 ]
 
 
+@pytest.mark.slow  # > 30 s on the 2-core test machine under load
 def test_bench_writes_a_row_per_config_and_batch(tmp_path: Path) -> None:
     result = run_cli("gan-bench", [*TINY_BENCH, "out=bench/out.json"], cwd=tmp_path)
     assert "speedup" in result.stdout and "mlp28" in result.stdout

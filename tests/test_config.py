@@ -3,6 +3,7 @@ with the key's name."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -11,8 +12,11 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from gan_cli.cli import CONFIG_DIR
-from gan_cli.config import validate
+from gan_cli.config import run_length, validate
 from gan_cli.errors import GanCliError
+from gan_cli.hparams import run_hparams
+from gan_cli.overrides import check_overrides
+from gan_cli.schema import TrainSchema
 from tests.conftest import compose_train
 
 
@@ -80,12 +84,13 @@ BAD = [
     ("trainer.epochs=0", "trainer.epochs"),
     ("trainer.max_steps=-3", "trainer.max_steps"),
     ("trainer.d_steps=0", "trainer.d_steps"),
-    ("optim.lr=0", "optim.g.lr"),
-    ("optim.lr=-1e-4", "optim.g.lr"),
-    ("optim.d.lr=0", "optim.d.lr"),
-    ("optim.betas=[0.5,1.0]", "optim.g.betas"),
-    ("optim.betas=[-0.1,0.9]", "optim.g.betas"),
-    ("optim.betas=[0.5]", "optim.g.betas"),
+    ("optim.lr=0", "optim.lr="),  # the key the user typed, not optim.g.lr that follows it
+    ("optim.lr=-1e-4", "optim.lr="),
+    ("optim.g.lr=-1e-4", "optim.g.lr="),
+    ("optim.d.lr=0", "optim.d.lr="),
+    ("optim.betas=[0.5,1.0]", "optim.betas="),
+    ("optim.betas=[-0.1,0.9]", "optim.betas="),
+    ("optim.betas=[0.5]", "optim.betas="),
     ("trainer.device=gpu", "trainer.device"),
     ("trainer.device=cuda:x", "trainer.device"),
     ("trainer.precision=16", "trainer.precision"),
@@ -115,3 +120,61 @@ def test_missing_root_with_download_off_says_where(tmp_path: Path) -> None:
 def test_data_root_follows_environment_variable(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("GAN_CLI_DATA_ROOT", "/datasets/shared")
     assert validate(compose_train([])).dataset.root == "/datasets/shared"
+
+
+def check(argv: list[str]) -> None:
+    check_overrides(argv, CONFIG_DIR, "train", TrainSchema, "gan-train")
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["optim.lrr=1e-3"], "unknown key optim.lrr: did you mean optim.lr?"),
+    (["+optim.lrr=1e-3"], "unknown key optim.lrr: did you mean optim.lr?"),  # what Hydra itself suggests
+    (["-m", "optim.lr=1e-4,2e-4", "+trainer.max_step=3"], "did you mean trainer.max_steps?"),
+    (["model=mlp", "model.generator.ngf=8"], "unknown key model.generator.ngf"),  # ngf is dcgan's
+    (["dataset=fake", "dataset.num_sample=8"], "did you mean dataset.num_samples?"),
+    (["+optim.lr=1e-3"], "optim.lr is already in the config: set it without the +, e.g. optim.lr=1e-3"),
+    (["zzz=1"], "unknown key zzz: `gan-train --cfg job` prints every key"),
+])
+def test_unknown_keys_are_rejected_with_the_closest_valid_key(argv: list[str], message: str) -> None:
+    with pytest.raises(GanCliError, match=re.escape(message)):
+        check(argv)
+
+
+@pytest.mark.parametrize("argv", [
+    ["optim.lr=1e-3", "model.generator.ngf=8", "trainer.max_steps=5"],
+    ["dataset=fake", "dataset.num_samples=8"],  # a key only this dataset option has
+    ["-m", "model=mlp,dcgan", "model.generator.ngf=8"],  # valid for one option of a swept group
+    ["hparams_search=optuna", "optim.beta1=0.3"],  # a key the preset adds
+    ["+optim.g.amsgrad=true"],  # an argument of the target, torch.optim.Adam
+    ["++optim.lr=1e-3", "~trainer.resume", "hydra.run.dir=x", "--cfg", "job"],
+    ["--help"],
+])
+def test_valid_keys_pass_the_check(argv: list[str]) -> None:
+    check(argv)
+
+
+def test_max_steps_alone_decides_the_run_length() -> None:
+    """As in Lightning: `trainer.max_steps=50` on 4 batches per epoch runs 50 steps, not the 20 that
+    five default epochs would allow; with both set, the one reached first ends the run and says so."""
+    def length(*overrides: str) -> tuple[int, str]:
+        return run_length(validate(compose_train(["dataset=fake", *overrides])).trainer, batches_per_epoch=4,
+                          batches_per_step=1)
+
+    assert length("trainer.max_steps=50") == (50, "trainer.max_steps=50 ends the run")
+    assert length() == (20, "trainer.epochs (default 5) ends the run at step 20")
+    assert length("trainer.epochs=2", "trainer.max_steps=50") == (
+        8, "trainer.epochs=2 ends the run at step 8, before trainer.max_steps=50")
+    assert length("trainer.epochs=20", "trainer.max_steps=50")[1] == (
+        "trainer.max_steps=50 ends the run, before trainer.epochs=20 (80 steps)")
+    assert length("trainer.epochs=3", "trainer.d_steps=2")[0] == 6  # epochs count the real batches D sees
+
+
+def test_hparams_without_hydra_fall_back_to_what_the_config_names() -> None:
+    columns = run_hparams(validate(compose_train(["dataset=fake", "loss=hinge"])))
+    assert columns["dataset"] == "fake" and columns["model"] == "dcgan" and columns["loss"] == "HingeLoss"
+    assert not [key for key in columns if "." in key]  # no Hydra, no overrides to list
+
+
+def test_missing_required_key_names_it(tmp_path: Path) -> None:
+    with pytest.raises(GanCliError, match=r"^dataset.root= is required: the folder of class folders"):
+        validate(compose_train(["dataset=folder"]))

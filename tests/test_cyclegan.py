@@ -212,13 +212,13 @@ def test_eval_scores_both_directions_against_doing_nothing(tmp_path: Path) -> No
                          f"eval.cache_dir={tmp_path / 'cache'}", "task.domain_b=dilate"])
     metrics = train(cfg, run_dir=tmp_path / "run")
     for direction in ("a2b", "b2a"):
-        for name in ("fid", "label_kept", "ink_ratio"):
+        for name in ("fd_classifier", "label_kept", "ink_ratio"):
             assert math.isfinite(metrics[f"metrics/{name}_{direction}"])
             assert math.isfinite(metrics[f"baseline/{name}_{direction}"])
     # Doing nothing: thin images have less ink than thick ones (fake data: mean 129.5 vs 140.6 dilated).
     assert metrics["baseline/ink_ratio_a2b"] == pytest.approx(129.5 / 140.6, abs=0.02)
     assert metrics["baseline/ink_ratio_b2a"] > 1.05
-    assert metrics["best_fid_mean"] <= metrics["metrics/fid_mean"]
+    assert metrics["best_fd_classifier_mean"] <= metrics["metrics/fd_classifier_mean"]
 
 
 def test_gan_sample_translates_a_folder_an_npz_and_the_test_split(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ import subprocess
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from gan_cli.checkpoint import load_checkpoint
@@ -15,6 +16,7 @@ from gan_cli.data import DeviceSampler, load_fake
 from tests.conftest import BIN, TINY_FAKE, run_cli
 
 
+@pytest.mark.slow  # > 30 s on the 2-core test machine under load
 def test_torchrun_two_ranks_on_gloo(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
@@ -26,7 +28,7 @@ def test_torchrun_two_ranks_on_gloo(tmp_path: Path) -> None:
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["steps"] == 6 and metrics["images_seen"] == 6 * 16 * 2  # both ranks' batches
     assert np.isfinite(metrics["loss/d"]) and np.isfinite(metrics["loss/g"])
-    assert len(list((run_dir / "tb").glob("events.out.tfevents.*"))) == 1  # only rank 0 writes
+    assert len(list(run_dir.glob("events.out.tfevents.*"))) == 1  # only rank 0 writes
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # rank 1 made no run dir of its own
     assert load_checkpoint(run_dir / "checkpoints" / "last.pt")["step"] == 6
     run_cli("gan-sample", [f"checkpoint={run_dir}/checkpoints/last.pt", "num_samples=4", "out=s.npz"], cwd=tmp_path)
@@ -55,4 +57,5 @@ def test_torchrun_with_eval_on_at_the_end_and_mid_run(tmp_path: Path) -> None:
     log_text = (run_dir / "train.log").read_text()
     assert "eval at step 3:" in log_text and "eval at step 6:" in log_text
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    assert metrics["steps"] == 6 and np.isfinite(metrics["metrics/fid"]) and np.isfinite(metrics["metrics/kid"])
+    assert metrics["steps"] == 6 and np.isfinite(metrics["metrics/fd_classifier"])
+    assert np.isfinite(metrics["metrics/kd_classifier"])

@@ -205,7 +205,7 @@ def test_ctrl_c_during_start_up_is_one_line(tmp_path: Path) -> None:
 class InterruptedEvaluation:
     """Ctrl-C arrives during the final evaluation (the evaluation itself is not under test)."""
 
-    primary = "metrics/fid"
+    primary = "metrics/fd_classifier"
 
     def __init__(self, cfg: Any):
         self.final = cfg.trainer.max_steps
@@ -213,14 +213,15 @@ class InterruptedEvaluation:
     def evaluate(self, step: int) -> dict[str, float]:
         if step == self.final:
             os.kill(os.getpid(), signal.SIGINT)
-        return {"metrics/fid": 1.5}
+        return {"metrics/fd_classifier": 1.5}
 
 
 def test_ctrl_c_during_the_final_evaluation_keeps_metrics_json(tmp_path: Path,
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(ImageGan, "evaluation", lambda self, cfg: InterruptedEvaluation(cfg))
     metrics = train(compose_train([*TINY_FAKE, "eval.enabled=true"]), run_dir=tmp_path)
-    assert json.loads((tmp_path / "metrics.json").read_text())["metrics/fid"] == metrics["metrics/fid"] == 1.5
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    assert saved["metrics/fd_classifier"] == metrics["metrics/fd_classifier"] == 1.5
 
 
 def test_a_stop_requested_before_the_loop_stops_it_at_the_first_step(tmp_path: Path) -> None:

@@ -50,9 +50,10 @@ def test_fid_of_the_reference_against_itself_is_zero_and_grows_with_a_shift(fake
     assert evaluator.enabled and evaluator.classifier is not None
     same = evaluator.score(data.images)  # fake has no test split: the training images are the reference
     small, large = evaluator.score(shifted(data.images, 30)), evaluator.score(shifted(data.images, 90))
-    assert abs(same["metrics/fid"]) < 1e-3 * small["metrics/fid"]  # same features: exactly the same statistics
-    assert abs(same["metrics/kid"]) < 0.2 * small["metrics/kid"]  # KID's random subsets differ: noise only
-    assert large["metrics/fid"] > small["metrics/fid"] > 0.1 and large["metrics/kid"] > small["metrics/kid"]
+    fd, kd = "metrics/fd_classifier", "metrics/kd_classifier"  # classifier features: not FID/KID
+    assert abs(same[fd]) < 1e-3 * small[fd]  # same features: exactly the same statistics
+    assert abs(same[kd]) < 0.2 * small[kd]  # KID's random subsets differ: noise only
+    assert large[fd] > small[fd] > 0.1 and large[kd] > small[kd]
 
 
 def test_classifier_learns_the_classes_and_reports_coverage(fake_run) -> None:
@@ -72,12 +73,13 @@ def test_evaluate_draws_from_the_generator_in_eval_mode(fake_run) -> None:
     generator.train()
     sampled = SampledEvaluation(evaluator, GeneratorEMA(generator, decay=0.0), cfg.eval)
     values = sampled.evaluate(step=10)
-    assert set(values) == {"metrics/fid", "metrics/kid", "metrics/class_coverage_max_dev", "perf/eval_seconds"}
+    assert set(values) == {"metrics/fd_classifier", "metrics/kd_classifier", "metrics/class_coverage_max_dev",
+                           "perf/eval_seconds"}
     assert all(torch.isfinite(torch.tensor(v)) for v in values.values())
-    assert values["metrics/fid"] > 1.0 and values["perf/eval_seconds"] > 0
+    assert values["metrics/fd_classifier"] > 1.0 and values["perf/eval_seconds"] > 0
     assert generator.training  # restored after sampling in eval mode
     again = sampled.evaluate(step=20)  # fixed latents: an unchanged G scores the same
-    assert again["metrics/fid"] == pytest.approx(values["metrics/fid"], rel=1e-4)
+    assert again["metrics/fd_classifier"] == pytest.approx(values["metrics/fd_classifier"], rel=1e-4)
 
 
 def test_conditional_generator_gets_every_class(fake_run, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -148,6 +150,22 @@ def test_inception_offline_turns_metrics_off_with_one_warning(
     warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert len(warnings) == 1 and "metrics off" in warnings[0].getMessage()
     assert "eval.inception_weights" in warnings[0].getMessage()
+    assert evaluator.primary_metric == "metrics/fid"  # FID/KID: the names of Inception-feature distances
+
+
+def test_metric_names_follow_the_feature_space(fake_run) -> None:
+    _, _, evaluator = fake_run
+    assert (evaluator.fd_name, evaluator.kd_name) == ("metrics/fd_classifier", "metrics/kd_classifier")
+    assert evaluator.primary_metric == "metrics/fd_classifier"  # best.pt and searches (train.Outputs)
+
+
+def test_classifier_training_shows_progress(caplog: pytest.LogCaptureFixture) -> None:
+    data = build(validate(compose_train(FAKE)).dataset)
+    with caplog.at_level(logging.INFO, logger="gan_cli"):
+        classifier.train_classifier(data, CPU, epochs=1)  # MIN_STEPS of them: 1 epoch is 2 steps here
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("feature classifier")]
+    assert len(lines) == 3  # not a terminal: a line at each quarter (a rich bar on a terminal)
+    assert " epoch " in lines[0] and " loss " in lines[0] and "eta" in lines[0]
 
 
 def test_missing_inception_weights_file_is_named(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

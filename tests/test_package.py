@@ -9,9 +9,12 @@ import sys
 import zipfile
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import REPO, TINY_FAKE
 
 
+@pytest.mark.slow  # > 30 s on the 2-core test machine under load
 def test_wheel_ships_conf_and_runs_from_elsewhere(tmp_path: Path) -> None:
     wheels = tmp_path / "wheels"
     subprocess.run([sys.executable, "-m", "pip", "wheel", str(REPO), "--no-deps", "--no-build-isolation",

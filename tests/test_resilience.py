@@ -45,6 +45,7 @@ def weights(path: Path) -> dict[str, torch.Tensor]:
     return {f"{net}.{k}": v for net in ("generator", "discriminator") for k, v in state["networks"][net].items()}
 
 
+@pytest.mark.slow  # > 30 s on the 2-core test machine under load
 def test_sigkill_then_resume_auto_matches_uninterrupted_run_bitwise(tmp_path: Path) -> None:
     reference = tmp_path / "reference"
     run_cli("gan-train", [*LONG, f"hydra.run.dir={reference}"], cwd=tmp_path)
@@ -65,6 +66,7 @@ def test_sigkill_then_resume_auto_matches_uninterrupted_run_bitwise(tmp_path: Pa
     assert all(torch.equal(expected[k], resumed[k]) for k in expected), "resume is not bitwise exact"
 
 
+@pytest.mark.slow  # > 30 s on the 2-core test machine under load
 @pytest.mark.parametrize("signum, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_signal_checkpoints_and_exits(tmp_path: Path, signum: int, code: int) -> None:
     run_dir = tmp_path / "run"
@@ -189,6 +191,7 @@ def test_resume_from_a_missing_path_is_an_error(tmp_path: Path) -> None:
         train(compose_train([*TINY_FAKE, f"trainer.resume={tmp_path}/none.pt"]), run_dir=tmp_path)
 
 
+@pytest.mark.slow  # > 30 s on the 2-core test machine under load
 def test_mis_headed_mnist_file_is_a_clear_error(tmp_path: Path, mnist_root: Path) -> None:
     images = mnist_root / "MNIST" / "raw" / "train-images-idx3-ubyte"
     images.write_bytes(b"\x00\x00\x0c\x07" + images.read_bytes()[4:])  # wrong type code and rank

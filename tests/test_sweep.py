@@ -19,12 +19,13 @@ from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.custom_scalar import layout_pb2
 from tensorboard.plugins.hparams import plugin_data_pb2
 
 from gan_cli.checkpoint import load_checkpoint
 from gan_cli.cli import CONFIG_DIR
 from gan_cli.losses import NonSaturatingLoss
-from gan_cli.sweep import JobFailure, available_cores, run_task, threads_per_job
+from gan_cli.sweep import JobFailure, available_cores, print_table, run_task, threads_per_job
 from tests.conftest import BIN, REPO, TINY_FAKE, run_cli
 
 LRS = "optim.lr=1e-4,2e-4"
@@ -50,28 +51,66 @@ def study_trials(sweep: Path) -> list[Any]:
     return optuna.load_study(study_name="gan_cli", storage=f"sqlite:///{sweep / 'optuna.db'}").trials
 
 
-def started_hparam(run_dir: Path, name: str) -> float:
-    """A number from the HParams summary (session start info) of the events in run_dir."""
+def session_hparams(run_dir: Path) -> dict[str, Any]:
+    """The HParams row of the events in run_dir (session start info), as {name: value}."""
     events = EventAccumulator(str(run_dir))
     events.Reload()
     content = events.PluginTagToContent("hparams")["_hparams_/session_start_info"]
-    return plugin_data_pb2.HParamsPluginData.FromString(content).session_start_info.hparams[name].number_value
+    hparams = plugin_data_pb2.HParamsPluginData.FromString(content).session_start_info.hparams
+    return {name: getattr(value, value.WhichOneof("kind")) for name, value in hparams.items()}
+
+
+def custom_scalars_layout(run_dir: Path) -> dict[str, list[str]]:
+    """The Custom Scalars charts written in run_dir: {chart title: its tag regexes}."""
+    events = EventAccumulator(str(run_dir), size_guidance={"tensors": 0})
+    events.Reload()
+    (event,) = events.Tensors("custom_scalars__config__")
+    layout = layout_pb2.Layout.FromString(event.tensor_proto.string_val[0])
+    return {chart.title: list(chart.multiline.tag) for category in layout.category for chart in category.chart}
 
 
 def test_two_job_multirun_writes_summary_and_names_tensorboard_runs(tmp_path: Path) -> None:
-    result = run_cli("gan-train", ["-m", *TINY_FAKE, LRS], cwd=tmp_path)
+    result = run_cli("gan-train", ["-m", *TINY_FAKE, "loss=bce", LRS], cwd=tmp_path)
     sweep = only_sweep_dir(tmp_path)
     rows = read_summary(sweep)
     assert [(row["job"], row["status"]) for row in rows] == [("0", "completed"), ("1", "completed")]
-    assert "optim.lr=0.0001" in rows[0]["overrides"] and "optim.lr=0.0002" in rows[1]["overrides"]
+    assert [row["optim.lr"] for row in rows] == ["0.0001", "0.0002"]  # one column per overridden key
+    assert [row["trainer.batch_size"] for row in rows] == ["16", "16"] and "overrides" not in rows[0]
     assert all(math.isfinite(float(row["loss/d"])) and row["steps"] == "4" for row in rows)
-    # TensorBoard: one run per job under its tb/, named by the override that varies (the keys
-    # every job shares are left out), with the job's config in the HParams summary.
+    # TensorBoard: one run per job, in <job>/<the overrides that vary> (the keys every job shares
+    # are left out), with the job's group options by name and the keys it set in HParams.
     for job, lr in (("0", "0.0001"), ("1", "0.0002")):
-        (run_dir,) = (sweep / job / "tb").iterdir()
-        assert run_dir.name == f"optim.lr={lr}"
-        assert started_hparam(run_dir, "optim.lr") == pytest.approx(float(lr))
+        run_dir = sweep / job / f"optim.lr={lr}"
+        assert list(run_dir.glob("events.out.tfevents.*")) and not list((sweep / job).glob("events.*"))
+        hparams = session_hparams(run_dir)
+        assert hparams["optim.lr"] == pytest.approx(float(lr)) and hparams["trainer.max_steps"] == 4
+        assert hparams["eval.enabled"] == "false"  # a boolean as typed, not 0.0
+        assert {k: hparams[k] for k in ("loss", "model", "dataset", "augment", "optim")} == {
+            "loss": "bce", "model": "dcgan", "dataset": "fake", "augment": "none", "optim": "adam"}
+        assert not [name for name in hparams if "_target_" in name or name.startswith("hydra")]
+        assert "ema.decay" not in hparams  # unchanged internals stay out of the default columns
+        assert custom_scalars_layout(run_dir) == {
+            "loss/d and loss/g": ["^loss/d$", "^loss/g$"],
+            "prob/real and prob/fake (mean D output)": ["^prob/real$", "^prob/fake$"]}
     assert "optim.lr" in result.stdout and "summary.csv" in result.stdout  # the terminal table
+
+
+def test_sweep_table_fits_the_terminal(capsys: pytest.CaptureFixture[str]) -> None:
+    metrics = {"steps": 300, "images_seen": 38400, "train_seconds": 61.2, "img_per_sec": 627.4, "loss/d": 1.2345678,
+               "loss/g": 0.98765, "prob/real": 0.61, "prob/fake": 0.38, "device": "cpu", "skipped_steps": 0,
+               "metrics/fd_classifier": 12.3456789, "metrics/kd_classifier": 0.0123, "perf/eval_seconds": 2.1,
+               "metrics/class_coverage_max_dev": 0.05, "best_fd_classifier": 11.1}
+    rows = [{"job": str(i), "status": "completed", "error": "", "metrics": metrics,
+             "overrides": [f"loss={loss}", f"optim.lr={lr}", "dataset.root=/work/shared/data", "trainer.max_steps=300"]}
+            for i, (loss, lr) in enumerate([("bce", "1e-4"), ("bce", "2e-4"), ("hinge", "1e-4"), ("hinge", "2e-4")])]
+    columns = ["job", "status", "loss", "optim.lr", "fd_classifier", "loss/d", "loss/g", "prob/real"]
+    for width, shown in ((100, 8), (80, 7)):  # a narrower terminal drops the last metric, never breaks a word
+        print_table(rows, "sweep", width=width)
+        lines = capsys.readouterr().out.splitlines()
+        assert max(len(line) for line in lines) <= width
+        header = next(line for line in lines if "status" in line)
+        assert header.split() == columns[:shown] and "12.35" in "\n".join(lines)
+        assert "0.0002" in "\n".join(lines) and "summary.csv" in "\n".join(lines)
 
 
 def test_failed_job_is_summarized_and_the_other_jobs_run(tmp_path: Path) -> None:
@@ -84,6 +123,7 @@ def test_failed_job_is_summarized_and_the_other_jobs_run(tmp_path: Path) -> None
     assert "Traceback" not in result.stdout + result.stderr
 
 
+@pytest.mark.slow  # > 30 s on the 2-core test machine under load
 def test_optuna_search_stores_its_study_and_resumes(tmp_path: Path) -> None:
     tiny_fid = ["eval.enabled=true", "eval.num_samples=64", "eval.batch_size=32", "eval.kid_subsets=5",
                 "eval.kid_subset_size=16", "eval.classifier_epochs=1", f"eval.cache_dir={tmp_path / 'cache'}"]
@@ -94,7 +134,7 @@ def test_optuna_search_stores_its_study_and_resumes(tmp_path: Path) -> None:
     assert [t.state.name for t in trials] == ["COMPLETE"] * 3
     assert set(trials[0].params) == {"optim.lr", "optim.beta1", "trainer.d_steps", "loss"}
     rows = read_summary(sweep)
-    assert sorted(float(row["metrics/fid"]) for row in rows) == pytest.approx(sorted(t.value for t in trials))
+    assert sorted(float(row["metrics/fd_classifier"]) for row in rows) == pytest.approx(sorted(t.value for t in trials))
 
     # The same command pointed at the sweep dir loads the study and adds trials in new folders.
     run_cli("gan-train", [*search, "hydra.sweeper.n_trials=1", f"hydra.sweep.dir={sweep}"], cwd=tmp_path)
@@ -123,7 +163,7 @@ def test_joblib_runs_jobs_in_parallel_with_a_share_of_the_cores(tmp_path: Path) 
     threads = max(available_cores() // 2, 1)
     for job in ("0", "1"):
         assert f"torch CPU threads: {threads}" in (sweep / job / "train.log").read_text()
-    assert (sweep / "1" / "tb" / "optim.lr=0.0002").is_dir()  # run names survive the worker processes
+    assert (sweep / "1" / "optim.lr=0.0002").is_dir()  # run names survive the worker processes
 
 
 def test_submitit_local_runs_the_sweep_as_separate_jobs(tmp_path: Path) -> None:
@@ -133,7 +173,7 @@ def test_submitit_local_runs_the_sweep_as_separate_jobs(tmp_path: Path) -> None:
     assert [row["status"] for row in read_summary(sweep)] == ["completed", "completed"]
     assert len(list((sweep / ".submitit").glob("*/*_result.pkl"))) == 2
     assert "torch CPU threads: 1" in (sweep / "0" / "train.log").read_text()
-    assert (sweep / "1" / "tb" / "optim.lr=0.0002").is_dir()
+    assert (sweep / "1" / "optim.lr=0.0002").is_dir()
 
 
 def test_slurm_preset_sets_overridable_resources() -> None:

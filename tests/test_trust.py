@@ -71,14 +71,18 @@ def assert_refused(result: Any) -> None:
     assert "was refused" in lines[0] and "weights_only" not in result.stderr and "Traceback" not in result.stderr
 
 
+def use_checkpoint(command: str, evil: Path, tmp_path: Path) -> Any:
+    """gan-sample or a resume (gan-train) on the crafted checkpoint, as a user runs them."""
+    args = ([f"checkpoint={evil}", "out=s.png"] if command == "gan-sample" else
+            [*TINY_FAKE, f"trainer.resume={evil}", f"hydra.run.dir={tmp_path}/run"])
+    return run_cli("gan-sample" if command == "gan-sample" else "gan-train", args, cwd=tmp_path, check=False)
+
+
 @pytest.mark.parametrize("command", ["gan-sample", "resume"])
 def test_a_config_that_truncates_a_file_is_refused(tmp_path: Path, good: Path, command: str) -> None:
     victim = tmp_path / "victim.txt"
     victim.write_text("precious")
-    evil = crafted(good, tmp_path / "evil.pt", opens_file(victim))
-    args = ([f"checkpoint={evil}", "out=s.png"] if command == "gan-sample" else
-            [*TINY_FAKE, f"trainer.resume={evil}", f"hydra.run.dir={tmp_path}/run"])
-    result = run_cli("gan-sample" if command == "gan-sample" else "gan-train", args, cwd=tmp_path, check=False)
+    result = use_checkpoint(command, crafted(good, tmp_path / "evil.pt", opens_file(victim)), tmp_path)
     assert_refused(result)
     assert "builtins.open" in result.stderr
     assert victim.read_text() == "precious"
@@ -87,10 +91,7 @@ def test_a_config_that_truncates_a_file_is_refused(tmp_path: Path, good: Path, c
 @pytest.mark.parametrize("command", ["gan-sample", "resume"])
 def test_a_nested_target_that_runs_a_shell_command_is_refused(tmp_path: Path, good: Path, command: str) -> None:
     marker = tmp_path / "pwned"
-    evil = crafted(good, tmp_path / "evil.pt", runs_shell(marker))
-    args = ([f"checkpoint={evil}", "out=s.png"] if command == "gan-sample" else
-            [*TINY_FAKE, f"trainer.resume={evil}", f"hydra.run.dir={tmp_path}/run"])
-    result = run_cli("gan-sample" if command == "gan-sample" else "gan-train", args, cwd=tmp_path, check=False)
+    result = use_checkpoint(command, crafted(good, tmp_path / "evil.pt", runs_shell(marker)), tmp_path)
     assert_refused(result)
     assert "model.generator.z_dim" in result.stderr
     assert not marker.exists() and not (tmp_path / "s.png").exists()

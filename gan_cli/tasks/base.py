@@ -89,6 +89,10 @@ class Task(Protocol):
         """The grid the loop logs at `log.sample_every_n_steps`, from fixed inputs."""
         ...
 
+    def real_preview(self) -> Preview:
+        """A grid of real training images, logged once at step 0 to compare the samples with."""
+        ...
+
     def evaluation(self, cfg: DictConfig) -> Evaluation | None:
         """Built once before the loop on rank 0 (trains or loads feature caches)."""
         ...

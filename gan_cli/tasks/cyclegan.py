@@ -139,6 +139,11 @@ class CycleGan:
                 self.preview_b, fake_a, self.translate("a2b", fake_a)]
         return Preview(torch.cat(rows), self.preview_a.shape[0])
 
+    def real_preview(self) -> Preview:
+        """Training images of A (first row) and B (second row)."""
+        count = self.preview_a.shape[0]
+        return Preview(torch.cat([self.samplers[d].images[:count] for d in ("a", "b")]), count)
+
     def evaluation(self, cfg: DictConfig) -> TranslationEvaluation:
         return TranslationEvaluation(cfg, self.domains, self.translate, self.device)
 

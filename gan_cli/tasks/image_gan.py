@@ -191,6 +191,9 @@ class ImageGan:
         images = in_eval_mode(self.ema.module, self.preview_z, self.preview_labels)
         return Preview(images, self.preview_nrow)
 
+    def real_preview(self) -> Preview:
+        return Preview(self.sampler.images[: len(self.preview_z)], self.preview_nrow)
+
     def evaluation(self, cfg: DictConfig) -> SampledEvaluation:
         return SampledEvaluation(Evaluator(cfg, self.data, self.sampler.device), self.ema, cfg.eval)
 
@@ -205,7 +208,7 @@ class SampledEvaluation:
 
     def __init__(self, evaluator: Evaluator, ema: GeneratorEMA, settings: DictConfig):
         self.evaluator, self.ema, self.settings = evaluator, ema, settings
-        self.primary = evaluator.primary
+        self.primary = evaluator.primary_metric
 
     def evaluate(self, step: int) -> dict[str, float]:
         generator = self.ema.module

@@ -1,13 +1,15 @@
 """How a translation (A -> B, B -> A) is scored, for every direction:
 
-    metrics/fid_a2b          FD of G_ab(test A) against test B, in the feature space of the target
-                             domain's extractor (eval.features; classifier: one trained on domain B)
+    metrics/fd_classifier_a2b  FD of G_ab(test A) against test B, in the feature space of the target
+                             domain's extractor (eval.features=classifier: one trained on domain B;
+                             inception: metrics/fid_a2b); likewise kd_classifier / kid
     metrics/label_kept_a2b   share of G_ab(test A) the target classifier reads as the source's true
                              label (a cycle-consistent G may still swap digits: this catches it)
     metrics/ink_ratio_a2b    mean pixel value of G_ab(test A) / that of test B (1 = as much ink)
     baseline/*_a2b           the same numbers for doing nothing (test A as it is), computed once
 
-`metrics/fid_mean`, the mean of both directions' FD, is what best.pt minimizes.
+`metrics/fd_classifier_mean` (`metrics/fid_mean`), the mean of both directions' FD, is what
+best.pt minimizes.
 """
 
 from __future__ import annotations
@@ -30,8 +32,6 @@ Translate = Callable[[str, Tensor], Tensor]  # (direction, [-1, 1] images) -> [-
 
 
 class TranslationEvaluation:
-    primary = "metrics/fid_mean"
-
     def __init__(self, cfg: DictConfig, domains: Domains, translate: Translate, device: torch.device):
         self.translate, self.device, self.batch = translate, device, cfg.eval.batch_size
         count = cfg.eval.num_samples
@@ -45,6 +45,8 @@ class TranslationEvaluation:
             "a2b": (cut(domains.test_a, count), evaluators["b"], domains.test_b),
             "b2a": (cut(domains.test_b, count), evaluators["a"], domains.test_a),
         }
+        self.fd_name = evaluators["a"].fd_name  # metrics/fd_classifier or metrics/fid
+        self.primary = f"{self.fd_name}_mean"
         self.enabled = all(e.enabled for e in evaluators.values())
         self.baseline = {f"baseline/{k}": v for direction, (source, _, _) in self.directions.items()
                          for k, v in self.scores(direction, source.images).items()} if self.enabled else {}
@@ -70,7 +72,7 @@ class TranslationEvaluation:
             translated = torch.cat([to_uint8(self.translate(direction, to_float(chunk).to(self.device))).cpu()
                                     for chunk in source.images.split(self.batch)])
             values.update({f"metrics/{k}": v for k, v in self.scores(direction, translated).items()})
-        values["metrics/fid_mean"] = (values["metrics/fid_a2b"] + values["metrics/fid_b2a"]) / 2
+        values[self.primary] = (values[f"{self.fd_name}_a2b"] + values[f"{self.fd_name}_b2a"]) / 2
         seconds = time.perf_counter() - started
         log.info("eval at step %d: %s (%.1f s)", step,
                  "  ".join(f"{k.removeprefix('metrics/')}={v:.4g}" for k, v in values.items()), seconds)
