@@ -166,7 +166,9 @@ def test_max_steps_alone_decides_the_run_length() -> None:
         8, "trainer.epochs=2 ends the run at step 8, before trainer.max_steps=50")
     assert length("trainer.epochs=20", "trainer.max_steps=50")[1] == (
         "trainer.max_steps=50 ends the run, before trainer.epochs=20 (80 steps)")
-    assert length("trainer.epochs=3", "trainer.d_steps=2")[0] == 6  # epochs count the real batches D sees
+    # Epochs count the batches the task draws: image_gan with d_steps=2 draws 2 per step.
+    trainer = validate(compose_train(["dataset=fake", "trainer.epochs=3", "trainer.d_steps=2"])).trainer
+    assert run_length(trainer, batches_per_epoch=4, batches_per_step=2)[0] == 6
 
 
 def test_hparams_without_hydra_fall_back_to_what_the_config_names() -> None:

@@ -206,6 +206,7 @@ def test_cyclegan_resume_is_bitwise(tmp_path: Path) -> None:
                     assert torch.equal(value, resumed[kind][name][key]), f"{kind}.{name}.{key}"
 
 
+@pytest.mark.slow
 def test_eval_scores_both_directions_against_doing_nothing(tmp_path: Path) -> None:
     cfg = compose_train([*TINY_CYCLE, "eval.enabled=true", "eval.num_samples=32", "eval.batch_size=16",
                          "eval.classifier_epochs=1", "eval.kid_subsets=2", "eval.kid_subset_size=8",
@@ -241,6 +242,7 @@ def test_gan_sample_translates_a_folder_an_npz_and_the_test_split(tmp_path: Path
     assert result.returncode == 2 and "input=" in result.stderr and "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_cyclegan_sigkill_then_resume_auto_is_bitwise(tmp_path: Path) -> None:
     """As the image_gan SIGKILL test: a run killed mid-way and resumed ends with the same weights,
     EMA copies and image pools as one that ran through."""
