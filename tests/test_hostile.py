@@ -161,7 +161,7 @@ def test_temp_files_of_killed_saves_are_removed_at_start(tmp_path: Path) -> None
 
 
 def scalar_steps(run_dir: Path, tag: str) -> list[int]:
-    events = EventAccumulator(str(run_dir / "tb"))
+    events = EventAccumulator(str(run_dir))  # events sit in the run dir itself
     events.Reload()
     return [event.step for event in events.Scalars(tag)]
 

@@ -90,7 +90,7 @@ def test_two_job_multirun_writes_summary_and_names_tensorboard_runs(tmp_path: Pa
         assert not [name for name in hparams if "_target_" in name or name.startswith("hydra")]
         assert "ema.decay" not in hparams  # unchanged internals stay out of the default columns
         assert custom_scalars_layout(run_dir) == {
-            "loss/d and loss/g": ["^loss/d$", "^loss/g$"],
+            "loss/d and loss/g": ["^loss/d", "^loss/g$"],
             "prob/real and prob/fake (mean D output)": ["^prob/real$", "^prob/fake$"]}
     assert "optim.lr" in result.stdout and "summary.csv" in result.stdout  # the terminal table
 
