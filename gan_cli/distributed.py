@@ -38,6 +38,9 @@ class Ranks:
         return self.rank == 0
 
 
+SINGLE_PROCESS = Ranks()  # the default everywhere: one process, rank 0 of 1
+
+
 def launched_ranks() -> Ranks:
     """What torchrun says (RANK/WORLD_SIZE/LOCAL_RANK), or, in a SLURM job with several tasks
     (the submitit launcher's tasks_per_node), what submitit derives from SLURM, master address

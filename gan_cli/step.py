@@ -18,10 +18,8 @@ from torch import Tensor
 
 from gan_cli import distributed
 from gan_cli.config import build
-from gan_cli.distributed import Ranks
+from gan_cli.distributed import SINGLE_PROCESS, Ranks
 from gan_cli.tasks.base import Stats, Task
-
-SINGLE_PROCESS = Ranks()
 
 
 @dataclass

@@ -28,13 +28,13 @@ from gan_cli import distributed
 from gan_cli.checkpoint import load_weights
 from gan_cli.config import build
 from gan_cli.data import DeviceSampler, to_float, to_uint8
-from gan_cli.distributed import Ranks
+from gan_cli.distributed import SINGLE_PROCESS, Ranks
 from gan_cli.domains import Domains, from_dataset, load_images
 from gan_cli.errors import GanCliError
 from gan_cli.image_pool import ImagePool
 from gan_cli.metrics import load_test_split
 from gan_cli.tasks.base import Drawn, Phase, Preview, Stats, frozen, in_eval_mode
-from gan_cli.tasks.image_gan import SINGLE_PROCESS, make_optimizer, prepare
+from gan_cli.tasks.image_gan import make_optimizer, prepare
 from gan_cli.tasks.translation_eval import TranslationEvaluation
 
 DIRECTIONS = {"a2b": ("g_ab", "a"), "b2a": ("g_ba", "b")}  # direction -> (generator, source domain)

@@ -29,14 +29,12 @@ from gan_cli import distributed
 from gan_cli.checkpoint import load_weights
 from gan_cli.config import build
 from gan_cli.data import DeviceSampler, ImageData, to_uint8
-from gan_cli.distributed import Ranks
+from gan_cli.distributed import SINGLE_PROCESS, Ranks
 from gan_cli.ema import GeneratorEMA
 from gan_cli.errors import GanCliError
 from gan_cli.metrics import Evaluator
 from gan_cli.models.layers import MinibatchStd
 from gan_cli.tasks.base import Drawn, Phase, Preview, Stats, frozen, in_eval_mode
-
-SINGLE_PROCESS = Ranks()
 
 
 def make_optimizer(node: DictConfig, module: nn.Module) -> torch.optim.Optimizer:
