@@ -156,10 +156,11 @@ def layer_groups(resolutions: list[int]) -> dict[str, list[int]]:
     return {name: [i for i, r in enumerate(resolutions) if r in chosen] for name, chosen in bounds.items()}
 
 
-def parse_mix(spec: str) -> list[str]:
-    groups = [part.strip() for part in str(spec).split(",") if part.strip()]
+def parse_mix(spec: object) -> list[str]:
+    """`mix=coarse` or `mix=[coarse,middle]` -> the layer groups the columns' styles replace."""
+    groups = [str(part) for part in spec] if isinstance(spec, (list, tuple, ListConfig)) else [str(spec)]
     if not groups or any(group not in LAYER_GROUPS for group in groups):
-        raise GanCliError(f"mix={spec}: allowed are coarse, middle, fine or a comma list such as coarse,middle")
+        raise GanCliError(f"mix={spec}: allowed are coarse, middle, fine or a list such as [coarse,middle]")
     return groups
 
 

@@ -113,5 +113,5 @@ class SampleSchema:
     truncation: float = 1.0
     interpolate: int = 0
     fps: int = 12
-    mix: str | None = None
+    mix: Any = None  # coarse | middle | fine | a list of them
     mix_seeds: Any = None

@@ -114,7 +114,8 @@ class Generator(nn.Module):
     ):
         super().__init__()
         if not 0.0 <= style_mixing_prob <= 1.0:
-            raise GanCliError(f"invalid value model.style_mixing_prob={style_mixing_prob}: allowed is a number in [0, 1]")
+            raise GanCliError(f"invalid value model.style_mixing_prob={style_mixing_prob}: "
+                              "allowed is a number in [0, 1]")
         if mapping_layers < 1:
             raise GanCliError(f"invalid value model.mapping_layers={mapping_layers}: allowed is an integer >= 1")
         self.z_dim, self.w_dim = z_dim, w_dim

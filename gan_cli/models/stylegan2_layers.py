@@ -59,7 +59,8 @@ def upsample(x: Tensor) -> Tensor:
 
 
 BLUR = torch.tensor([1.0, 2.0, 1.0])
-BLUR_KERNEL = (BLUR[:, None] * BLUR[None, :]) / 16 * 4  # gain 4: a stride-2 transposed conv spreads each input 4x thinner
+# gain 4: a stride-2 transposed conv spreads each input over 4x the pixels
+BLUR_KERNEL = (BLUR[:, None] * BLUR[None, :]) / 16 * 4
 
 
 def blur(x: Tensor) -> Tensor:
