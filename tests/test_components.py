@@ -419,7 +419,9 @@ def test_unconditional_models_ignore_labels(name: str) -> None:
 @pytest.mark.parametrize("model", [m for m in options("model") if m != "cyclegan"])  # z -> image models
 def test_model_conditional_switches_each_family_from_the_config(model: str) -> None:
     overrides = [f"model={model}", "dataset=fake", "model.conditional=true"]
-    if model != "mlp":
+    if model == "stylegan2":
+        overrides += ["model.channel_base=56", "model.channel_max=8", "model.w_dim=8"]
+    elif model != "mlp":
         overrides += ["model.generator.ngf=8", "model.discriminator.ndf=8"]
     cfg = validate(compose_train(overrides))
     G, D = instantiate(cfg.model.generator), instantiate(cfg.model.discriminator)

@@ -10,7 +10,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
-from torch import nn
 
 from gan_cli.config import validate
 from gan_cli.diversity import PathLength
