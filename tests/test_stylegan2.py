@@ -20,7 +20,7 @@ from gan_cli.models.dcgan import Generator as DcganGenerator
 from gan_cli.models.stylegan2 import Discriminator, Generator
 from gan_cli.models.stylegan2_layers import ModulatedConv2d
 from gan_cli.train import train
-from tests.conftest import TINY_FAKE, compose_train
+from tests.conftest import TINY_FAKE, compose_train, run_cli
 
 # A tiny StyleGAN2 (widths 8) for a few steps on fake 28 px data.
 TINY_SG = [o for o in TINY_FAKE if "ngf" not in o and "ndf" not in o] + [
@@ -163,3 +163,16 @@ def test_presets_compose_and_match_their_sources(tmp_path: Path) -> None:
     metrics = train(cfg, run_dir=tmp_path)
     assert metrics["steps"] == 2 and math.isfinite(metrics["loss/g"])
 
+
+
+@pytest.mark.slow  # two gan-train and one gan-sample subprocesses: ~30 s on the loaded 2-core CPU
+def test_gan_train_stylegan2_resumes_and_gan_sample_draws_from_it(tmp_path: Path) -> None:
+    args = [*TINY_SG, "reg=r1", "diversity=path_length", "diversity.every_n_steps=2", "hydra.run.dir=run"]
+    run_cli("gan-train", [*args, "trainer.max_steps=2"], cwd=tmp_path)
+    resumed = run_cli("gan-train", [*args, "trainer.max_steps=4", "trainer.resume=auto"], cwd=tmp_path)
+    assert "resumed from" in resumed.stderr + resumed.stdout
+    state = torch.load(tmp_path / "run/checkpoints/last.pt", weights_only=True)
+    assert state["step"] == 4 and state["averages"]["generator"]["w_avg"].abs().sum() > 0
+    run_cli("gan-sample", ["checkpoint=run/checkpoints/last.pt", "seeds=0-3", "truncation=0.5", "out=s.png"],
+            cwd=tmp_path)
+    assert (tmp_path / "s.png").is_file()
