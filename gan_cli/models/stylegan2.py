@@ -22,6 +22,7 @@ checkpoint and a resume carry it.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
@@ -35,7 +36,8 @@ def normalize_2nd_moment(x: Tensor, eps: float = 1e-8) -> Tensor:
     return x * (x.square().mean(dim=1, keepdim=True) + eps).rsqrt()
 
 
-def widths(channel_base: int, channel_max: int):  # noqa: ANN201 (a small closure)
+def widths(channel_base: int, channel_max: int) -> Callable[[int], int]:
+    """Feature maps at a resolution: min(channel_base // resolution, channel_max)."""
     return lambda resolution: max(min(channel_base // resolution, channel_max), 1)
 
 
