@@ -136,3 +136,8 @@ def test_bad_sample_combinations(checkpoints: dict[str, Path], tmp_path: Path, a
     with pytest.raises(GanCliError, match=expected.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")
                        .replace("]", r"\]").replace(".", r"\.")):
         draw(checkpoints["stylegan2"], tmp_path / out, *overrides)
+
+
+def test_help_page_lists_the_latent_tools(tmp_path: Path) -> None:
+    page = run_cli("gan-sample", ["--help"], cwd=tmp_path).stdout
+    assert all(f"\n  {key} " in page for key in ("seeds", "truncation", "interpolate", "fps", "mix", "mix_seeds"))
