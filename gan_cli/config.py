@@ -78,6 +78,8 @@ SAMPLE_CHECKS: list[Check] = [
     ("batch_size", lambda v: v >= 1, "an integer >= 1"),
     ("nrow", lambda v: v >= 0, "an integer >= 0 (0 = square-ish)"),
     ("direction", lambda v: v in ("a2b", "b2a"), "a2b or b2a"),
+    ("interpolate", lambda v: v == 0 or v >= 2, "0 (off) or a number of frames >= 2"),
+    ("fps", lambda v: 1 <= v <= 100, "an integer in 1..100"),
     ("device", lambda v: bool(DEVICE_PATTERN.match(v)), DEVICES_ALLOWED),
 ]
 

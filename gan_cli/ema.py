@@ -8,7 +8,9 @@ BatchNorm needs care: G's running statistics describe the activations of G's *cu
 not of the average. Copying them into the average (what a naive EMA does) feeds every layer the
 wrong mean and variance; on MNIST that made the EMA of a DCGAN worse than G itself. So the
 average's statistics are re-estimated from its own activations ("standing statistics", Brock et
-al. 2019) each time someone reads `module` after an update.
+al. 2019) each time someone reads `module` after an update. Every other buffer (StyleGAN2's
+w_avg and pl_mean, its fixed noise) is G's own running state, not a function of the weights: it
+is copied from G at every update, as stylegan2-ada-pytorch does for G_ema.
 """
 
 from __future__ import annotations
@@ -73,7 +75,16 @@ class GeneratorEMA:
             self._stale = False
             return
         torch._foreach_lerp_(averaged, current, 1.0 - self.decay)  # averaged += (1 - decay) * (current - averaged)
+        mine, theirs = self._plain_buffers(self._average), self._plain_buffers(self.generator)
+        if mine:
+            torch._foreach_copy_(mine, theirs)
         self._stale = bool(self._norms)
+
+    @staticmethod
+    def _plain_buffers(network: nn.Module) -> list[torch.Tensor]:
+        """Buffers outside BatchNorm layers (those are re-estimated), in a fixed module order."""
+        return [buffer for module in network.modules() if not isinstance(module, _BatchNorm)
+                for buffer in module.buffers(recurse=False)]
 
     @torch.no_grad()
     def _estimate_batchnorm(self) -> None:

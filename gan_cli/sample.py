@@ -17,17 +17,22 @@ from torchvision.utils import save_image
 from gan_cli.checkpoint import load_checkpoint
 from gan_cli.config import resolve_device, validate_sample
 from gan_cli.errors import GanCliError
+from gan_cli.latent_tools import write_animation
 from gan_cli.resume import LEGACY_TASK
 from gan_cli.tasks.base import Drawn
 from gan_cli.trusted import stored_config
 
 log = logging.getLogger("gan_cli")
 
-OUTPUTS = ".png -> one grid image, .npz -> arr_0 uint8 (N, H, W, C), no suffix -> a folder of PNGs"
+OUTPUTS = (".png -> one grid image, .npz -> arr_0 uint8 (N, H, W, C), no suffix -> a folder of PNGs, "
+           ".gif / .mp4 -> an animation (with interpolate=N)")
+ANIMATIONS = (".gif", ".mp4")
 
 
-def write(drawn: Drawn, out: Path) -> None:
-    if out.suffix == ".png":
+def write(drawn: Drawn, out: Path, fps: int = 12) -> None:
+    if out.suffix in ANIMATIONS:
+        write_animation(drawn.images, out, fps)
+    elif out.suffix == ".png":
         save_image(drawn.grid.float() / 255, out, nrow=drawn.nrow or max(int(len(drawn.grid) ** 0.5), 1))
     elif out.suffix == ".npz":
         arrays = {"arr_0": drawn.images.permute(0, 2, 3, 1).numpy()}  # (N, H, W, C) uint8
@@ -60,8 +65,12 @@ def check_writable(out: Path, spec: str) -> None:
 def sample(cfg: DictConfig) -> Path:
     cfg = validate_sample(cfg)
     out = Path(cfg.out).expanduser()
-    if out.suffix not in ("", ".png", ".npz"):
+    if out.suffix not in ("", ".png", ".npz", *ANIMATIONS):
         raise GanCliError(f"out={cfg.out!r} has an unknown extension {out.suffix!r}: allowed are {OUTPUTS}")
+    if (out.suffix in ANIMATIONS) != bool(cfg.interpolate):
+        raise GanCliError(f"interpolate={cfg.interpolate} writes an animation: set out=walk.gif (or .mp4)"
+                          if cfg.interpolate else f"out={cfg.out!r} is an animation: set interpolate=N (frames) "
+                          "and seeds=[a,b,...] to walk between")
     if out.suffix and not out.parent.is_dir():
         raise GanCliError(f"out={cfg.out!r}: folder {out.parent} does not exist")
     device = resolve_device(cfg.device)
@@ -71,6 +80,6 @@ def sample(cfg: DictConfig) -> Path:
     target = OmegaConf.select(train_cfg, "task._target_", default=LEGACY_TASK)
     with torch.no_grad():
         drawn = get_class(target).draw(train_cfg, state, cfg, device)
-    write(drawn, out)
+    write(drawn, out, cfg.fps)
     log.info("wrote %d images %s to %s", len(drawn.images), tuple(drawn.images.shape[1:]), out)
     return out

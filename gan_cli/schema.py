@@ -109,3 +109,9 @@ class SampleSchema:
     nrow: int = 0
     input: str | None = None  # translation tasks: a folder, an .npz, or test
     direction: str = "a2b"
+    seeds: Any = None  # z -> image: [1,2,3] or 0-63, one image per seed (latent_tools.parse_seeds)
+    truncation: float = 1.0
+    interpolate: int = 0
+    fps: int = 12
+    mix: Any = None  # coarse | middle | fine | a list of them
+    mix_seeds: Any = None

@@ -104,7 +104,10 @@ def test_gan_sample_npz_png_and_folder(tmp_path: Path) -> None:
         ("gan-train", ["dataset.root=/no/such/dir", "dataset.download=false"], "dataset.root"),
         ("gan-sample", ["checkpoint=/no/such.pt"], "/no/such.pt does not exist"),
         ("gan-sample", ["checkpoint=x.pt", "num_samples=0"], "num_samples"),
-        ("gan-sample", ["checkpoint=x.pt", "out=a.gif"], "unknown extension '.gif'"),
+        ("gan-sample", ["checkpoint=x.pt", "out=a.jpg"], "unknown extension '.jpg'"),
+        ("gan-sample", ["checkpoint=x.pt", "out=a.gif"], "out='a.gif' is an animation: set interpolate=N"),
+        ("gan-sample", ["checkpoint=x.pt", "interpolate=8"], "interpolate=8 writes an animation: set out=walk.gif"),
+        ("gan-sample", ["checkpoint=x.pt", "interpolate=1", "out=a.gif"], "invalid value interpolate=1"),
     ],
 )
 def test_bad_input_is_one_line_and_nonzero(tmp_path: Path, script: str, args: list[str], expected: str) -> None:

@@ -206,10 +206,10 @@ def test_mode_seeking_term_is_small_for_varied_g_and_large_for_one_that_ignores_
     linear = nn.Linear(4, 6)
     varied = lambda latent, labels=None: linear(latent)  # noqa: E731  images = W z: distances follow z
     ignores_z = lambda latent, labels=None: torch.zeros(latent.shape[0], 6) + latent.sum() * 0  # noqa: E731
-    assert term.penalty(varied, varied(z), z, None) < 10
-    assert term.penalty(ignores_z, ignores_z(z), z, None) > 1e4  # 1 / eps
+    assert term.penalty(varied, varied(z), z, None, 0) < 10
+    assert term.penalty(ignores_z, ignores_z(z), z, None, 0) > 1e4  # 1 / eps
     # the term pulls G towards using z: its gradient is non-zero for the weights
-    term.penalty(varied, varied(z), z, None).backward()
+    term.penalty(varied, varied(z), z, None, 0).backward()
     assert linear.weight.grad.abs().sum() > 0
     with pytest.raises(GanCliError, match="diversity.fraction"):
         ModeSeeking(fraction=0.0)
@@ -419,7 +419,9 @@ def test_unconditional_models_ignore_labels(name: str) -> None:
 @pytest.mark.parametrize("model", [m for m in options("model") if m != "cyclegan"])  # z -> image models
 def test_model_conditional_switches_each_family_from_the_config(model: str) -> None:
     overrides = [f"model={model}", "dataset=fake", "model.conditional=true"]
-    if model != "mlp":
+    if model == "stylegan2":
+        overrides += ["model.channel_base=56", "model.channel_max=8", "model.w_dim=8"]
+    elif model != "mlp":
         overrides += ["model.generator.ngf=8", "model.discriminator.ndf=8"]
     cfg = validate(compose_train(overrides))
     G, D = instantiate(cfg.model.generator), instantiate(cfg.model.discriminator)

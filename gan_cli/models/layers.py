@@ -85,6 +85,7 @@ class MinibatchStd(nn.Module):
         if batch % group:
             raise ValueError(f"MinibatchStd needs a batch size divisible by {group}, got {batch}")
         members = x.float().view(group, -1, channels, height, width)  # groups of images batch/group apart
-        std = (members.var(0, unbiased=False) + 1e-8).sqrt().mean(dim=(1, 2, 3))  # (batch / group,)
+        centered = members - members.mean(0)  # var(0) itself is ~10x slower on channels_last input (CPU)
+        std = (centered.square().mean(0) + 1e-8).sqrt().mean(dim=(1, 2, 3))  # (batch / group,)
         extra = std.to(x.dtype).view(1, -1, 1, 1, 1).expand(group, -1, 1, height, width)
         return torch.cat([x, extra.reshape(batch, 1, height, width)], dim=1)  # (B, C + 1, H, W)

@@ -8,7 +8,8 @@ branches on which were chosen:
   loss.d_loss / g_loss on logits; loss.penalty and reg.penalty add a term to D's loss (WGAN-GP,
   R1) or return None; loss.after_d_step(D) runs after D's update (WGAN clipping); augment(x) is
   applied to every image D sees, real and fake (DiffAugment; identity when off);
-  diversity.penalty(G, fake, z, labels) adds a term to G's loss (mode seeking) or returns None.
+  diversity.penalty(G, fake, z, labels, step) adds a term to G's loss (mode seeking, path
+  length) or returns None.
 
 Sampling G (latents, labels, eval mode, uint8) is `draw_latents` + `generate`: the preview, the
 evaluation and gan-sample all go through them.
@@ -25,7 +26,7 @@ from omegaconf import DictConfig
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
-from gan_cli import distributed
+from gan_cli import distributed, latent_tools
 from gan_cli.checkpoint import load_weights
 from gan_cli.config import build
 from gan_cli.data import DeviceSampler, ImageData, to_uint8
@@ -80,11 +81,14 @@ def draw_latents(count: int, z_dim: int, seed: int, chunk: int | None = None) ->
 
 
 @torch.no_grad()
-def generate(generator: nn.Module, z: Tensor, labels: Tensor | None, batch_size: int) -> Tensor:
-    """uint8 images (N, C, H, W) on G's device: G in eval mode, `batch_size` latents at a time."""
+def generate(generator: nn.Module, z: Tensor, labels: Tensor | None, batch_size: int,
+             truncation: float = 1.0) -> Tensor:
+    """uint8 images (N, C, H, W) on G's device: G in eval mode, `batch_size` latents at a time;
+    `truncation` (psi) reaches G only when set, as only a StyleGAN takes it."""
     device = next(generator.parameters()).device
     label_parts = labels.split(batch_size) if labels is not None else [None] * len(z.split(batch_size))
-    return torch.cat([to_uint8(in_eval_mode(generator, zs.to(device), None if ys is None else ys.to(device)))
+    psi = () if truncation == 1.0 else (truncation,)
+    return torch.cat([to_uint8(in_eval_mode(generator, zs.to(device), None if ys is None else ys.to(device), *psi))
                       for zs, ys in zip(z.split(batch_size), label_parts, strict=True)])
 
 
@@ -181,7 +185,7 @@ class ImageGan:
         fake, z, labels = self._last
         with frozen(self.discriminator):  # D's parameter gradients are not needed for G's update
             g_loss = self.loss_fn.g_loss(self.discriminator(self.augment(fake), labels=labels))
-        diversity = self.diversity.penalty(self.generator, fake, z, labels)
+        diversity = self.diversity.penalty(self.generator, fake, z, labels, step)
         self._last = None
         return g_loss if diversity is None else g_loss + diversity, {"loss/g": g_loss.detach()}
 
@@ -233,16 +237,36 @@ def sample_labels(classes: int, num_samples: int, which: int | str | None, seed:
 
 
 def draw(train_cfg: DictConfig, state: Mapping[str, Any], cfg: DictConfig, device: torch.device) -> Drawn:
-    """gan-sample for a z -> image checkpoint: `num_samples` images of the EMA generator."""
+    """gan-sample for a z -> image checkpoint, from the EMA generator: `num_samples` images from
+    `seed`, or one per seed of `seeds`; with `mix` a style-mixing grid, with `interpolate` the
+    frames of a walk through the seeds (latent_tools.py)."""
     if cfg.input is not None:
         raise GanCliError(f"input={cfg.input}: this checkpoint generates images from noise (task image_gan); "
                           "input= is for translation tasks")
     generator = build_networks(train_cfg)["generator"]
     load_weights(generator, state["averages"]["generator"], cfg.checkpoint, "generator")
-    generator = generator.to(device)
-    classes = class_count(generator)
-    labels = sample_labels(classes, cfg.num_samples, cfg["class"], cfg.seed)
-    z = draw_latents(cfg.num_samples, generator.z_dim, cfg.seed)
-    images = generate(generator, z, labels, cfg.batch_size).cpu()
+    generator = generator.to(device).eval()
+    latent_tools.check_options(cfg, generator)
+    classes, seeds = class_count(generator), latent_tools.parse_seeds(cfg.seeds)
+    if seeds is None:
+        labels = sample_labels(classes, cfg.num_samples, cfg["class"], cfg.seed)
+        z = draw_latents(cfg.num_samples, generator.z_dim, cfg.seed)
+    else:
+        z, labels = seeded(seeds, generator.z_dim, classes, cfg["class"])
+    if cfg.mix:
+        columns = seeded(latent_tools.parse_seeds(cfg.mix_seeds) or [], generator.z_dim, classes, cfg["class"])
+        cells, grid = latent_tools.mixing_grid(generator, (z, labels), columns, latent_tools.parse_mix(cfg.mix),
+                                               cfg.truncation, cfg.batch_size)
+        return Drawn(cells, grid, len(columns[0]) + 1)
+    if cfg.interpolate:
+        frames = latent_tools.walk(generator, z, labels, cfg.interpolate, cfg.truncation, cfg.batch_size)
+        return Drawn(frames, frames)
+    images = generate(generator, z, labels, cfg.batch_size, cfg.truncation).cpu()
     rows = classes if cfg["class"] == "all" else 0
-    return Drawn(images, images, cfg.nrow or (-(-cfg.num_samples // rows) if rows else 0), labels=labels)
+    return Drawn(images, images, cfg.nrow or (-(-len(images) // rows) if rows else 0), labels=labels)
+
+
+def seeded(seeds: list[int], z_dim: int, classes: int, which: int | str | None) -> tuple[Tensor, Tensor | None]:
+    """One latent per seed; the class from the seed too, unless `class=` picks it."""
+    z, labels = latent_tools.seed_inputs(seeds, z_dim, classes)
+    return z, labels if which is None else sample_labels(classes, len(seeds), which, 0)
