@@ -104,7 +104,7 @@ class SrGan:
         self.averages = {"generator": self.ema}
         self.optimizers = {"g": make_optimizer(cfg.optim.g, self.generator),
                            "d": make_optimizer(cfg.optim.d, self.discriminator)}
-        self.loss_fn = build(cfg.loss)
+        self.loss_fn, self.reg = build(cfg.loss), build(cfg.reg)
         labelled = self.test if self.test.num_classes else None
         self.perceptual = build_perceptual(cfg, self.data, labelled, device) if sr.perceptual_weight > 0 else None
         self.phases = (Phase("d", "d", self.d_loss, after_update=self.after_d_update), Phase("g", "g", self.g_loss))
@@ -135,11 +135,12 @@ class SrGan:
         # Two forwards: D has BatchNorm, and real and fake must not share batch statistics.
         real_logits, fake_logits = self.discriminator(hr), self.discriminator(sr.detach())
         d_loss = self.loss_fn.d_loss(real_logits, fake_logits)
-        penalty = self.loss_fn.penalty(self.discriminator, hr, sr.detach(), step)
+        penalties = [self.loss_fn.penalty(self.discriminator, hr, sr.detach(), step),  # WGAN-GP, R1 or None
+                     self.reg.penalty(self.discriminator, hr, sr.detach(), step)]
         self._pending = (hr, lr, sr)
         stats = {"loss/d": d_loss.detach(), "prob/real": torch.sigmoid(real_logits.detach()).mean(),
                  "prob/fake": torch.sigmoid(fake_logits.detach()).mean()}
-        return d_loss if penalty is None else d_loss + penalty, stats
+        return d_loss + sum(p for p in penalties if p is not None), stats
 
     def after_d_update(self) -> None:
         if self._pending is not None and self._pending[2] is not None:  # D was trained this step
