@@ -226,9 +226,11 @@ def write_pngs(folder: Path, sizes: list[tuple[int, int]], mode: str = "L") -> N
         Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8), mode).save(folder / f"img_{index}.png")
 
 
-def test_gan_sample_upscales_a_folder_an_npz_and_the_test_split(tmp_path: Path) -> None:
+@pytest.mark.slow
+def test_gan_train_then_gan_sample_upscales_a_folder_an_npz_and_the_test_split(tmp_path: Path) -> None:
     run = tmp_path / "run"
-    train(compose_train(TINY_SR), run_dir=run)
+    run_cli("gan-train", [*TINY_SR, f"hydra.run.dir={run}"], cwd=tmp_path)  # end to end, as a user runs it
+    assert (run / "metrics.json").is_file() and (run / "samples" / "step_0000004.png").is_file()
     checkpoint = f"checkpoint={run}/checkpoints/last.pt"
     write_pngs(tmp_path / "small", [(12, 10), (12, 10)])
     run_cli("gan-sample", [checkpoint, f"input={tmp_path / 'small'}", "out=big"], cwd=tmp_path)
