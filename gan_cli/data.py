@@ -33,15 +33,15 @@ class ImageData:
     num_classes: int
 
 
-def fit_images(images: Tensor, channels: int, image_size: int) -> Tensor:
-    """Convert uint8 (N, C, H, W) to the configured channels and size, once, at load time."""
+def fit_images(images: Tensor, channels: int, image_size: int | None) -> Tensor:
+    """Convert uint8 (N, C, H, W) to the configured channels and size (None: keep it), once, at load time."""
     if images.shape[1] != channels:
         if channels == 3:
             images = images.expand(-1, 3, -1, -1)
         else:  # ITU-R 601 luma, as PIL's convert("L")
             weights = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
             images = (images.float() * weights).sum(1, keepdim=True).round().to(torch.uint8)
-    if images.shape[-1] != image_size or images.shape[-2] != image_size:
+    if image_size is not None and (images.shape[-1] != image_size or images.shape[-2] != image_size):
         resized = F.interpolate(images.float(), size=(image_size, image_size), mode="bilinear", antialias=True)
         images = resized.round().clamp(0, 255).to(torch.uint8)
     return images.contiguous()

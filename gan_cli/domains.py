@@ -112,19 +112,38 @@ def image_files(folder: Path) -> list[Path]:
     return files
 
 
-def read_images(files: list[Path], channels: int, image_size: int) -> Tensor:
-    """uint8 (N, C, S, S): each image resized on its shorter side and center-cropped, once."""
+def read_images(files: list[Path], channels: int, image_size: int | None, resize: bool = True) -> Tensor:
+    """uint8 (N, C, S, S): each image resized on its shorter side and center-cropped, once.
+    resize=False keeps the pixels' scale (super-resolution data): only an image smaller than S is
+    resized. image_size None: each image as it is (N, C, H, W); all must then have one size."""
     mode = "RGB" if channels == 3 else "L"
-    to_tensor = transforms.Compose([transforms.Resize(image_size), transforms.CenterCrop(image_size),
-                                    transforms.PILToTensor()])
-    images = torch.empty(len(files), channels, image_size, image_size, dtype=torch.uint8)
-    for index, path in enumerate(files):
+    steps: list[Callable[[Any], Any]] = []
+    if image_size is not None:
+        fit = transforms.Resize(image_size)
+        steps += [fit if resize else lambda image: image if min(image.size) >= image_size else fit(image),
+                  transforms.CenterCrop(image_size)]
+    to_tensor = transforms.Compose([*steps, transforms.PILToTensor()])
+    loaded: list[Tensor] = []
+    for path in files:
         try:
             with Image.open(path) as image:
-                images[index] = to_tensor(image.convert(mode))
+                loaded.append(to_tensor(image.convert(mode)))
         except LOAD_ERRORS as err:
             raise GanCliError(f"unreadable image {path}: {err}") from None
-    return images
+        if loaded[-1].shape != loaded[0].shape:
+            raise GanCliError(f"{path} is {loaded[-1].shape[2]}x{loaded[-1].shape[1]} px but {files[0]} is "
+                              f"{loaded[0].shape[2]}x{loaded[0].shape[1]}: one call reads images of one size")
+    return torch.stack(loaded)
+
+
+def load_image_dir(*, root: str, channels: int, image_size: int, resize: bool = False, **_unused: Any) -> ImageData:
+    """A flat folder of images of any size (DIV2K_train_HR/*.png), unlabelled: each center-cropped
+    to image_size (resized on its shorter side first only with resize=true, or when smaller)."""
+    folder = Path(root).expanduser()
+    if not folder.is_dir():
+        raise GanCliError(f"dataset.root={root!r} is not a folder of images")
+    images = read_images(image_files(folder), channels, image_size, resize)
+    return ImageData(images, torch.zeros(images.shape[0], dtype=torch.long), 0)
 
 
 def load_unpaired_folder(*, root: str, channels: int, image_size: int, **_unused: Any) -> Domains:
@@ -140,9 +159,9 @@ def load_unpaired_folder(*, root: str, channels: int, image_size: int, **_unused
     return Domains(splits["trainA"], splits["trainB"], splits["testA"], splits["testB"])
 
 
-def load_images(path: Path, channels: int, image_size: int) -> tuple[Tensor, list[str]]:
+def load_images(path: Path, channels: int, image_size: int | None) -> tuple[Tensor, list[str]]:
     """gan-sample's `input=`: a folder of images or an .npz (arr_0 uint8 (N, H, W, C)), as
-    uint8 (N, channels, image_size, image_size), with a file name per image."""
+    uint8 (N, channels, image_size, image_size) (None: as they are), with a file name per image."""
     if path.suffix == ".npz":
         import numpy as np
 

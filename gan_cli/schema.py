@@ -95,6 +95,7 @@ class TrainSchema:
     trainer: TrainerSchema = field(default_factory=TrainerSchema)
     log: LogSchema = field(default_factory=LogSchema)
     eval: EvalSchema = field(default_factory=EvalSchema)
+    sr: Any = None  # task=srgan's settings (conf/task/srgan.yaml)
     optimized_metric: str | None = None
 
 

@@ -1,0 +1,84 @@
+"""How super-resolution is scored (task=srgan), on the first `eval.num_samples` HR test images,
+whose LR versions (antialiased bicubic, as in training) the EMA generator upscales:
+
+    metrics/psnr, metrics/ssim   PSNR (dB) and SSIM of each SR image against its HR image, on
+                                 [0, 1] pixels of the uint8 outputs, averaged over images (torchmetrics)
+    metrics/mse                  mean squared error on those [0, 1] pixels
+    metrics/fd_classifier        Frechet distance of the SR images to the real test images in the
+                                 feature classifier's space (metrics/fid with eval.features=inception);
+                                 metrics/kd_classifier likewise
+    metrics/accuracy             labelled datasets: the share of SR images the classifier reads as
+                                 their true class
+    metrics/*_bicubic            the same for plain bicubic upsampling of the same LR images: the
+                                 baseline, computed once
+
+best.pt minimizes the Frechet distance (perceptual quality is what the adversarial term buys),
+or metrics/mse where no feature extractor is available (an unlabelled folder without Inception
+weights).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+import torch
+from omegaconf import DictConfig
+from torch import Tensor
+from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
+
+from gan_cli.data import ImageData, to_float, to_uint8
+from gan_cli.lowres import bicubic, downsample
+from gan_cli.metrics import Evaluator
+
+log = logging.getLogger("gan_cli")
+
+Upscale = Callable[[Tensor], Tensor]  # [-1, 1] LR images -> [-1, 1] SR images
+
+
+def pixel_scores(images: Tensor, targets: Tensor, batch: int) -> dict[str, float]:
+    """PSNR (dB), SSIM and MSE of uint8 images against uint8 targets (N, C, H, W), each image
+    scored alone and the scores averaged (the SR papers' convention), `batch` images at a time."""
+    psnr, ssim, mse = [], [], []
+    for image, target in zip(images.split(batch), targets.split(batch), strict=True):
+        image, target = image.float() / 255, target.float() / 255
+        psnr.append(peak_signal_noise_ratio(image, target, data_range=1.0, reduction="none", dim=(1, 2, 3)))
+        ssim.append(structural_similarity_index_measure(image, target, data_range=1.0, reduction="none"))
+        mse.append((image - target).pow(2).mean((1, 2, 3)))
+    return {name: float(torch.cat(values).mean()) for name, values in (("psnr", psnr), ("ssim", ssim), ("mse", mse))}
+
+
+class SrEvaluation:
+    def __init__(self, cfg: DictConfig, train: ImageData, test: ImageData, upscale: Upscale, device: torch.device):
+        self.upscale, self.device, self.batch, self.scale = upscale, device, cfg.eval.batch_size, cfg.sr.scale
+        count = min(cfg.eval.num_samples, test.images.shape[0])
+        self.hr, self.labels = test.images[:count], test.labels[:count] if test.num_classes else None
+        self.lr = torch.cat([downsample(to_float(chunk).to(device), self.scale).cpu()
+                             for chunk in self.hr.split(self.batch)])  # (N, C, h, w) in [-1, 1]
+        self.features = Evaluator(cfg, train, device, test=test)  # FD against the whole test split
+        self.primary = self.features.fd_name if self.features.enabled else "metrics/mse"
+        bicubic_images = to_uint8(torch.cat([bicubic(chunk, self.scale) for chunk in self.lr.split(self.batch)]))
+        self.baseline = {f"{name}_bicubic": value for name, value in self.scores(bicubic_images).items()}
+
+    def scores(self, images: Tensor) -> dict[str, float]:
+        values = {f"metrics/{k}": v for k, v in pixel_scores(images, self.hr, self.batch).items()}
+        if self.features.enabled:
+            scored = self.features.score(images)
+            values.update({k: scored[k] for k in (self.features.fd_name, self.features.kd_name)})
+        if self.features.classifier is not None and self.labels is not None:
+            predicted = torch.cat([self.features.classifier(chunk.to(self.device)).argmax(1).cpu()
+                                   for chunk in images.split(self.batch)])
+            values["metrics/accuracy"] = float((predicted == self.labels).float().mean())
+        return values
+
+    @torch.no_grad()
+    def evaluate(self, step: int) -> dict[str, float]:
+        started = time.perf_counter()
+        images = torch.cat([to_uint8(self.upscale(chunk.to(self.device))).cpu() for chunk in self.lr.split(self.batch)])
+        values = self.scores(images)
+        seconds = time.perf_counter() - started
+        log.info("eval at step %d: %s (%.1f s)", step, "  ".join(
+            f"{k.removeprefix('metrics/')}={v:.4g} (bicubic {self.baseline[k + '_bicubic']:.4g})"
+            for k, v in values.items()), seconds)
+        return {**values, **self.baseline, "perf/eval_seconds": seconds}

@@ -1,0 +1,213 @@
+"""`task=srgan`: single-image super-resolution (Ledig et al. 2017): SRResNet G, VGG-style D.
+
+Each step draws a batch of high-resolution (HR) images (random `sr.hr_size` crops for image
+folders), makes their low-resolution (LR) inputs on the device (antialiased bicubic, gan_cli/
+lowres.py) and runs two phases, as the paper (and image_gan) do: D on HR vs G(LR), then G with
+
+    content_weight x content(G(LR), HR)          pixel MSE or L1 (`sr.content`)
+  + perceptual_weight x MSE(phi(G(LR)), phi(HR))  phi: a frozen network (`sr.perceptual`, perceptual.py)
+  + adversarial_weight x loss.g_loss(D(G(LR)))    the paper's 1e-3 with BCE
+
+For the first `sr.pretrain_steps` steps G trains on the content loss alone (SRResNet, the paper's
+initialisation for SRGAN) and D's phase returns a constant zero loss without running D: its
+optimizer sees no gradients and leaves D as it is. With `sr.pretrain_steps` >= the run's steps the
+same command trains the content-only SRResNet baseline. Networks: gan_cli/models/srgan.py;
+evaluation: sr_eval.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig
+from torch import Tensor, nn
+
+from gan_cli import distributed
+from gan_cli.checkpoint import load_weights
+from gan_cli.config import build
+from gan_cli.data import DeviceSampler, ImageData, to_float, to_uint8
+from gan_cli.distributed import SINGLE_PROCESS, Ranks
+from gan_cli.domains import load_images
+from gan_cli.errors import GanCliError
+from gan_cli.lowres import bicubic, center_crop, downsample, nearest, random_crops
+from gan_cli.metrics import load_test_split
+from gan_cli.perceptual import build_perceptual
+from gan_cli.tasks.base import Drawn, Phase, Preview, Stats, frozen, in_eval_mode
+from gan_cli.tasks.image_gan import make_optimizer, prepare
+from gan_cli.tasks.sr_eval import SrEvaluation
+
+CONTENT_LOSSES = {"mse": F.mse_loss, "l1": F.l1_loss}
+
+
+def check_settings(cfg: DictConfig) -> int:
+    """The `sr` keys against each other and the data; returns the HR crop size."""
+    sr, size = cfg.sr, cfg.dataset.image_size
+    hr_size = sr.hr_size or size
+    problems = [
+        (sr.scale not in (2, 4), f"sr.scale={sr.scale}: allowed are 2 and 4"),
+        (sr.content not in CONTENT_LOSSES, f"sr.content={sr.content!r}: allowed are {', '.join(CONTENT_LOSSES)}"),
+        (hr_size % sr.scale or hr_size > size,
+         f"sr.hr_size={hr_size}: allowed is a multiple of sr.scale={sr.scale} up to dataset.image_size={size}"),
+        (size % sr.scale, f"dataset.image_size={size}: allowed is a multiple of sr.scale={sr.scale}"),
+        (min(sr.content_weight, sr.perceptual_weight, sr.adversarial_weight) < 0,
+         "sr.content_weight / sr.perceptual_weight / sr.adversarial_weight: allowed are numbers >= 0"),
+        (sr.pretrain_steps < 0, f"sr.pretrain_steps={sr.pretrain_steps}: allowed is an integer >= 0"),
+        (cfg.trainer.d_steps != 1, f"trainer.d_steps={cfg.trainer.d_steps}: task=srgan updates D once per step; "
+                                   "allowed is 1"),
+    ]
+    for bad, message in problems:
+        if bad:
+            raise GanCliError(f"invalid value {message}")
+    return hr_size
+
+
+def load_test(cfg: DictConfig, train: ImageData | None) -> ImageData:
+    """HR test images: the dataset's test split, else `dataset.test_root` (a folder dataset's
+    validation images, e.g. DIV2K_valid_HR), else the training images."""
+    test = load_test_split(cfg.dataset)
+    if test is None and cfg.dataset.get("test_root"):
+        test = build(cfg.dataset, root=cfg.dataset.test_root)
+    return test if test is not None else (train if train is not None else build(cfg.dataset))
+
+
+def build_networks(cfg: DictConfig) -> dict[str, nn.Module]:
+    channels = cfg.dataset.channels
+    return {"generator": build(cfg.model.generator, channels=channels, scale=cfg.sr.scale),
+            "discriminator": build(cfg.model.discriminator, channels=channels)}
+
+
+class SrGan:
+    stat_names = ("loss/d", "loss/g", "loss/content", "loss/perceptual", "prob/real", "prob/fake")
+
+    def __init__(self, cfg: DictConfig, device: torch.device, ranks: Ranks = SINGLE_PROCESS, *,
+                 preview_images: int = 8):
+        self.hr_size, sr = check_settings(cfg), cfg.sr
+        self.cfg, self.device, self.scale, self.pretrain_steps = cfg, device, sr.scale, sr.pretrain_steps
+        self.weights = (sr.content_weight, sr.perceptual_weight, sr.adversarial_weight)
+        self.content_loss = CONTENT_LOSSES[sr.content]
+        self.data: ImageData = build(cfg.dataset)
+        self.test = load_test(cfg, self.data)
+        self.sampler = DeviceSampler(self.data, device, cfg.trainer.batch_size, cfg.trainer.seed + ranks.rank,
+                                     cfg.dataset.hflip, ranks.rank, ranks.world_size)
+        networks = build_networks(cfg)
+        self.generator, self.discriminator = (prepare(networks[k], device) for k in ("generator", "discriminator"))
+        distributed.broadcast_parameters(self.generator, self.discriminator)
+        self.ema = build(cfg.ema, self.generator, self.lr_inputs)  # from the uncompiled G
+        if cfg.trainer.compile:
+            self.generator.compile()
+            self.discriminator.compile()
+        self.networks = {"generator": self.generator, "discriminator": self.discriminator}
+        self.averages = {"generator": self.ema}
+        self.optimizers = {"g": make_optimizer(cfg.optim.g, self.generator),
+                           "d": make_optimizer(cfg.optim.d, self.discriminator)}
+        self.loss_fn, self.reg = build(cfg.loss), build(cfg.reg)
+        labelled = self.test if self.test.num_classes else None
+        self.perceptual = build_perceptual(cfg, self.data, labelled, device) if sr.perceptual_weight > 0 else None
+        self.phases = (Phase("d", "d", self.d_loss, after_update=self.after_d_update), Phase("g", "g", self.g_loss))
+        self.batches_per_epoch, self.batches_per_step = self.sampler.batches_per_epoch, 1
+        self.images_per_step = cfg.trainer.batch_size
+        count = min(preview_images, self.test.images.shape[0])
+        self.preview_hr = center_crop(to_float(self.test.images[:count]), self.hr_size).to(device)
+        self._pending: tuple[Tensor, Tensor, Tensor | None] | None = None  # (HR, LR, SR) from D's phase to G's
+
+    def batch(self, step: int) -> tuple[Tensor, Tensor]:
+        """HR (B, C, S, S) and LR (B, C, S/scale, S/scale) in [-1, 1] for this step."""
+        hr = random_crops(self.sampler.batch(step)[0], self.hr_size)
+        return hr, downsample(hr, self.scale)
+
+    def lr_inputs(self, count: int, noise: torch.Generator) -> tuple[Tensor]:
+        """Random LR training inputs from a private generator (the EMA's BatchNorm re-estimation)."""
+        rows = torch.randint(self.sampler.images.shape[0], (count,), device=noise.device, generator=noise)
+        hr = random_crops(to_float(self.sampler.images[rows.to(self.sampler.images.device)]), self.hr_size, noise)
+        return (downsample(hr, self.scale),)
+
+    def d_loss(self, step: int, repeat: int) -> tuple[Tensor, Stats]:
+        hr, lr = self.batch(step)
+        if step < self.pretrain_steps:  # content-only warm-up: D is neither run nor changed
+            self._pending = (hr, lr, None)
+            zero = torch.zeros((), device=hr.device)
+            return zero.requires_grad_(), {"loss/d": zero, "prob/real": zero, "prob/fake": zero}
+        sr = self.generator(lr)
+        # Two forwards: D has BatchNorm, and real and fake must not share batch statistics.
+        real_logits, fake_logits = self.discriminator(hr), self.discriminator(sr.detach())
+        d_loss = self.loss_fn.d_loss(real_logits, fake_logits)
+        penalties = [self.loss_fn.penalty(self.discriminator, hr, sr.detach(), step),  # WGAN-GP, R1 or None
+                     self.reg.penalty(self.discriminator, hr, sr.detach(), step)]
+        self._pending = (hr, lr, sr)
+        stats = {"loss/d": d_loss.detach(), "prob/real": torch.sigmoid(real_logits.detach()).mean(),
+                 "prob/fake": torch.sigmoid(fake_logits.detach()).mean()}
+        return d_loss + sum(p for p in penalties if p is not None), stats
+
+    def after_d_update(self) -> None:
+        if self._pending is not None and self._pending[2] is not None:  # D was trained this step
+            self.loss_fn.after_d_step(self.discriminator)
+
+    def g_loss(self, step: int, repeat: int) -> tuple[Tensor, Stats]:
+        assert self._pending is not None, "the G phase follows a D phase"
+        hr, lr, sr = self._pending
+        self._pending = None
+        sr = self.generator(lr) if sr is None else sr  # the warm-up's D phase ran no G
+        content = self.content_loss(sr, hr)
+        zero = torch.zeros((), device=hr.device)
+        if step < self.pretrain_steps:
+            return content, {"loss/content": content.detach(), "loss/perceptual": zero, "loss/g": zero}
+        content_weight, perceptual_weight, adversarial_weight = self.weights
+        perceptual = zero
+        if self.perceptual is not None:
+            perceptual = F.mse_loss(self.perceptual(sr), self.perceptual(hr).detach())
+        with frozen(self.discriminator):  # D's weights get no gradient from G's phase
+            adversarial = self.loss_fn.g_loss(self.discriminator(sr))
+        total = content_weight * content + perceptual_weight * perceptual + adversarial_weight * adversarial
+        return total, {"loss/content": content.detach(), "loss/perceptual": perceptual.detach(),
+                       "loss/g": adversarial.detach()}
+
+    def upscale(self, lr: Tensor) -> Tensor:
+        """[-1, 1] LR images -> SR images, with the EMA generator in eval mode."""
+        return in_eval_mode(self.ema.module, lr)
+
+    def preview(self) -> Preview:
+        """Rows: LR (nearest-upsampled) | bicubic | SR | HR, on fixed test images."""
+        lr = downsample(self.preview_hr, self.scale)
+        rows = [nearest(lr, self.scale), bicubic(lr, self.scale), self.upscale(lr), self.preview_hr]
+        return Preview(torch.cat(rows), self.preview_hr.shape[0])
+
+    def real_preview(self) -> Preview:
+        count = self.preview_hr.shape[0]
+        return Preview(center_crop(to_float(self.sampler.images[:count]), self.hr_size), count)
+
+    def evaluation(self, cfg: DictConfig) -> SrEvaluation:
+        return SrEvaluation(cfg, self.data, self.test, self.upscale, self.device)
+
+    @classmethod
+    def draw(cls, train_cfg: DictConfig, state: Mapping[str, Any], cfg: DictConfig, device: torch.device) -> Drawn:
+        return draw(train_cfg, state, cfg, device)
+
+
+def draw(train_cfg: DictConfig, state: Mapping[str, Any], cfg: DictConfig, device: torch.device) -> Drawn:
+    """gan-sample: upscale `input` (LR images: a folder or an .npz, any size) or, with input=test,
+    the LR versions of the first `num_samples` test images (grid rows LR | bicubic | SR | HR)."""
+    if cfg.input is None:
+        raise GanCliError("this checkpoint upscales images (task srgan): give input=DIR or input=FILE.npz "
+                          "(low-resolution images), or input=test")
+    scale = train_cfg.sr.scale
+    generator = build_networks(train_cfg)["generator"]
+    load_weights(generator, state["averages"].get("generator", state["networks"]["generator"]), cfg.checkpoint,
+                 "generator")
+    generator = generator.to(device)
+    upscale = lambda images: torch.cat([in_eval_mode(generator, chunk.to(device)).cpu()  # noqa: E731
+                                        for chunk in images.split(cfg.batch_size)])
+    if cfg.input == "test":
+        hr = to_float(load_test(train_cfg, None).images[: cfg.num_samples])
+        lr = torch.cat([downsample(chunk, scale) for chunk in hr.split(cfg.batch_size)])
+        outputs = to_uint8(upscale(lr))
+        rows = [to_uint8(nearest(lr, scale)), to_uint8(bicubic(lr, scale)), outputs, to_uint8(hr)]
+        return Drawn(outputs, torch.cat(rows), cfg.nrow or hr.shape[0])
+    inputs, names = load_images(Path(cfg.input).expanduser(), train_cfg.dataset.channels, None)
+    outputs = to_uint8(upscale(to_float(inputs)))
+    shown = to_uint8(nearest(to_float(inputs), scale))
+    pairs = torch.stack([shown, outputs], 1).flatten(0, 1)  # input (nearest-upsampled), output, ...
+    return Drawn(outputs, pairs, cfg.nrow or 8, names=names)
