@@ -26,7 +26,6 @@ import torch.nn.functional as F
 from omegaconf import DictConfig
 from torch import Tensor, nn
 
-from gan_cli import distributed
 from gan_cli.checkpoint import load_weights
 from gan_cli.config import build
 from gan_cli.data import DeviceSampler, ImageData, to_float, to_uint8
@@ -37,7 +36,7 @@ from gan_cli.lowres import bicubic, center_crop, downsample, nearest, random_cro
 from gan_cli.metrics import load_test_split
 from gan_cli.perceptual import build_perceptual
 from gan_cli.tasks.base import Drawn, Phase, Preview, Stats, frozen, in_eval_mode
-from gan_cli.tasks.image_gan import make_optimizer, prepare
+from gan_cli.tasks.image_gan import setup_pair
 from gan_cli.tasks.sr_eval import SrEvaluation
 
 CONTENT_LOSSES = {"mse": F.mse_loss, "l1": F.l1_loss}
@@ -93,17 +92,9 @@ class SrGan:
         self.test = load_test(cfg, self.data)
         self.sampler = DeviceSampler(self.data, device, cfg.trainer.batch_size, cfg.trainer.seed + ranks.rank,
                                      cfg.dataset.hflip, ranks.rank, ranks.world_size)
-        networks = build_networks(cfg)
-        self.generator, self.discriminator = (prepare(networks[k], device) for k in ("generator", "discriminator"))
-        distributed.broadcast_parameters(self.generator, self.discriminator)
-        self.ema = build(cfg.ema, self.generator, self.lr_inputs)  # from the uncompiled G
-        if cfg.trainer.compile:
-            self.generator.compile()
-            self.discriminator.compile()
-        self.networks = {"generator": self.generator, "discriminator": self.discriminator}
-        self.averages = {"generator": self.ema}
-        self.optimizers = {"g": make_optimizer(cfg.optim.g, self.generator),
-                           "d": make_optimizer(cfg.optim.d, self.discriminator)}
+        pair = setup_pair(cfg, build_networks(cfg), device, self.lr_inputs)
+        self.generator, self.discriminator, self.ema = pair.generator, pair.discriminator, pair.ema
+        self.networks, self.averages, self.optimizers = pair.networks, pair.averages, pair.optimizers
         self.loss_fn, self.reg = build(cfg.loss), build(cfg.reg)
         labelled = self.test if self.test.num_classes else None
         self.perceptual = build_perceptual(cfg, self.data, labelled, device) if sr.perceptual_weight > 0 else None
