@@ -63,7 +63,8 @@ def test_each_seed_draws_the_same_image_whatever_the_batch(checkpoints: dict[str
         assert not np.array_equal(batched[0], batched[1])
 
 
-def test_truncation_zero_draws_the_w_average_image(checkpoints: dict[str, Path], tmp_path: Path) -> None:
+def test_truncation_zero_draws_the_class_average_image(checkpoints: dict[str, Path], tmp_path: Path) -> None:
+    """Conditional G: psi 0 draws class 2's mean w (truncation_center), whatever the seed."""
     images, _ = npz(draw(checkpoints["stylegan2"], tmp_path / "t.npz", "seeds=0-3", "truncation=0", "class=2"))
     assert all(np.array_equal(images[0], image) for image in images[1:])
     state = torch.load(checkpoints["stylegan2"], weights_only=True)
@@ -73,7 +74,7 @@ def test_truncation_zero_draws_the_w_average_image(checkpoints: dict[str, Path],
     generator = Generator(z_dim=8, w_dim=8, channel_base=56, channel_max=8, mapping_layers=1, num_classes=10)
     generator.load_state_dict(state["averages"]["generator"])
     assert generator.w_avg.abs().sum() > 0
-    ws = generator.eval().w_avg.expand(1, generator.num_ws, -1)
+    ws = generator.eval().truncation_center(torch.tensor([2]))[:, None].expand(1, generator.num_ws, -1)
     expected = to_uint8(generator.synthesis(ws)).permute(0, 2, 3, 1).detach().numpy()
     assert np.abs(images[0].astype(int) - expected[0].astype(int)).max() <= 1
     varied, _ = npz(draw(checkpoints["stylegan2"], tmp_path / "v.npz", "seeds=0-3", "truncation=0.7", "class=2"))

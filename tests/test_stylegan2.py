@@ -86,6 +86,25 @@ def test_w_avg_moves_in_training_only_and_truncation_pulls_to_it() -> None:
     assert torch.equal(at_zero, generator.w_avg.expand_as(at_zero))
 
 
+def test_conditional_truncation_pulls_each_class_to_its_own_mean_w() -> None:
+    """psi 0 on a conditional G: every latent of class c draws class c's mean w (over the fixed
+    centre latents), so classes stay apart; the global w_avg is not used."""
+    from gan_cli.models.stylegan2 import CENTER_LATENTS
+
+    torch.manual_seed(0)
+    generator = tiny_generator(num_classes=3).eval()
+    z, labels = torch.randn(6, 8), torch.tensor([2, 0, 2, 1, 0, 1])
+    at_zero = generator.mapping_ws(z, labels, truncation=0.0)[:, 0]  # (6, w_dim)
+    centre_z = torch.randn(CENTER_LATENTS, 8, generator=torch.Generator().manual_seed(0))
+    for c in range(3):
+        expected = generator.mapping(centre_z, torch.full((CENTER_LATENTS,), c)).mean(0)
+        for row in (labels == c).nonzero().flatten():
+            torch.testing.assert_close(at_zero[row], expected)
+    assert not torch.allclose(at_zero[1], at_zero[0])  # class 0's centre is not class 2's
+    half = generator.mapping_ws(z, labels, truncation=0.5)[:, 0]
+    torch.testing.assert_close(half, (generator.mapping(z, labels) + at_zero) / 2)
+
+
 def test_style_mixing_swaps_the_later_layers_with_the_configured_probability() -> None:
     torch.manual_seed(0)
     generator = tiny_generator(style_mixing_prob=1.0)
@@ -159,7 +178,11 @@ def test_presets_compose_and_match_their_sources(tmp_path: Path) -> None:
              "eval.enabled=false", "trainer.batch_size=8"]
     mnist = [o for o in mnist if "ngf" not in o and "ndf" not in o]
     cfg = validate(compose_train(mnist))
-    assert cfg.model.conditional and cfg.trainer.time_limit_minutes == 20
+    assert cfg.model.conditional and cfg.trainer.time_limit_minutes == 18
+    assert cfg.model.style_mixing_prob == 0 and cfg.diversity._target_.endswith("ModeSeeking")
+    generator, discriminator = instantiate(cfg.model.generator), instantiate(cfg.model.discriminator)
+    assert [block.conv1.conv.weight.shape[0] for block in generator.synthesis.blocks] == [32, 16]  # 14, 28 px
+    assert generator.synthesis.const.shape[0] == 64 and not discriminator.blocks[0].skip
     metrics = train(cfg, run_dir=tmp_path)
     assert metrics["steps"] == 2 and math.isfinite(metrics["loss/g"])
 

@@ -11,7 +11,8 @@ The generator keeps image_gan's contract, G(z, labels) -> image, and exposes its
 StyleGAN tools: `mapping_ws(z, labels, truncation)` -> ws (B, num_ws, w_dim), one w per modulated
 layer, and `synthesis(ws)` -> image. In training mode, forward() also
   - tracks w_avg, the moving average of w (beta `w_avg_beta`, 0.995 as stylegan2-ada), the centre
-    that truncation pulls towards: w' = w_avg + psi (w - w_avg);
+    that truncation pulls towards: w' = w_avg + psi (w - w_avg) (a conditional G pulls towards
+    each class's own mean w instead: `truncation_center`);
   - mixes styles with probability `style_mixing_prob`: the ws from one layer on come from a second
     latent, so neighbouring layers cannot assume they share a style (the paper's mixing
     regularization, per batch with a random crossover layer as stylegan2-ada does).
@@ -30,6 +31,8 @@ from torch import Tensor, nn
 from gan_cli.errors import GanCliError
 from gan_cli.models.layers import MinibatchStd, class_count, require_labels, stages_for
 from gan_cli.models.stylegan2_layers import DiscriminatorBlock, EqualConv2d, EqualLinear, StyledConv, ToRGB, upsample
+
+CENTER_LATENTS = 1024  # latents averaged into a class's truncation centre: a fixed set, so sampling is reproducible
 
 
 def normalize_2nd_moment(x: Tensor, eps: float = 1e-8) -> Tensor:
@@ -136,8 +139,22 @@ class Generator(nn.Module):
         if track_w_avg:
             self.w_avg.copy_(w.detach().float().mean(0).lerp(self.w_avg, self.w_avg_beta))
         if truncation != 1.0:
-            w = self.w_avg.to(w.dtype).lerp(w, truncation)
+            w = self.truncation_center(labels).to(w.dtype).lerp(w, truncation)
         return w[:, None].expand(-1, self.num_ws, -1)
+
+    @torch.no_grad()
+    def truncation_center(self, labels: Tensor | None) -> Tensor:
+        """What truncation pulls w towards: w_avg for an unconditional G; for a conditional one,
+        each label's own mean w, (B, w_dim), over CENTER_LATENTS fixed latents. The single w_avg
+        of stylegan2-ada averages over every class, so psi -> 0 turned every class into one
+        class-less blob; a per-class centre keeps the class (as StyleGAN-XL's conditional
+        truncation). Computed on demand, not tracked: sampling only, and the mapping is cheap."""
+        if labels is None or self.mapping.embed is None:
+            return self.w_avg
+        z = torch.randn(CENTER_LATENTS, self.z_dim, generator=torch.Generator().manual_seed(0)).to(self.w_avg.device)
+        classes = labels.unique()  # sorted
+        means = torch.stack([self.mapping(z, c.expand(CENTER_LATENTS)).mean(0) for c in classes])  # (K, w_dim)
+        return means[torch.searchsorted(classes, labels)]  # (B, w_dim)
 
     def mix(self, ws: Tensor, z: Tensor, labels: Tensor | None) -> Tensor:
         """With probability style_mixing_prob: layers from a random crossover on take the ws of new latents."""
