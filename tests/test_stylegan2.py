@@ -178,7 +178,7 @@ def test_presets_compose_and_match_their_sources(tmp_path: Path) -> None:
              "eval.enabled=false", "trainer.batch_size=8"]
     mnist = [o for o in mnist if "ngf" not in o and "ndf" not in o]
     cfg = validate(compose_train(mnist))
-    assert cfg.model.conditional and cfg.trainer.time_limit_minutes == 18
+    assert cfg.model.conditional and cfg.trainer.time_limit_minutes == 17.5
     assert cfg.model.style_mixing_prob == 0 and cfg.diversity._target_.endswith("ModeSeeking")
     generator, discriminator = instantiate(cfg.model.generator), instantiate(cfg.model.discriminator)
     assert [block.conv1.conv.weight.shape[0] for block in generator.synthesis.blocks] == [32, 16]  # 14, 28 px
