@@ -17,7 +17,7 @@ from gan_cli.ema import GeneratorEMA
 from gan_cli.errors import GanCliError
 from gan_cli.latent_tools import layer_groups
 from gan_cli.models.dcgan import Generator as DcganGenerator
-from gan_cli.models.stylegan2 import Discriminator, Generator
+from gan_cli.models.stylegan2 import CENTER_LATENTS, Discriminator, Generator
 from gan_cli.models.stylegan2_layers import ModulatedConv2d
 from gan_cli.train import train
 from tests.conftest import TINY_FAKE, compose_train, run_cli
@@ -89,8 +89,6 @@ def test_w_avg_moves_in_training_only_and_truncation_pulls_to_it() -> None:
 def test_conditional_truncation_pulls_each_class_to_its_own_mean_w() -> None:
     """psi 0 on a conditional G: every latent of class c draws class c's mean w (over the fixed
     centre latents), so classes stay apart; the global w_avg is not used."""
-    from gan_cli.models.stylegan2 import CENTER_LATENTS
-
     torch.manual_seed(0)
     generator = tiny_generator(num_classes=3).eval()
     z, labels = torch.randn(6, 8), torch.tensor([2, 0, 2, 1, 0, 1])
