@@ -111,6 +111,35 @@ def is_key(override: Override, groups: set[str]) -> bool:
     return override.key_or_group not in groups
 
 
+def group_options(config_dir: str, group: str) -> list[str]:
+    return sorted(path.stem for path in (Path(config_dir) / group).glob("*.yaml"))
+
+
+def chosen_options(override: Override) -> list[str]:
+    """The option names `model=dcgan` or a sweep `model=mlp,dcgan` picks (globs and ranges: none)."""
+    if override.is_sweep_override():
+        if not override.is_choice_sweep() or (override.value_type is not None and "GLOB" in override.value_type.name):
+            return []
+        return [str(value) for value in override.sweep_string_iterator()]
+    value = override.value()
+    return [value] if isinstance(value, str) else []
+
+
+def check_choice(override: Override, groups: set[str], config_dir: str) -> None:
+    """`model=dcgann` is one line naming the closest option and all of them (Hydra's own answer is
+    a multi-line message with its search path and exit 1)."""
+    if override.is_hydra_override() or override.is_delete() or override.key_or_group not in groups:
+        return
+    group = override.key_or_group
+    options = group_options(config_dir, group)
+    for chosen in chosen_options(override):
+        if chosen not in options and chosen != "null":
+            close = difflib.get_close_matches(chosen, options, n=1, cutoff=0.5)
+            hint = f"did you mean {group}={close[0]}? " if close else ""
+            raise GanCliError(f"unknown option {group}={chosen}: {hint}the options of {group} are "
+                              f"{', '.join(options)} (conf/{group}/)")
+
+
 def check_overrides(argv: list[str], config_dir: str, config_name: str, schema: type, script: str) -> None:
     """Raise GanCliError for a command-line key that the config does not have (with or without `+`),
     naming the closest valid key; or for `+key` on a key that is already there."""
@@ -122,6 +151,8 @@ def check_overrides(argv: list[str], config_dir: str, config_name: str, schema: 
     except Exception:  # a syntax error: Hydra's message shows where it is
         return
     groups = group_names(config_dir)
+    for override in parsed:
+        check_choice(override, groups, config_dir)
     keys = [o for o in parsed if is_key(o, groups)]
     if not keys:
         return  # nothing to check: no extra composition

@@ -1,0 +1,27 @@
+"""What a new user meets first: typos in group choices are one line with the closest option."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO, run_cli
+
+
+@pytest.mark.parametrize("args", [["model=dcgann"], ["-m", "model=mlp,dcgann"], ["experiment=mnist_quik"]])
+def test_a_group_typo_is_one_line_naming_the_closest_option(tmp_path: Path, args: list[str]) -> None:
+    result = run_cli("gan-train", args, cwd=tmp_path, check=False)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1, result.stderr
+    group = args[-1].split("=")[0]
+    options = sorted(p.stem for p in (REPO / "conf" / group).glob("*.yaml"))
+    expected = {"model": "model=dcgan?", "experiment": "experiment=mnist_quick?"}[group]
+    assert f"did you mean {expected}" in lines[0] and ", ".join(options) in lines[0]
+    assert not (tmp_path / "outputs").exists()  # refused before Hydra made a run dir
+
+
+def test_an_unknown_option_without_a_close_match_lists_the_options(tmp_path: Path) -> None:
+    result = run_cli("gan-train", ["loss=foo"], cwd=tmp_path, check=False)
+    assert result.returncode == 2 and result.stderr.strip() == (
+        "error: unknown option loss=foo: the options of loss are bce, hinge, lsgan, wgan, wgan_gp (conf/loss/)")
