@@ -109,9 +109,11 @@ def load_torchvision(
             ) from None
         hint = "" if download else " (dataset.download=false)"
         advice = "" if download else ", or allow dataset.download=true on a machine with network access"
+        # torchvision's own advice ("You can use download=True to download it") names its Python
+        # argument, not gan-cli's setting: gan-cli's advice below replaces it.
+        reason = (str(err).splitlines()[0] if str(err) else type(err).__name__).split(" You can use download=True")[0]
         raise GanCliError(
-            f"could not load {name} from {where}{hint}: "
-            f"{str(err).splitlines()[0] if str(err) else type(err).__name__}. Point dataset.root (or "
+            f"could not load {name} from {where}{hint}: {reason.rstrip('. ')}. Point dataset.root (or "
             f"GAN_CLI_DATA_ROOT) at a folder holding {local} with the original files{advice}"
         ) from None
     images = torch.as_tensor(np.asarray(dataset.data))

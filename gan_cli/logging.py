@@ -22,7 +22,9 @@ from gan_cli.tasks.base import Preview
 
 log = logging.getLogger("gan_cli")
 
-SHOWN = {"loss/d": "d_loss", "loss/g": "g_loss", "prob/real": "D(x)", "prob/fake": "D(G(z))"}
+# Progress-line names: every task's D sees real and generated ("fake") images, whatever G's input
+# (z, an image of the other domain, a low-resolution image), so no family's notation (D(G(z))).
+SHOWN = {"loss/d": "d_loss", "loss/g": "g_loss", "prob/real": "D(real)", "prob/fake": "D(fake)"}
 
 
 def flatten_config(cfg: DictConfig) -> dict[str, Any]:

@@ -25,3 +25,13 @@ def test_an_unknown_option_without_a_close_match_lists_the_options(tmp_path: Pat
     result = run_cli("gan-train", ["loss=foo"], cwd=tmp_path, check=False)
     assert result.returncode == 2 and result.stderr.strip() == (
         "error: unknown option loss=foo: the options of loss are bce, hinge, lsgan, wgan, wgan_gp (conf/loss/)")
+
+
+def test_the_offline_cifar10_message_gives_gan_cli_advice_only(tmp_path: Path) -> None:
+    (tmp_path / "data").mkdir()
+    result = run_cli("gan-train", ["dataset=cifar10", "dataset.download=false", "dataset.root=data"], cwd=tmp_path,
+                     check=False)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1, result.stderr
+    assert "download=True" not in lines[0] and "dataset.download=true" in lines[0]
+    assert "Dataset not found or corrupted." in lines[0]
