@@ -13,7 +13,7 @@ extracted once per image and fed to both metrics, whose `feature` module is then
 
 The names say which feature space a distance was measured in: `metrics/fid` and `metrics/kid`
 only for Inception features, the ones published FIDs use; in the classifier's features they are
-`metrics/fd_classifier` and `metrics/kd_classifier`, on their own scale (README: MNIST floor).
+`metrics/fd_classifier` and `metrics/kd_classifier`, on their own scale (docs/families.md: the MNIST floor).
 
 The reference is the dataset's test split (torchvision datasets), or the training images for
 datasets without one (`fake`, `folder`), at most 10k images. The classifier and the reference

@@ -35,3 +35,19 @@ def test_the_offline_cifar10_message_gives_gan_cli_advice_only(tmp_path: Path) -
     assert result.returncode == 2 and len(lines) == 1, result.stderr
     assert "download=True" not in lines[0] and "dataset.download=true" in lines[0]
     assert "Dataset not found or corrupted." in lines[0]
+
+
+def test_the_config_group_table_lists_every_group_and_option_of_conf() -> None:
+    """docs/configuration.md's table: a row per folder of conf/ (Hydra's own aside), each naming
+    exactly that folder's options."""
+    import re
+
+    text = (REPO / "docs" / "configuration.md").read_text()
+    text = text[text.index("| group | options |"):].split("\n\n", 1)[0]  # the table alone
+    rows = {m.group(1): set(re.findall(r"`([a-z0-9_]+)`", m.group(2)))
+            for m in re.finditer(r"^\| `([a-z_]+)` \| ([^|]+) \|", text, re.MULTILINE)}
+    groups = {p.name: {y.stem for y in p.glob("*.yaml")} for p in (REPO / "conf").iterdir()
+              if p.is_dir() and p.name != "hydra"}
+    assert set(rows) == set(groups)
+    for group, options in groups.items():
+        assert rows[group] == options, group
