@@ -17,9 +17,9 @@ only for Inception features, the ones published FIDs use; in the classifier's fe
 
 The reference is the dataset's test split (torchvision datasets), or the training images for
 datasets without one (`fake`, `folder`), at most 10k images. The classifier and the reference
-features are cached per dataset and extractor in `<dataset.root>/gan_cli_cache/` for torchvision
-datasets (an image folder's subfolders are its classes, so its cache goes to ~/.cache/gan_cli),
-or in `eval.cache_dir`; a read-only root falls back to ~/.cache/gan_cli.
+features are cached per dataset (its options and resolved root: `dataset_key`) and extractor in the
+user's cache, `$XDG_CACHE_HOME/gan_cli` (`~/.cache/gan_cli`), or in `eval.cache_dir`: never in the
+dataset folder, which may be shared or read-only.
 """
 
 from __future__ import annotations
@@ -28,7 +28,6 @@ import hashlib
 import json
 import logging
 import os
-import stat
 import time
 import warnings
 from collections.abc import Callable
@@ -76,13 +75,7 @@ def load_test_split(dataset: DictConfig) -> ImageData | None:
 def cache_dir(cfg: DictConfig) -> Path:
     if cfg.eval.cache_dir:
         return Path(cfg.eval.cache_dir).expanduser()
-    user_cache = Path(os.environ.get("XDG_CACHE_HOME") or "~/.cache").expanduser() / "gan_cli"
-    if not (cfg.dataset.get("dataset_class") and cfg.dataset.root):
-        return user_cache
-    root = Path(cfg.dataset.root).expanduser().resolve()
-    # os.access says yes to root for any folder; a folder without write bits is meant read-only (shared data).
-    writable = root.is_dir() and os.access(root, os.W_OK) and bool(root.stat().st_mode & stat.S_IWUSR)
-    return root / "gan_cli_cache" if writable else user_cache
+    return Path(os.environ.get("XDG_CACHE_HOME") or "~/.cache").expanduser() / "gan_cli"
 
 
 def dataset_key(dataset: DictConfig) -> str:

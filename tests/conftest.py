@@ -40,6 +40,13 @@ TINY = [
 TINY_FAKE = ["dataset=fake", "dataset.num_samples=64", *TINY]
 
 
+@pytest.fixture(autouse=True, scope="session")
+def private_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """The feature classifiers tests train on random images go to a cache of the session's own
+    (inherited by the CLI subprocesses), never the user's ~/.cache/gan_cli."""
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("xdg_cache"))
+
+
 def compose_train(overrides: list[str]) -> DictConfig:
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         return compose("train", overrides=overrides)

@@ -51,3 +51,16 @@ def test_the_config_group_table_lists_every_group_and_option_of_conf() -> None:
     assert set(rows) == set(groups)
     for group, options in groups.items():
         assert rows[group] == options, group
+
+
+def test_the_feature_cache_goes_to_the_users_cache_not_the_dataset_folder(tmp_path: Path, monkeypatch) -> None:
+    from gan_cli.config import validate
+    from gan_cli.metrics import cache_dir
+    from tests.conftest import compose_train, make_mnist
+
+    root = make_mnist(tmp_path / "data")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    cfg = validate(compose_train([f"dataset.root={root}", "dataset.download=false"]))
+    assert cache_dir(cfg) == tmp_path / "xdg" / "gan_cli"
+    cfg = validate(compose_train([f"dataset.root={root}", "dataset.download=false", f"eval.cache_dir={tmp_path}/c"]))
+    assert cache_dir(cfg) == tmp_path / "c"
