@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 from omegaconf import DictConfig, OmegaConf
+from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch import Tensor
 from torch.utils.tensorboard import SummaryWriter
@@ -50,9 +51,12 @@ def _stats_text(values: dict[str, float]) -> str:
 
 
 class _RichDisplay:
-    """Progress bar for a terminal."""
+    """Progress bar for a terminal. The step count moves every step (`tick`: no statistics, no
+    device sync); the statistics at log intervals. While the bar is live, the console log handlers
+    write through rich's console, so log lines (the run-time estimate, evaluations) print above
+    the bar instead of into it."""
 
-    def __init__(self, total: int, start: int):
+    def __init__(self, total: int, start: int, epoch: int):
         self.progress = Progress(
             TextColumn("epoch {task.fields[epoch]}"),
             BarColumn(),
@@ -60,26 +64,62 @@ class _RichDisplay:
             TextColumn("{task.fields[stats]}"),
             TimeRemainingColumn(),
         )
-        self.task = self.progress.add_task("train", total=total, completed=start, epoch=0, stats="")
+        self.task = self.progress.add_task("train", total=total, completed=start, epoch=epoch + 1, stats="")
+        terminal = (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__)  # before rich wraps sys.stdout
         self.progress.start()
+        self.redirected = _console_handlers_through(self.progress.console, terminal)
+
+    def tick(self, step: int) -> None:
+        self.progress.update(self.task, completed=step)
 
     def update(self, step: int, epoch: int, values: dict[str, float]) -> None:
-        self.progress.update(self.task, completed=step, epoch=epoch, stats=_stats_text(values))
+        self.progress.update(self.task, completed=step, epoch=epoch + 1, stats=_stats_text(values))
 
     def stop(self) -> None:
         self.progress.stop()
+        for handler, stream in self.redirected:
+            handler.setStream(stream)
+
+
+class _ConsoleWriter:
+    """A file-like stream for a logging handler that prints through a rich Console."""
+
+    def __init__(self, console: Console):
+        self.console = console
+
+    def write(self, text: str) -> int:
+        self.console.print(text, end="", markup=False, highlight=False, soft_wrap=True)
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+
+def _console_handlers_through(console: Console, terminal: tuple[object, ...]
+                              ) -> list[tuple[logging.StreamHandler, object]]:
+    """Point every handler that writes to one of the `terminal` streams (Hydra's console handler)
+    at `console`; returns (handler, its stream) to restore."""
+    handlers = [*logging.getLogger().handlers, *log.handlers]
+    redirected = []
+    for handler in handlers:
+        if type(handler) is logging.StreamHandler and handler.stream in terminal:
+            redirected.append((handler, handler.setStream(_ConsoleWriter(console))))  # type: ignore[arg-type]
+    return redirected
 
 
 class _LineDisplay:
     """Plain periodic log lines when stdout is not a terminal (CI, SLURM logs, pipes)."""
 
-    def __init__(self, total: int, start: int):
+    def __init__(self, total: int, start: int, epoch: int):
         self.total, self.start, self.started = total, start, time.perf_counter()
+
+    def tick(self, step: int) -> None:
+        pass
 
     def update(self, step: int, epoch: int, values: dict[str, float]) -> None:
         done = max(step - self.start, 1)
         eta = (time.perf_counter() - self.started) / done * (self.total - step)
-        log.info("step %d/%d epoch %d | %s | eta %.0fs", step, self.total, epoch, _stats_text(values), eta)
+        log.info("step %d/%d epoch %d | %s | eta %.0fs", step, self.total, epoch + 1, _stats_text(values), eta)
 
     def stop(self) -> None:
         pass
@@ -154,14 +194,14 @@ def duration(seconds: float) -> str:
 
 
 class Reporter:
-    def __init__(self, run_dir: Path, total_steps: int, start_step: int):
+    def __init__(self, run_dir: Path, total_steps: int, start_step: int, start_epoch: int = 0):
         self.samples_dir = run_dir / "samples"
         self.samples_dir.mkdir(parents=True, exist_ok=True)
         # A resumed run continues after its checkpoint's step: points logged past it by the run
         # that was killed are purged, the point at the checkpoint's own step is kept.
         self.writer = SummaryWriter(str(event_dir(run_dir)), purge_step=start_step + 1 if start_step else None)
         display = _RichDisplay if sys.stdout.isatty() else _LineDisplay
-        self.display = display(total_steps, start_step)
+        self.display = display(total_steps, start_step, start_epoch)  # epochs shown from 1
         self.total, self.start, self.clock = total_steps, start_step, time.perf_counter()
         self.estimated = False
         self.last_sample_step = -1
@@ -183,6 +223,10 @@ class Reporter:
             self.display.update(step, epoch, values)
             if not self.estimated and step > self.start:
                 self._estimate(step)
+
+    def tick(self, step: int) -> None:
+        """Every step: moves a terminal's bar (no statistics, no device sync)."""
+        self.display.tick(step)
 
     def _estimate(self, step: int) -> None:
         """After the first log interval: the whole run at the rate measured so far."""
@@ -223,6 +267,9 @@ class Reporter:
 
 class SilentReporter:
     """What ranks other than 0 of a multi-process run report to: nothing."""
+
+    def tick(self, step: int) -> None:
+        pass
 
     def run_started(self, cfg: DictConfig, real: Preview, samples: Preview) -> None:
         pass

@@ -13,6 +13,8 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 from torch import Tensor
@@ -44,6 +46,16 @@ class Meter:
         else:
             self.sums += stats
         self.count += 1
+
+    @contextmanager
+    def excluded(self) -> Iterator[None]:
+        """Time spent inside on something other than training steps (an evaluation, a grid) is
+        left out of the interval's img/s, which would otherwise dip after every evaluation."""
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.since_time += time.perf_counter() - started
 
     def read(self, step: int, skipped_total: int = 0) -> dict[str, float]:
         """The interval's means; `skipped_total`: updates dropped so far in this session (run.skipped)."""

@@ -91,19 +91,22 @@ def run_steps(cfg: DictConfig, task: Task, updater: Updater, schedules: Schedule
     for step in range(start + 1, steps + 1):
         meter.add(train_step(task, step - 1, updater))
         schedules.step()
+        outputs.reporter.tick(step)
         interrupted, out_of_time = distributed.any_ranks(
             [stop.signum is not None, time.perf_counter() - started > time_limit], meter.sums.device)
         ending = step == steps or out_of_time or interrupted
         if ending or every(step, cfg.log.every_n_steps) or every(step, cfg.trainer.ckpt_every_n_steps):
             outputs.reporter.scalars(step, outputs.epoch_of(step), meter.read(step, updater.skipped))
         if every(step, cfg.log.sample_every_n_steps):
-            outputs.preview(step)
+            with meter.excluded():
+                outputs.preview(step)
         if interrupted:
             outputs.save(step)
             stop.hand_over()  # preempted under submitit: it requeues the job and exits here
             raise TrainingInterrupted(stop.signum or signal.SIGTERM, step, str(outputs.checkpoints.folder / "last.pt"))
         if every(step, cfg.eval.every_n_steps) and not ending:
-            outputs.evaluate(step)
+            with meter.excluded():  # img/s counts training steps only
+                outputs.evaluate(step)
         if every(step, cfg.trainer.ckpt_every_n_steps) or ending:
             outputs.save(step)
         if out_of_time:
@@ -139,7 +142,8 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, Any]:
     images_per_step = task.images_per_step * ranks.world_size  # real images, all ranks
     log.info("training steps %d..%d (%d batches/epoch, batch %d x %d rank(s)) into %s; %s", start + 1, steps,
              task.batches_per_epoch, cfg.trainer.batch_size, ranks.world_size, run_dir, ends)
-    reporter = Reporter(run_dir, steps, start) if ranks.is_main else SilentReporter()
+    reporter = Reporter(run_dir, steps, start, start * task.batches_per_step // task.batches_per_epoch) \
+        if ranks.is_main else SilentReporter()
     if start == 0:  # once per run: real images, the config and the untrained networks' grid at step 0
         reporter.run_started(cfg, task.real_preview(), task.preview())
     outputs = Outputs(cfg, task, schedules, checkpoints, evaluation, reporter, ranks.is_main)

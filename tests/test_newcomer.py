@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import io
+import logging
+import sys
+import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from tests.conftest import REPO, run_cli
 
@@ -64,3 +69,42 @@ def test_the_feature_cache_goes_to_the_users_cache_not_the_dataset_folder(tmp_pa
     assert cache_dir(cfg) == tmp_path / "xdg" / "gan_cli"
     cfg = validate(compose_train([f"dataset.root={root}", "dataset.download=false", f"eval.cache_dir={tmp_path}/c"]))
     assert cache_dir(cfg) == tmp_path / "c"
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_the_terminal_bar_counts_epochs_from_1_moves_every_step_and_prints_logs_above_it(monkeypatch) -> None:
+    from gan_cli.logging import _ConsoleWriter, _RichDisplay
+
+    terminal = _Terminal()
+    monkeypatch.setattr(sys, "stdout", terminal)
+    handler = logging.StreamHandler(terminal)
+    logging.getLogger().addHandler(handler)
+    try:
+        display = _RichDisplay(total=100, start=40, epoch=2)  # a run resumed at step 40, in its third epoch
+        task = display.progress.tasks[0]
+        assert task.fields["epoch"] == 3 and task.completed == 40
+        display.tick(41)
+        assert task.completed == 41  # before any log interval
+        assert isinstance(handler.stream, _ConsoleWriter)  # log lines go through rich, above the bar
+        logging.getLogger("gan_cli").warning("estimated training time: 1 min")
+        display.update(50, 3, {"loss/d": 1.0})
+        assert task.fields["epoch"] == 4
+        display.stop()
+        assert handler.stream is terminal
+        assert "estimated training time: 1 min" in terminal.getvalue()
+    finally:
+        logging.getLogger().removeHandler(handler)
+
+
+def test_time_spent_evaluating_is_left_out_of_img_per_sec() -> None:
+    from gan_cli.meter import Meter
+
+    meter = Meter(("loss/d",), torch.device("cpu"), images_per_step=100, step=0)
+    meter.add(torch.ones(1))
+    with meter.excluded():
+        time.sleep(0.5)
+    assert meter.read(1)["perf/img_per_sec"] > 100 / 0.25  # without the exclusion: under 200 img/s
