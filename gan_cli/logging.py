@@ -248,15 +248,22 @@ class Reporter:
         self.last_sample_step = step
         return path
 
-    def hparams(self, step: int, cfg: DictConfig, metrics: dict[str, float]) -> None:
+    def baseline(self, values: dict[str, float]) -> None:
+        """What doing nothing scores (Evaluation.baseline): once, as a table in the Text tab."""
+        if values:
+            rows = "\n".join(f"| {name} | {value:.4g} |" for name, value in values.items())
+            self.writer.add_text("baseline", f"| baseline (doing nothing) | value |\n| --- | --- |\n{rows}", 0)
+
+    def hparams(self, step: int, cfg: DictConfig, baseline: dict[str, float]) -> None:
         """This run's row in the HParams tab, in its own event file (SummaryWriter.add_hparams
-        would make a separate sub-run): the columns are run_hparams(cfg), and the metric columns
-        are this run's curves at their last value (TensorBoard offers every scalar tag of a
-        session's run), so the final values need no charts of their own. The other final values
-        (`metrics`: steps, train_seconds, ...) are in metrics.json and the sweep's summary.csv."""
+        would make a separate sub-run): the columns are run_hparams(cfg) and the run's baseline
+        numbers, and the metric columns are this run's curves at their last value (TensorBoard
+        offers every scalar tag of a session's run), so the final values need no charts of their
+        own. The other final values (steps, train_seconds, ...) are in metrics.json and the
+        sweep's summary.csv."""
         # Only the session summaries: TensorBoard then builds the HParams columns from the union
         # of every run's keys; an `experiment` summary would fix them to the first run it reads.
-        _, session_start, session_end = hparams_summary(run_hparams(cfg), {})
+        _, session_start, session_end = hparams_summary({**run_hparams(cfg), **baseline}, {})
         for summary in (session_start, session_end):
             self.writer.file_writer.add_summary(summary, step)
 
@@ -280,7 +287,10 @@ class SilentReporter:
     def samples(self, step: int, images: Tensor, nrow: int) -> None:
         pass
 
-    def hparams(self, step: int, cfg: DictConfig, metrics: dict[str, float]) -> None:
+    def baseline(self, values: dict[str, float]) -> None:
+        pass
+
+    def hparams(self, step: int, cfg: DictConfig, baseline: dict[str, float]) -> None:
         pass
 
     def close(self) -> None:

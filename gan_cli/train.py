@@ -147,6 +147,8 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, Any]:
     if start == 0:  # once per run: real images, the config and the untrained networks' grid at step 0
         reporter.run_started(cfg, task.real_preview(), task.preview())
     outputs = Outputs(cfg, task, schedules, checkpoints, evaluation, reporter, ranks.is_main)
+    baseline = evaluation.baseline if evaluation is not None else {}
+    reporter.baseline(baseline)
     updates_per_step = sum(phase.repeats for phase in task.phases)
     meter = Meter(tuple(task.stat_names), device, images_per_step, start, updates_per_step, updater.skip_nonfinite)
     started = time.perf_counter()
@@ -161,7 +163,7 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, Any]:
             metrics = final_metrics(meter, last, start, seconds, device, outputs, updater.skipped)
             if ranks.is_main:
                 (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-            reporter.hparams(last, cfg, {k: v for k, v in metrics.items() if isinstance(v, (int, float))})
+            reporter.hparams(last, cfg, baseline)
     finally:
         reporter.close()  # flushes TensorBoard on every exit path
         distributed.shutdown()
@@ -186,4 +188,5 @@ def final_metrics(meter: Meter, steps: int, start: int, seconds: float, device: 
         **outputs.scores,
         "skipped_steps": skipped,
         **best,
+        **(outputs.evaluation.baseline if outputs.evaluation is not None else {}),
     }

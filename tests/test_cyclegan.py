@@ -220,6 +220,12 @@ def test_eval_scores_both_directions_against_doing_nothing(tmp_path: Path) -> No
     assert metrics["baseline/ink_ratio_a2b"] == pytest.approx(129.5 / 140.6, abs=0.02)
     assert metrics["baseline/ink_ratio_b2a"] > 1.05
     assert metrics["best_fd_classifier_mean"] <= metrics["metrics/fd_classifier_mean"]
+    # The baselines are constants of the run: the Text tab and metrics.json, not one-point charts
+    from tests.test_cli import read_tb
+
+    events = read_tb(tmp_path / "run")
+    assert not [tag for tag in events.Tags()["scalars"] if tag.startswith("baseline/")]
+    assert "baseline/text_summary" in events.Tags()["tensors"]
 
 
 def test_gan_sample_translates_a_folder_an_npz_and_the_test_split(tmp_path: Path) -> None:

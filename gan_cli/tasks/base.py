@@ -70,6 +70,9 @@ class Evaluation(Protocol):
     """What a task's evaluation scores, on rank 0: `evaluate` -> {"metrics/...": value}."""
 
     primary: str  # the metric best.pt minimizes
+    # What doing nothing scores (the input as it is, bicubic upsampling), computed once: it goes to
+    # metrics.json, the Text tab and the HParams row, not to charts of a single point.
+    baseline: dict[str, float]
 
     def evaluate(self, step: int) -> dict[str, float]: ...
 

@@ -236,6 +236,7 @@ class SampledEvaluation:
     def __init__(self, evaluator: Evaluator, ema: GeneratorEMA, settings: DictConfig):
         self.evaluator, self.ema, self.settings = evaluator, ema, settings
         self.primary = evaluator.primary_metric
+        self.baseline: dict[str, float] = {}  # samples from noise have no do-nothing counterpart
 
     def evaluate(self, step: int) -> dict[str, float]:
         generator = self.ema.module

@@ -81,4 +81,4 @@ class SrEvaluation:
         log.info("eval at step %d: %s (%.1f s)", step, "  ".join(
             f"{k.removeprefix('metrics/')}={v:.4g} (bicubic {self.baseline[k + '_bicubic']:.4g})"
             for k, v in values.items()), seconds)
-        return {**values, **self.baseline, "perf/eval_seconds": seconds}
+        return {**values, "perf/eval_seconds": seconds}

@@ -76,7 +76,7 @@ class TranslationEvaluation:
         seconds = time.perf_counter() - started
         log.info("eval at step %d: %s (%.1f s)", step,
                  "  ".join(f"{k.removeprefix('metrics/')}={v:.4g}" for k, v in values.items()), seconds)
-        return {**values, **self.baseline, "perf/eval_seconds": seconds}
+        return {**values, "perf/eval_seconds": seconds}
 
 
 def cut(data: ImageData, count: int) -> ImageData:
