@@ -203,7 +203,7 @@ class Reporter:
         display = _RichDisplay if sys.stdout.isatty() else _LineDisplay
         self.display = display(total_steps, start_step, start_epoch)  # epochs shown from 1
         self.total, self.start, self.clock = total_steps, start_step, time.perf_counter()
-        self.estimated = False
+        self.estimated_rate = 0.0  # img/s the run-time estimate was made at; 0: not yet
         self.last_sample_step = -1
 
     def run_started(self, cfg: DictConfig, real: Preview, samples: Preview) -> None:
@@ -221,20 +221,32 @@ class Reporter:
             self.writer.add_scalar(tag, value, step)
         if show:
             self.display.update(step, epoch, values)
-            if not self.estimated and step > self.start:
-                self._estimate(step)
+            if not self.estimated_rate and step > self.start:
+                self._estimate(step, values.get("perf/img_per_sec", 0.0))
+            else:
+                self._revise(step, values.get("perf/img_per_sec", 0.0))
 
     def tick(self, step: int) -> None:
         """Every step: moves a terminal's bar (no statistics, no device sync)."""
         self.display.tick(step)
 
-    def _estimate(self, step: int) -> None:
+    def _estimate(self, step: int, rate: float) -> None:
         """After the first log interval: the whole run at the rate measured so far."""
-        per_step = (time.perf_counter() - self.clock) / (step - self.start)
+        self.per_step = (time.perf_counter() - self.clock) / (step - self.start)
         log.info("estimated training time: %s for %d steps (%.0f ms/step over the first %d; evaluations "
-                 "and checkpoints add to it)", duration(per_step * (self.total - self.start)),
-                 self.total - self.start, 1000 * per_step, step - self.start)
-        self.estimated = True
+                 "and checkpoints add to it)", duration(self.per_step * (self.total - self.start)),
+                 self.total - self.start, 1000 * self.per_step, step - self.start)
+        self.estimated_rate = rate
+
+    def _revise(self, step: int, rate: float) -> None:
+        """A step that got 1.5x cheaper or dearer (a warm-up phase ended, another job left the
+        machine): the time left at the new rate (img/s of training steps only, see Meter)."""
+        if not self.estimated_rate or not rate or 1 / 1.5 < rate / self.estimated_rate < 1.5 or step >= self.total:
+            return
+        self.per_step *= self.estimated_rate / rate
+        log.info("training time revised: %s left for %d steps (now %.0f ms/step, %s img/s)",
+                 duration(self.per_step * (self.total - step)), self.total - step, 1000 * self.per_step, f"{rate:,.0f}")
+        self.estimated_rate = rate
 
     def samples(self, step: int, images: Tensor, nrow: int) -> Path:
         """images: (B, C, H, W) in [-1, 1]. Logged as one grid, and saved as PNG; once per step

@@ -108,3 +108,28 @@ def test_time_spent_evaluating_is_left_out_of_img_per_sec() -> None:
     with meter.excluded():
         time.sleep(0.5)
     assert meter.read(1)["perf/img_per_sec"] > 100 / 0.25  # without the exclusion: under 200 img/s
+
+
+def test_the_run_time_estimate_is_revised_when_the_step_cost_changes(tmp_path: Path, caplog) -> None:
+    from gan_cli.logging import Reporter
+
+    reporter = Reporter(tmp_path, total_steps=1000, start_step=0)
+    try:
+        with caplog.at_level(logging.INFO, logger="gan_cli"):
+            reporter.scalars(50, 0, {"loss/d": 1.0, "perf/img_per_sec": 1000.0})
+            reporter.scalars(100, 0, {"loss/d": 1.0, "perf/img_per_sec": 900.0})  # noise: no revision
+            assert [r.message for r in caplog.records if "revised" in r.message] == []
+            reporter.scalars(150, 0, {"loss/d": 1.0, "perf/img_per_sec": 250.0})  # a warm-up ended
+        revised = [r.message for r in caplog.records if "revised" in r.message]
+        assert len(revised) == 1 and "850 steps" in revised[0] and "250 img/s" in revised[0]
+    finally:
+        reporter.close()
+
+
+def test_srgan_says_when_its_adversarial_phase_begins(tmp_path: Path) -> None:
+    from tests.test_srgan import TINY_SR
+
+    run_cli("gan-train", [*TINY_SR, "sr.pretrain_steps=3", "trainer.max_steps=5", "hydra.run.dir=run"], cwd=tmp_path)
+    log = (tmp_path / "run" / "train.log").read_text()
+    assert "steps 1..3 train G on the content loss alone" in log and "begins at step 4" in log
+    assert "step 4: the SRResNet warm-up is over, the adversarial phase begins" in log

@@ -17,6 +17,7 @@ evaluation: sr_eval.py.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,8 @@ from gan_cli.perceptual import build_perceptual
 from gan_cli.tasks.base import Drawn, Phase, Preview, Stats, frozen, in_eval_mode
 from gan_cli.tasks.image_gan import setup_pair
 from gan_cli.tasks.sr_eval import SrEvaluation
+
+log = logging.getLogger("gan_cli")
 
 CONTENT_LOSSES = {"mse": F.mse_loss, "l1": F.l1_loss}
 
@@ -104,6 +107,10 @@ class SrGan:
         count = min(preview_images, self.test.images.shape[0])
         self.preview_hr = center_crop(to_float(self.test.images[:count]), self.hr_size).to(device)
         self._pending: tuple[Tensor, Tensor, Tensor | None] | None = None  # (HR, LR, SR) from D's phase to G's
+        if self.pretrain_steps:
+            log.info("sr.pretrain_steps=%d: steps 1..%d train G on the content loss alone (SRResNet warm-up: "
+                     "d_loss, g_loss and D's outputs read 0 there); the adversarial phase begins at step %d",
+                     self.pretrain_steps, self.pretrain_steps, self.pretrain_steps + 1)
 
     def batch(self, step: int) -> tuple[Tensor, Tensor]:
         """HR (B, C, S, S) and LR (B, C, S/scale, S/scale) in [-1, 1] for this step."""
@@ -118,6 +125,8 @@ class SrGan:
 
     def d_loss(self, step: int, repeat: int) -> tuple[Tensor, Stats]:
         hr, lr = self.batch(step)
+        if step == self.pretrain_steps and step:
+            log.info("step %d: the SRResNet warm-up is over, the adversarial phase begins", step + 1)
         if step < self.pretrain_steps:  # content-only warm-up: D is neither run nor changed
             self._pending = (hr, lr, None)
             zero = torch.zeros((), device=hr.device)
