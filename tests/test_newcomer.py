@@ -133,3 +133,19 @@ def test_srgan_says_when_its_adversarial_phase_begins(tmp_path: Path) -> None:
     log = (tmp_path / "run" / "train.log").read_text()
     assert "steps 1..3 train G on the content loss alone" in log and "begins at step 4" in log
     assert "step 4: the SRResNet warm-up is over, the adversarial phase begins" in log
+
+
+def test_the_mlp_option_builds_a_batchnorm_generator_and_the_bench_keeps_the_plain_one() -> None:
+    """model=mlp is the recipe that draws digits (BatchNorm before each ReLU of G); gan-bench's
+    mlp28 keeps timing the seeds' plain MLP its published figures were measured on."""
+    from omegaconf import OmegaConf
+
+    from gan_cli.config import build, validate
+    from tests.conftest import compose_train
+
+    cfg = validate(compose_train(["model=mlp", "dataset=fake"]))
+    layers = list(build(cfg.model.generator).net)
+    relus = [i for i, layer in enumerate(layers) if isinstance(layer, torch.nn.ReLU)]
+    assert len(relus) == 3 and all(isinstance(layers[i - 1], torch.nn.BatchNorm1d) for i in relus)
+    bench = OmegaConf.load(REPO / "conf" / "bench.yaml")
+    assert "model.generator.batch_norm=false" in bench.setups.mlp28

@@ -24,6 +24,7 @@ class Generator(nn.Module):
         hidden: Sequence[int] = (256, 512, 1024),
         num_classes: int = 0,
         conditional: bool = True,
+        batch_norm: bool = False,
     ):
         super().__init__()
         self.z_dim = z_dim
@@ -33,7 +34,10 @@ class Generator(nn.Module):
         layers: list[nn.Module] = []
         width = 2 * z_dim if self.num_classes else z_dim  # z, then the label embedding
         for size in hidden:
-            layers += [nn.Linear(width, size), nn.ReLU(inplace=True)]
+            # BatchNorm before each ReLU (as in DCGAN's G and PyTorch-GAN's MLP G) keeps the hidden
+            # units from saturating: without it G spends thousands of steps drawing speckle
+            norm = [nn.BatchNorm1d(size)] if batch_norm else []
+            layers += [nn.Linear(width, size, bias=not batch_norm), *norm, nn.ReLU(inplace=True)]
             width = size
         layers += [nn.Linear(width, channels * image_size * image_size), nn.Tanh()]
         self.net = nn.Sequential(*layers)
