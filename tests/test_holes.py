@@ -5,7 +5,9 @@ optimizer, gan-bench's output probed first, sample options a task does not read.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
+import time
 import tracemalloc
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,7 +26,7 @@ from gan_cli.sample import sample
 from gan_cli.tasks.image_gan import draw_latents
 from gan_cli.tasks.image_sampling import chunks
 from gan_cli.train import train
-from tests.conftest import TINY_FAKE, compose_train, run_cli
+from tests.conftest import BIN, TINY_FAKE, compose_train, run_cli
 from tests.test_srgan import TINY_SR
 
 
@@ -199,3 +201,27 @@ def test_gan_bench_probes_its_output_before_benchmarking(tmp_path: Path) -> None
     assert result.returncode == 2 and "Traceback" not in result.stderr and "img/s" not in result.stdout
     assert result.stderr.strip().splitlines() == [
         "error: out='/proc/x.json' cannot be written: creating a file in /proc fails (No such file or directory)"]
+
+
+@pytest.mark.parametrize("script, message", [
+    ("gan-train", "interrupted by SIGINT before training started (or after it ended): nothing new was saved"),
+    ("gan-sample", "interrupted by SIGINT: nothing was written")])
+def test_ctrl_c_in_the_first_seconds_is_one_line(checkpoints: dict[str, Path], tmp_path: Path, script: str,
+                                                 message: str) -> None:
+    """Ctrl-C at several moments of the start-up: importing Hydra, torch, torchvision, composing."""
+    args = {"gan-train": [*TINY_FAKE, f"hydra.run.dir={tmp_path}/run"],
+            "gan-sample": [f"checkpoint={checkpoints['dcgan']}", f"out={tmp_path}/a.png", "device=cpu"]}[script]
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    env.pop("HYDRA_FULL_ERROR", None)
+    for delay in (0.1, 0.4, 0.8, 1.2, 1.6):
+        # SIGINT as a terminal's Ctrl-C delivers it, even when pytest runs as a background job (SIG_IGN inherited)
+        process = subprocess.Popen([str(BIN / script), *args], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, text=True,
+                                   preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+        time.sleep(delay)
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=120)
+        lines = [line for line in stderr.splitlines() if line.strip()]
+        assert process.returncode == 130 and len(lines) == 1, (delay, stderr[-3000:])
+        assert lines[0] in (f"error: {message}", "error: interrupted by SIGINT while starting: nothing was written")
+    assert not (tmp_path / "a.png").exists()
