@@ -83,6 +83,7 @@ CHECKS: list[Check] = [
     *((f"model.{net}.{key}", lambda v: v >= 1, "an integer >= 1")
       for net in ("generator", "discriminator") for key in WIDTH_KEYS),
     ("trainer.seed", lambda v: 0 <= v < SEED_LIMIT, SEED_ALLOWED),
+    ("trainer.dist_timeout_minutes", _positive, "a number of minutes > 0"),
     ("reg.gamma", lambda v: v >= 0, "a number >= 0 (the R1 penalty's weight; reg=none turns it off)"),
 ]
 

@@ -21,12 +21,13 @@ from gan_cli.cli import CONFIG_DIR
 from gan_cli.config import validate, validate_sample
 from gan_cli.errors import GanCliError
 from gan_cli.latent_tools import parse_seeds
+from gan_cli.losses import NonSaturatingLoss
 from gan_cli.outputs import write_npz
 from gan_cli.sample import sample
 from gan_cli.tasks.image_gan import draw_latents
 from gan_cli.tasks.image_sampling import chunks
 from gan_cli.train import train
-from tests.conftest import BIN, TINY_FAKE, compose_train, run_cli
+from tests.conftest import BIN, REPO, TINY_FAKE, compose_train, run_cli
 from tests.test_srgan import TINY_SR
 
 
@@ -225,3 +226,54 @@ def test_ctrl_c_in_the_first_seconds_is_one_line(checkpoints: dict[str, Path], t
         assert process.returncode == 130 and len(lines) == 1, (delay, stderr[-3000:])
         assert lines[0] in (f"error: {message}", "error: interrupted by SIGINT while starting: nothing was written")
     assert not (tmp_path / "a.png").exists()
+
+
+class FreezingLoss(NonSaturatingLoss):
+    """Rank 1 stops (SIGSTOP: a frozen or swapped-out process) at its third D update."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def d_loss(self, real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        if self.calls == 1:
+            Path(f"{os.environ['PIDS']}/{os.environ['RANK']}").write_text(str(os.getpid()))
+        if self.calls == 3 and os.environ["RANK"] == "1":
+            os.kill(os.getpid(), signal.SIGSTOP)
+        return super().d_loss(real_logits, fake_logits)
+
+
+@pytest.mark.slow  # two ranks and a 6 s collective timeout: ~40 s on the 2-core test machine
+def test_a_frozen_rank_is_named_after_the_collective_timeout(tmp_path: Path) -> None:
+    pids = tmp_path / "pids"
+    pids.mkdir()
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1", "PIDS": str(pids),
+           "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    launcher = subprocess.Popen([str(BIN / "torchrun"), "--nproc_per_node=2", "--master_port=29519", "-m", "gan_cli",
+                                 *TINY_FAKE, "trainer.max_steps=20", "trainer.dist_timeout_minutes=0.1",
+                                 "loss._target_=tests.test_holes.FreezingLoss", f"hydra.run.dir={tmp_path}/run"],
+                                cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        # torchrun waits 30 s before it SIGKILLs a stopped worker: once rank 0 has ended, do it now
+        while launcher.poll() is None and not (alive(pids / "1") and not alive(pids / "0")):
+            time.sleep(0.5)
+    finally:
+        for rank in ("0", "1"):  # never leave a stopped process behind
+            if alive(pids / rank):
+                os.kill(int((pids / rank).read_text()), signal.SIGKILL)
+    _, stderr = launcher.communicate(timeout=120)
+    errors = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert launcher.returncode != 0 and (pids / "1").exists()
+    assert errors == ["error: rank 1 of 2 stopped answering (rank 0's collective: Timed out waiting 6000ms for recv "
+                      "operation to complete; trainer.dist_timeout_minutes=0.1): ending the run, resume it with "
+                      "trainer.resume=auto"], stderr[-3000:]
+
+
+def alive(pid_file: Path) -> bool:
+    if not pid_file.exists() or not pid_file.read_text():
+        return False
+    try:
+        os.kill(int(pid_file.read_text()), 0)
+    except ProcessLookupError:
+        return False
+    return True
