@@ -89,6 +89,9 @@ def check_options(cfg: DictConfig, generator: nn.Module) -> None:
         if seeds is None or len(seeds) < 2:
             raise GanCliError(f"interpolate={cfg.interpolate} walks between seeds: give two or more, e.g. "
                               "seeds=[1,2,3] or seeds=0-7")
+        if len(seeds) > cfg.interpolate:  # frames could not visit every seed (and all seeds' latents are made at once)
+            raise GanCliError(f"interpolate={cfg.interpolate} frames cannot visit {len(seeds):,} seeds: give at most "
+                              f"{cfg.interpolate} seeds, or more frames")
 
 
 def device_of(generator: nn.Module) -> torch.device:

@@ -85,6 +85,7 @@ def test_a_full_disk_is_one_line_and_leaves_no_partial_file(checkpoints: dict[st
                                               r"1x28x28 in memory at once: about 23\.5 TB, and this machine has .* "
                                               r"available; write the images as they are drawn with out=DIR"),
     (["seeds=[1,2]", "interpolate=10000000", "out=w.gif"], r"\(an animation\) holds all 10,000,000 images"),
+    (["seeds=0-1000000000", "interpolate=10", "out=w.gif"], r"interpolate=10 frames cannot visit 1,000,000,001 seeds"),
 ])
 def test_what_cannot_fit_is_refused_saying_what_it_needs(checkpoints: dict[str, Path], tmp_path: Path,
                                                          overrides: list[str], expected: str) -> None:
