@@ -97,10 +97,14 @@ def collective(call: Callable[[], T]) -> T:
     ranks that stopped answering instead of gloo's traceback."""
     try:
         return call()
-    except RuntimeError as err:  # gloo: DistBackendError or a plain RuntimeError, by version
+    except RuntimeError as err:
+        if not lost_peer(err):
+            raise
         rank, world_size = dist.get_rank(), dist.get_world_size()
         reason = re.sub(r"^\[[^\]]*\] ", "", str(err).splitlines()[0] if str(err) else type(err).__name__)[:160]
         missing = roll_call(rank, world_size)
+        if missing is None and rank != 0 and os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
+            missing = [0]  # without torchrun's agent, rank 0's process serves the store: it is the one not answering
         if missing is None:
             raise RankStopped(f"rank {rank}: a collective failed and the other ranks could not be asked why: "
                               f"{reason}") from None
@@ -111,6 +115,12 @@ def collective(call: Callable[[], T]) -> T:
                           f"{rank}'s collective: {reason}; trainer.dist_timeout_minutes="
                           f"{_timeout.total_seconds() / 60:g}): ending the run, resume it with trainer.resume=auto"
                           ) from None
+
+
+def lost_peer(err: RuntimeError) -> bool:
+    """A timeout or a vanished peer, not this rank's own mistake: gloo raises a plain RuntimeError
+    whose message starts with its source path ("[.../gloo/transport/tcp/...] Timed out waiting")."""
+    return isinstance(err, dist.DistBackendError) or "gloo" in str(err).split("]", 1)[0]
 
 
 def roll_call(rank: int, world_size: int) -> list[int] | None:
