@@ -26,7 +26,8 @@ def rows(checkpoint: str, count: int) -> torch.Tensor:
                             "nrow": 0})
     with torch.no_grad():
         drawn = draw(stored_config(state, checkpoint), state, cfg, torch.device("cpu"))
-    return drawn.grid.view(4, count, *drawn.grid.shape[1:])
+        grid = drawn.picture()
+    return grid.view(4, count, *grid.shape[1:])
 
 
 def main() -> None:

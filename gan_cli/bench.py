@@ -35,6 +35,7 @@ from gan_cli.bench_reference import ReferenceLoop
 from gan_cli.cli import CONFIG_DIR
 from gan_cli.config import check_device, resolve_device, validate
 from gan_cli.errors import GanCliError, reported
+from gan_cli.sample import check_writable
 from gan_cli.step import Updater, build_task, build_updater, train_step
 from gan_cli.tasks.image_gan import ImageGan
 from gan_cli.train import seed_everything
@@ -256,6 +257,9 @@ def table(result: dict[str, Any]) -> Table:
 def bench(cfg: DictConfig, console: Console | None = None) -> dict[str, Any]:
     """Run every (config, batch size) row; print the table, write the JSON, return it."""
     check_settings(cfg)
+    out = Path(cfg.out)
+    check_writable(out, cfg.out)  # before minutes of timing, not after them
+    out.parent.mkdir(parents=True, exist_ok=True)
     console = console or Console(width=None if sys.stdout.isatty() else 160)  # logs keep whole columns
     device = resolve_device(cfg.device)
     if device.type == "cuda":
@@ -274,8 +278,6 @@ def bench(cfg: DictConfig, console: Console | None = None) -> dict[str, Any]:
                 console.print(f"  [yellow]other processes used {row['other_cpu_share']:.0%} of the CPU meanwhile: "
                               "these img/s are not reliable[/yellow]")
             gc.collect()
-    out = Path(cfg.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     console.print(table(result))
     console.print(f"wrote {out}")

@@ -236,6 +236,7 @@ def load_optimizer(optimizer: torch.optim.Optimizer, saved: dict[str, Any], node
                    name: str) -> None:
     """The checkpoint's optimizer state, with the hyperparameters of the current config: a
     resume with another optim.lr trains with that lr, as the saved config records."""
+    check_optimizer_kind(optimizer, saved, path, name)
     try:
         optimizer.load_state_dict(saved)
     except (KeyError, ValueError, TypeError, RuntimeError, IndexError) as err:
@@ -254,6 +255,37 @@ def load_optimizer(optimizer: torch.optim.Optimizer, saved: dict[str, Any], node
 
 
 HYPERPARAMETERS = ("lr", "betas", "weight_decay", "eps", "momentum", "alpha")
+KNOWN_OPTIMIZERS = ("Adam", "AdamW", "RMSprop", "SGD", "Adagrad", "Adadelta", "Adamax", "NAdam", "RAdam")
+
+
+def hyperparameter_names(kind: type[torch.optim.Optimizer]) -> frozenset[str]:
+    return frozenset(kind([torch.zeros(1, requires_grad=True)]).defaults)
+
+
+def saved_optimizer_kind(group_keys: set[str]) -> str:
+    """The torch.optim class a saved param group most likely came from: the one whose
+    hyperparameter names overlap it most (a checkpoint of another torch version may have a
+    few more or fewer, such as `fused`)."""
+    def overlap(name: str) -> float:
+        names = hyperparameter_names(getattr(torch.optim, name))
+        return len(names & group_keys) / len(names | group_keys)
+    return max(KNOWN_OPTIMIZERS, key=overlap)
+
+
+def check_optimizer_kind(optimizer: torch.optim.Optimizer, saved: dict[str, Any], path: str | Path,
+                         name: str) -> None:
+    """Adam's state loaded into RMSprop loads fine and fails at the first step (`KeyError:
+    'square_avg'`): compare the saved hyperparameter names with the configured optimizer's first."""
+    groups = saved.get("param_groups") or [{}]
+    group_keys, configured = set(groups[0]) - {"params"}, frozenset(optimizer.defaults)
+    if group_keys == configured:
+        return
+    kind = saved_optimizer_kind(group_keys)
+    if hyperparameter_names(getattr(torch.optim, kind)) == configured:
+        return  # the same hyperparameters (Adam and AdamW, or another torch version's Adam): the state fits
+    raise GanCliError(f"checkpoint {path}: {name} was {kind} when it was saved, the config builds "
+                      f"{type(optimizer).__name__}: resume with the optimizer it was trained with, or start a "
+                      "new run")
 
 
 class Loadable(Protocol):

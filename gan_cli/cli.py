@@ -11,12 +11,16 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import hydra
-from omegaconf import DictConfig
+from gan_cli.errors import EXIT_USAGE, NOTHING_WRITTEN, STARTING, interrupted, interrupts_deferred, reported
 
-from gan_cli.errors import EXIT_USAGE, interrupted, reported
-from gan_cli.overrides import check_overrides
-from gan_cli.schema import SampleSchema, TrainSchema
+try:  # the console scripts start by importing this module: Hydra and OmegaConf take a while
+    import hydra
+    from omegaconf import DictConfig
+
+    from gan_cli.overrides import check_overrides
+    from gan_cli.schema import SampleSchema, TrainSchema
+except KeyboardInterrupt:  # Ctrl-C right after pressing Enter: one line, not an import traceback
+    interrupted(STARTING)
 
 
 def config_dir() -> str:
@@ -76,7 +80,10 @@ def removed_if_unused(run_dir: Path) -> Iterator[None]:
 def _sample(cfg: DictConfig) -> None:
     from gan_cli.sample import sample
 
-    sample(cfg)
+    try:
+        sample(cfg)
+    except KeyboardInterrupt:  # the output's temporary file is gone already (outputs.staged)
+        interrupted(NOTHING_WRITTEN)
 
 
 def check_output_root(argv: list[str]) -> None:
@@ -124,18 +131,24 @@ def check_keys(argv: list[str], config_name: str, schema: type, script: str) -> 
 
 
 def train_main() -> None:
-    check_output_root(sys.argv[1:])
-    check_keys(sys.argv[1:], "train", TrainSchema, "gan-train")
-    sys.argv += quiet_rank_overrides(sys.argv[1:])
-    try:
+    try:  # Ctrl-C before Hydra called the task (the imports, composing the config): one line, exit 130
+        with interrupts_deferred():
+            check_output_root(sys.argv[1:])
+            check_keys(sys.argv[1:], "train", TrainSchema, "gan-train")
+            sys.argv += quiet_rank_overrides(sys.argv[1:])
+            import gan_cli.tasks.image_gan  # noqa: F401  the slow imports (torch, torchvision), every task's too
+            import gan_cli.train  # noqa: F401
         _train()
-    except KeyboardInterrupt:  # before Hydra called the task (composing the config)
+    except KeyboardInterrupt:
         interrupted()
 
 
 def sample_main() -> None:
-    check_keys(sys.argv[1:], "sample", SampleSchema, "gan-sample")
     try:
+        with interrupts_deferred():
+            check_keys(sys.argv[1:], "sample", SampleSchema, "gan-sample")
+            import gan_cli.sample  # noqa: F401  the slow imports, as in train_main
+            import gan_cli.tasks.image_gan  # noqa: F401
         _sample()
     except KeyboardInterrupt:
-        interrupted()
+        interrupted(NOTHING_WRITTEN)

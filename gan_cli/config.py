@@ -36,6 +36,14 @@ def _beta(value: Any) -> bool:
     return 0.0 <= value < 1.0
 
 
+SEED_LIMIT = 2**32  # numpy's RandomState takes seeds in 0 .. 2**32 - 1
+SEED_ALLOWED = f"an integer in 0..{SEED_LIMIT - 1}"
+# Widths of the model options (conf/model/*.yaml): a zero-wide layer fails deep inside oneDNN
+# with a 55-line traceback. Every option's width keys are listed once, for G and D alike; a key
+# an option does not have is skipped.
+WIDTH_KEYS = ("ngf", "ndf", "width", "dense", "hidden[*]", "channel_base", "channel_max")
+
+
 # (key, predicate, what is allowed). Keys are dotted paths into the resolved config;
 # `[*]` checks every item of a list.
 Check = tuple[str, Callable[[Any], bool], str]
@@ -71,10 +79,17 @@ CHECKS: list[Check] = [
     ("dataset.image_size", lambda v: v >= 8, "an integer >= 8"),
     ("dataset.num_classes", lambda v: v >= 0, "an integer >= 0"),
     ("model.z_dim", lambda v: v >= 1, "an integer >= 1"),
+    ("model.w_dim", lambda v: v >= 1, "an integer >= 1"),
+    *((f"model.{net}.{key}", lambda v: v >= 1, "an integer >= 1")
+      for net in ("generator", "discriminator") for key in WIDTH_KEYS),
+    ("trainer.seed", lambda v: 0 <= v < SEED_LIMIT, SEED_ALLOWED),
+    ("trainer.dist_timeout_minutes", _positive, "a number of minutes > 0"),
+    ("reg.gamma", lambda v: v >= 0, "a number >= 0 (the R1 penalty's weight; reg=none turns it off)"),
 ]
 
 SAMPLE_CHECKS: list[Check] = [
     ("num_samples", lambda v: v >= 1, "an integer >= 1"),
+    ("seed", lambda v: 0 <= v < SEED_LIMIT, SEED_ALLOWED),
     ("batch_size", lambda v: v >= 1, "an integer >= 1"),
     ("nrow", lambda v: v >= 0, "an integer >= 0 (0 = square-ish)"),
     ("direction", lambda v: v in ("a2b", "b2a"), "a2b or b2a"),

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -40,11 +41,34 @@ def reported(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def interrupted() -> None:
+TRAINING_NOT_RUNNING = "interrupted by SIGINT before training started (or after it ended): nothing new was saved"
+NOTHING_WRITTEN = "interrupted by SIGINT: nothing was written"
+STARTING = "interrupted by SIGINT while starting: nothing was written"
+
+
+def interrupted(what: str = TRAINING_NOT_RUNNING) -> None:
     """Ctrl-C outside the training loop (start-up, imports): one line, exit 130, no traceback.
     Inside the loop, gan_cli.signals turns it into a checkpoint first."""
     if os.environ.get("HYDRA_FULL_ERROR") == "1":
         raise KeyboardInterrupt
-    print("error: interrupted by SIGINT before training started (or after it ended): nothing new was saved",
-          file=sys.stderr, flush=True)
+    print(f"error: {what}", file=sys.stderr, flush=True)
     sys.exit(128 + signal.SIGINT)
+
+
+@contextlib.contextmanager
+def interrupts_deferred() -> Iterator[None]:
+    """Ctrl-C while torch & co. are imported (the first seconds) can land inside a library's own
+    `try:` around an import: seen swallowed (the run went on) or turned into an ImportError naming
+    the task. Inside this block SIGINT is only noted; KeyboardInterrupt is raised when it ends."""
+    noted: list[int] = []
+    previous = signal.getsignal(signal.SIGINT)
+    if previous is signal.SIG_IGN:  # a background job started with SIGINT ignored keeps ignoring it
+        yield
+        return
+    signal.signal(signal.SIGINT, lambda signum, frame: noted.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if noted:
+        raise KeyboardInterrupt

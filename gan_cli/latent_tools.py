@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 from omegaconf import DictConfig, ListConfig
 from torch import Tensor, nn
 
+from gan_cli.config import SEED_LIMIT
 from gan_cli.data import to_uint8
 from gan_cli.errors import GanCliError
 
@@ -22,27 +24,30 @@ SEED_RANGE = re.compile(r"^(\d+)-(\d+)$")
 LAYER_GROUPS = ("coarse", "middle", "fine")
 
 
-def parse_seeds(spec: object) -> list[int] | None:
-    """`seeds=[1,2,3]`, `seeds=0-63` (inclusive) or a single `seeds=7`; None when unset."""
+def parse_seeds(spec: object) -> Sequence[int] | None:
+    """`seeds=[1,2,3]`, `seeds=0-63` (inclusive: a range, however long, takes no memory) or a
+    single `seeds=7`; None when unset."""
     if spec is None:
         return None
     if isinstance(spec, ListConfig):
         spec = list(spec)
+    seeds: Sequence[int]
     if isinstance(spec, int) and not isinstance(spec, bool):
         seeds = [spec]
     elif isinstance(spec, str) and SEED_RANGE.match(spec):
         first, last = (int(part) for part in SEED_RANGE.match(spec).groups())  # type: ignore[union-attr]
-        seeds = list(range(first, last + 1))
+        seeds = range(first, last + 1)
     elif isinstance(spec, (list, tuple)) and spec and all(isinstance(s, int) and not isinstance(s, bool) for s in spec):
         seeds = list(spec)
     else:
         seeds = []
-    if not seeds or min(seeds) < 0 or len(seeds) > 100_000:
-        raise GanCliError(f"seeds={spec}: allowed are a list of integers >= 0 such as [1,2,3], or a range such as 0-63")
+    if not seeds or min(seeds) < 0 or max(seeds) >= SEED_LIMIT:
+        raise GanCliError(f"seeds={spec}: allowed are a list of integers in 0..{SEED_LIMIT - 1} such as [1,2,3], "
+                          "or a range such as 0-63")
     return seeds
 
 
-def seed_inputs(seeds: list[int], z_dim: int, classes: int) -> tuple[Tensor, Tensor | None]:
+def seed_inputs(seeds: Sequence[int], z_dim: int, classes: int) -> tuple[Tensor, Tensor | None]:
     """z (len(seeds), z_dim) and, for a conditional G, a class per seed, each from its own seed's
     RNG: image k depends on seeds[k] alone, never on the batch size or the other seeds."""
     latents, labels = [], []
@@ -84,6 +89,9 @@ def check_options(cfg: DictConfig, generator: nn.Module) -> None:
         if seeds is None or len(seeds) < 2:
             raise GanCliError(f"interpolate={cfg.interpolate} walks between seeds: give two or more, e.g. "
                               "seeds=[1,2,3] or seeds=0-7")
+        if len(seeds) > cfg.interpolate:  # frames could not visit every seed (and all seeds' latents are made at once)
+            raise GanCliError(f"interpolate={cfg.interpolate} frames cannot visit {len(seeds):,} seeds: give at most "
+                              f"{cfg.interpolate} seeds, or more frames")
 
 
 def device_of(generator: nn.Module) -> torch.device:

@@ -6,9 +6,9 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+from dataclasses import fields
 from pathlib import Path
 
-import numpy as np
 import torch
 from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
@@ -18,7 +18,9 @@ from gan_cli.checkpoint import load_checkpoint
 from gan_cli.config import resolve_device, validate_sample
 from gan_cli.errors import GanCliError
 from gan_cli.latent_tools import write_animation
+from gan_cli.outputs import check_disk, check_fits_in_memory, npz_bytes, staged, write_folder, write_npz
 from gan_cli.resume import LEGACY_TASK
+from gan_cli.schema import SampleSchema
 from gan_cli.tasks.base import Drawn
 from gan_cli.trusted import stored_config
 
@@ -29,21 +31,24 @@ OUTPUTS = (".png -> one grid image, .npz -> arr_0 uint8 (N, H, W, C), no suffix 
 ANIMATIONS = (".gif", ".mp4")
 
 
-def write(drawn: Drawn, out: Path, fps: int = 12) -> None:
-    if out.suffix in ANIMATIONS:
-        write_animation(drawn.images, out, fps)
-    elif out.suffix == ".png":
-        save_image(drawn.grid.float() / 255, out, nrow=drawn.nrow or max(int(len(drawn.grid) ** 0.5), 1))
-    elif out.suffix == ".npz":
-        arrays = {"arr_0": drawn.images.permute(0, 2, 3, 1).numpy()}  # (N, H, W, C) uint8
-        if drawn.labels is not None:
-            arrays["arr_1"] = drawn.labels.numpy()  # (N,) int64: the class of each conditional sample
-        np.savez(out, **arrays)
-    else:
-        out.mkdir(parents=True, exist_ok=True)
-        names = drawn.names or [f"{index:06d}.png" for index in range(len(drawn.images))]
-        for name, image in zip(names, drawn.images, strict=True):
-            save_image(image.float() / 255, out / name)
+def write(drawn: Drawn, out: Path, spec: str, fps: int = 12) -> None:
+    """Check that `drawn` fits (memory for what is made at once, disk for a .npz), then write it
+    under a temporary name and rename it to `out` (outputs.py): no partial file, ever."""
+    picture = {".png": " (one grid image)", ".gif": " (an animation)", ".mp4": " (an animation)"}.get(out.suffix)
+    if picture or drawn.in_memory:
+        check_fits_in_memory(drawn.count, drawn.shape, f"out={spec!r}{picture or ''}")
+    if out.suffix == ".npz":
+        check_disk(npz_bytes(drawn.count, drawn.shape, labeled=True), out.parent, spec, f"{drawn.count:,} images")
+    with staged(out, spec) as temporary:
+        if out.suffix == ".npz":
+            write_npz(drawn.batches, drawn.count, drawn.shape, temporary)
+        elif not out.suffix:
+            write_folder(drawn.batches, drawn.count, drawn.names, temporary, spec)
+        elif out.suffix in ANIMATIONS:
+            write_animation(drawn.picture(), temporary, fps)
+        else:
+            grid = drawn.picture()
+            save_image(grid.float() / 255, temporary, nrow=drawn.nrow or max(int(len(grid) ** 0.5), 1))
 
 
 def check_writable(out: Path, spec: str) -> None:
@@ -73,13 +78,36 @@ def sample(cfg: DictConfig) -> Path:
                           "and seeds=[a,b,...] to walk between")
     if out.suffix and not out.parent.is_dir():
         raise GanCliError(f"out={cfg.out!r}: folder {out.parent} does not exist")
+    if out.suffix and out.is_dir():
+        raise GanCliError(f"out={cfg.out!r} is a folder, not a file: choose another name, or out={out.with_suffix('')} "
+                          "for a folder of PNGs")
+    if not out.suffix and out.exists() and not out.is_dir():
+        raise GanCliError(f"out={cfg.out!r} is a file: a name without a suffix writes a folder of PNGs; "
+                          "choose another name")
     device = resolve_device(cfg.device)
     check_writable(out, cfg.out)
     state = load_checkpoint(cfg.checkpoint)
     train_cfg = stored_config(state, cfg.checkpoint)  # only gan-cli's own classes, plain values (trusted.py)
-    target = OmegaConf.select(train_cfg, "task._target_", default=LEGACY_TASK)
+    task = get_class(OmegaConf.select(train_cfg, "task._target_", default=LEGACY_TASK))
+    check_applies(cfg, task)
     with torch.no_grad():
-        drawn = get_class(target).draw(train_cfg, state, cfg, device)
-    write(drawn, out, cfg.fps)
-    log.info("wrote %d images %s to %s", len(drawn.images), tuple(drawn.images.shape[1:]), out)
+        drawn = task.draw(train_cfg, state, cfg, device)
+        write(drawn, out, cfg.out, cfg.fps)  # draws as it writes
+    log.info("wrote %d images %s to %s", drawn.count, drawn.shape, out)
     return out
+
+
+# Sample keys every task reads; the others only where a task lists them in `sample_options`.
+COMMON_OPTIONS = ("checkpoint", "out", "device", "batch_size", "nrow")
+
+
+def check_applies(cfg: DictConfig, task: type) -> None:
+    """A key the user set (not at its default) that this checkpoint's task does not read would be
+    silently ignored: one line saying so, and what the task does take."""
+    defaults = {field.name: field.default for field in fields(SampleSchema)} | {"class": None}
+    options, name = getattr(task, "sample_options", ()), task.__module__.rsplit(".", 1)[-1]
+    for key, default in defaults.items():
+        if key in COMMON_OPTIONS or key in options or cfg.get(key) == default:
+            continue
+        takes = ", ".join(f"{option}=" for option in options)
+        raise GanCliError(f"{key}={cfg.get(key)} does not apply to this checkpoint (task {name}): it takes {takes}")

@@ -57,6 +57,7 @@ class TrainerSchema:
     on_nan: str = "stop"
     resume: str | None = None
     num_threads: int | None = None
+    dist_timeout_minutes: float = 10.0  # torchrun: how long a collective waits for a rank that stopped answering
 
 
 @dataclass

@@ -120,7 +120,7 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, Any]:
     """Train the configured task; writes TensorBoard events, samples/, checkpoints/ and metrics.json into
     run_dir (the Hydra run dir by default) and returns the final metrics."""
     cfg = validate(cfg)
-    ranks = distributed.init(resolve_device(cfg.trainer.device))
+    ranks = distributed.init(resolve_device(cfg.trainer.device), cfg.trainer.dist_timeout_minutes)
     device = distributed.device_for(resolve_device(cfg.trainer.device), ranks)
     run_dir = Path(distributed.broadcast_string(str(Path(run_dir or hydra_run_dir()).absolute())))  # rank 0's
     log.info("device: %s", device)

@@ -43,7 +43,7 @@ def npz(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
 
 
 def test_seed_specs() -> None:
-    assert parse_seeds("0-3") == [0, 1, 2, 3] and parse_seeds([5, 1]) == [5, 1] and parse_seeds(7) == [7]
+    assert list(parse_seeds("0-3") or []) == [0, 1, 2, 3] and parse_seeds([5, 1]) == [5, 1] and parse_seeds(7) == [7]
     assert parse_seeds(None) is None
     for bad in ("3-", "a", [], [1.5], -1):
         with pytest.raises(GanCliError, match="seeds="):

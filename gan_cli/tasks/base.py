@@ -15,7 +15,7 @@ checkpoints, resume) works from the names a task declares (pytorch-CycleGAN-and-
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
@@ -53,16 +53,43 @@ class Preview:
     nrow: int
 
 
+Batches = Iterable["tuple[Tensor, Tensor | None]"]  # uint8 (B, C, H, W) on the CPU, (B,) labels or None
+
+
 @dataclass
 class Drawn:
-    """What gan-sample writes: `images` (uint8 (N, C, H, W), on the CPU) go to .npz and folders,
-    `grid` to a .png (translations put each input beside its output), `nrow` images per row."""
+    """What gan-sample writes: `count` uint8 images of `shape` (C, H, W), read from `batches`, a
+    generator that draws each batch only when the writer asks for it (a .npz or a folder of any
+    size takes one batch of memory; labels of conditional samples go to the .npz as arr_1).
+    `grid`, when set, turns all the images into the .png's cells (translations put each input
+    beside its output); `in_memory`: the task makes them all at once, so any output must fit in
+    memory, which the writer checks before reading `batches`."""
 
-    images: Tensor
-    grid: Tensor
+    count: int
+    shape: tuple[int, ...]
+    batches: Batches
+    grid: Callable[[Tensor], Tensor] | None = None
     nrow: int = 0  # 0: square-ish
     names: list[str] | None = None  # file names in a folder (default 000000.png, ...)
-    labels: Tensor | None = None  # (N,) classes of conditional samples, saved as arr_1 in .npz
+    in_memory: bool = False
+
+    def picture(self) -> Tensor:
+        """Every image at once, as the .png grid shows them (reads `batches`)."""
+        images = torch.cat([images for images, _ in self.batches])
+        return images if self.grid is None else self.grid(images)
+
+
+def drawn_at_once(count: int, shape: tuple[int, ...], make: Callable[[], tuple[Tensor, Tensor]], nrow: int,
+                  names: list[str] | None = None) -> Drawn:
+    """A Drawn for what a task makes in one go (walks, mixing grids, translations): `make` ->
+    (images, the .png's grid) runs when the writer reads the batches, after its memory check."""
+    made: list[tuple[Tensor, Tensor]] = []
+
+    def batches() -> Iterator[tuple[Tensor, Tensor | None]]:
+        made.append(make())
+        yield made[0][0], None
+
+    return Drawn(count, shape, batches(), grid=lambda images: made[0][1], nrow=nrow, names=names, in_memory=True)
 
 
 @runtime_checkable
@@ -99,6 +126,8 @@ class Task(Protocol):
     def evaluation(self, cfg: DictConfig) -> Evaluation | None:
         """Built once before the loop on rank 0 (trains or loads feature caches)."""
         ...
+
+    sample_options: tuple[str, ...]  # gan-sample keys this task reads beyond out, device, batch_size, nrow
 
     @classmethod
     def draw(cls, train_cfg: DictConfig, state: Mapping[str, Any], cfg: DictConfig, device: torch.device) -> Drawn:

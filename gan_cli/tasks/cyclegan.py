@@ -33,7 +33,7 @@ from gan_cli.domains import Domains, from_dataset, load_images
 from gan_cli.errors import GanCliError
 from gan_cli.image_pool import ImagePool
 from gan_cli.metrics import load_test_split
-from gan_cli.tasks.base import Drawn, Phase, Preview, Stats, frozen, in_eval_mode
+from gan_cli.tasks.base import Drawn, Phase, Preview, Stats, drawn_at_once, frozen, in_eval_mode
 from gan_cli.tasks.image_gan import make_optimizer, prepare
 from gan_cli.tasks.translation_eval import TranslationEvaluation
 
@@ -147,6 +147,8 @@ class CycleGan:
     def evaluation(self, cfg: DictConfig) -> TranslationEvaluation:
         return TranslationEvaluation(cfg, self.domains, self.translate, self.device)
 
+    sample_options = ("input", "direction", "num_samples")  # num_samples: with input=test
+
     @classmethod
     def draw(cls, train_cfg: DictConfig, state: Mapping[str, Any], cfg: DictConfig, device: torch.device) -> Drawn:
         return draw(train_cfg, state, cfg, device)
@@ -172,5 +174,5 @@ def draw(train_cfg: DictConfig, state: Mapping[str, Any], cfg: DictConfig, devic
     outputs = torch.cat([to_uint8(in_eval_mode(generator, to_float(chunk).to(device))).cpu()
                          for chunk in inputs.split(cfg.batch_size)])
     pairs = torch.stack([inputs, outputs], 1).flatten(0, 1)  # input, output, input, output, ...
-    return Drawn(outputs, pairs, cfg.nrow or 8, names=names)
+    return drawn_at_once(len(outputs), tuple(outputs.shape[1:]), lambda: (outputs, pairs), cfg.nrow or 8, names=names)
 

@@ -27,8 +27,7 @@ from omegaconf import DictConfig
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
-from gan_cli import distributed, latent_tools
-from gan_cli.checkpoint import load_weights
+from gan_cli import distributed
 from gan_cli.config import build
 from gan_cli.data import DeviceSampler, ImageData, to_uint8
 from gan_cli.distributed import SINGLE_PROCESS, Ranks
@@ -224,8 +223,12 @@ class ImageGan:
     def evaluation(self, cfg: DictConfig) -> SampledEvaluation:
         return SampledEvaluation(Evaluator(cfg, self.data, self.sampler.device), self.ema, cfg.eval)
 
+    sample_options = ("num_samples", "seed", "seeds", "truncation", "class", "interpolate", "fps", "mix", "mix_seeds")
+
     @classmethod
     def draw(cls, train_cfg: DictConfig, state: Mapping[str, Any], cfg: DictConfig, device: torch.device) -> Drawn:
+        from gan_cli.tasks.image_sampling import draw  # it builds on this module's generate()
+
         return draw(train_cfg, state, cfg, device)
 
 
@@ -245,54 +248,3 @@ class SampledEvaluation:
         labels = torch.arange(count) % classes if classes else None
         z = draw_latents(count, generator.z_dim, 0, chunk=batch)
         return self.evaluator.evaluate(lambda: generate(generator, z, labels, batch), step)
-
-
-def sample_labels(classes: int, num_samples: int, which: int | str | None, seed: int) -> Tensor | None:
-    """`class=`: None -> classes drawn uniformly, N -> all of class N, all -> equal runs of each class."""
-    if not classes:
-        if which is not None:
-            raise GanCliError(f"class={which}: this generator is unconditional; leave class unset")
-        return None
-    if which is None:
-        return torch.randint(classes, (num_samples,), generator=torch.Generator().manual_seed(seed + 1))
-    if which == "all":
-        return torch.arange(num_samples) * classes // num_samples  # sorted: one grid row per class
-    if isinstance(which, int) and 0 <= which < classes:
-        return torch.full((num_samples,), which)
-    raise GanCliError(f"class={which!r}: allowed are 0..{classes - 1}, all, or unset (random classes)")
-
-
-def draw(train_cfg: DictConfig, state: Mapping[str, Any], cfg: DictConfig, device: torch.device) -> Drawn:
-    """gan-sample for a z -> image checkpoint, from the EMA generator: `num_samples` images from
-    `seed`, or one per seed of `seeds`; with `mix` a style-mixing grid, with `interpolate` the
-    frames of a walk through the seeds (latent_tools.py)."""
-    if cfg.input is not None:
-        raise GanCliError(f"input={cfg.input}: this checkpoint generates images from noise (task image_gan); "
-                          "input= is for translation tasks")
-    generator = build_networks(train_cfg)["generator"]
-    load_weights(generator, state["averages"]["generator"], cfg.checkpoint, "generator")
-    generator = generator.to(device).eval()
-    latent_tools.check_options(cfg, generator)
-    classes, seeds = class_count(generator), latent_tools.parse_seeds(cfg.seeds)
-    if seeds is None:
-        labels = sample_labels(classes, cfg.num_samples, cfg["class"], cfg.seed)
-        z = draw_latents(cfg.num_samples, generator.z_dim, cfg.seed)
-    else:
-        z, labels = seeded(seeds, generator.z_dim, classes, cfg["class"])
-    if cfg.mix:
-        columns = seeded(latent_tools.parse_seeds(cfg.mix_seeds) or [], generator.z_dim, classes, cfg["class"])
-        cells, grid = latent_tools.mixing_grid(generator, (z, labels), columns, latent_tools.parse_mix(cfg.mix),
-                                               cfg.truncation, cfg.batch_size)
-        return Drawn(cells, grid, len(columns[0]) + 1)
-    if cfg.interpolate:
-        frames = latent_tools.walk(generator, z, labels, cfg.interpolate, cfg.truncation, cfg.batch_size)
-        return Drawn(frames, frames)
-    images = generate(generator, z, labels, cfg.batch_size, cfg.truncation).cpu()
-    rows = classes if cfg["class"] == "all" else 0
-    return Drawn(images, images, cfg.nrow or (-(-len(images) // rows) if rows else 0), labels=labels)
-
-
-def seeded(seeds: list[int], z_dim: int, classes: int, which: int | str | None) -> tuple[Tensor, Tensor | None]:
-    """One latent per seed; the class from the seed too, unless `class=` picks it."""
-    z, labels = latent_tools.seed_inputs(seeds, z_dim, classes)
-    return z, labels if which is None else sample_labels(classes, len(seeds), which, 0)

@@ -36,7 +36,7 @@ from gan_cli.errors import GanCliError
 from gan_cli.lowres import bicubic, center_crop, downsample, nearest, random_crops
 from gan_cli.metrics import load_test_split
 from gan_cli.perceptual import build_perceptual
-from gan_cli.tasks.base import Drawn, Phase, Preview, Stats, frozen, in_eval_mode
+from gan_cli.tasks.base import Drawn, Phase, Preview, Stats, drawn_at_once, frozen, in_eval_mode
 from gan_cli.tasks.image_gan import setup_pair
 from gan_cli.tasks.sr_eval import SrEvaluation
 
@@ -182,6 +182,8 @@ class SrGan:
     def evaluation(self, cfg: DictConfig) -> SrEvaluation:
         return SrEvaluation(cfg, self.data, self.test, self.upscale, self.device)
 
+    sample_options = ("input", "num_samples")  # num_samples: with input=test
+
     @classmethod
     def draw(cls, train_cfg: DictConfig, state: Mapping[str, Any], cfg: DictConfig, device: torch.device) -> Drawn:
         return draw(train_cfg, state, cfg, device)
@@ -205,9 +207,10 @@ def draw(train_cfg: DictConfig, state: Mapping[str, Any], cfg: DictConfig, devic
         lr = torch.cat([downsample(chunk, scale) for chunk in hr.split(cfg.batch_size)])
         outputs = to_uint8(upscale(lr))
         rows = [to_uint8(nearest(lr, scale)), to_uint8(bicubic(lr, scale)), outputs, to_uint8(hr)]
-        return Drawn(outputs, torch.cat(rows), cfg.nrow or hr.shape[0])
+        return drawn_at_once(len(outputs), tuple(outputs.shape[1:]), lambda: (outputs, torch.cat(rows)),
+                             cfg.nrow or hr.shape[0])
     inputs, names = load_images(Path(cfg.input).expanduser(), train_cfg.dataset.channels, None)
     outputs = to_uint8(upscale(to_float(inputs)))
     shown = to_uint8(nearest(to_float(inputs), scale))
     pairs = torch.stack([shown, outputs], 1).flatten(0, 1)  # input (nearest-upsampled), output, ...
-    return Drawn(outputs, pairs, cfg.nrow or 8, names=names)
+    return drawn_at_once(len(outputs), tuple(outputs.shape[1:]), lambda: (outputs, pairs), cfg.nrow or 8, names=names)
