@@ -56,6 +56,7 @@ class TrainerSchema:
     keep_checkpoints: int = 3
     on_nan: str = "stop"
     resume: str | None = None
+    overwrite: bool = False  # a fresh run into a folder with another run's checkpoints (runlock.check_run_dir)
     num_threads: int | None = None
     dist_timeout_minutes: float = 10.0  # torchrun: how long a collective waits for a rank that stopped answering
 
