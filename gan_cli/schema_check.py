@@ -136,26 +136,23 @@ def _interpolation(value: Any, where: str) -> str | None:
     return None
 
 
-def _plain_problem(value: Any, where: str) -> str | None:
-    """Why a constructor argument is not plain data (scalars and lists of them), or None."""
+def _plain_problem(value: Any, where: str, wanted: str = "plain values only") -> str | None:
+    """Why a value is not plain data (scalars and lists of them), naming the nested node or the
+    interpolation, or None."""
     if isinstance(value, list):
-        return next((p for i, item in enumerate(value) if (p := _plain_problem(item, f"{where}[{i}]"))), None)
+        return next((p for i, item in enumerate(value) if (p := _plain_problem(item, f"{where}[{i}]", wanted))), None)
     if isinstance(value, dict):
-        return f"{where} is {_shown(value)}; only plain values are allowed"
+        return f"{where} is {_shown(value)}; allowed is {wanted}"
     return _interpolation(value, where)
 
 
 def _value_problem(value: Any, hint: Any, where: str, registered_only: bool) -> str | None:
-    if (problem := _interpolation(value, where)) is not None:
-        return problem
     schema = next((arg for arg in (hint, *typing.get_args(hint)) if dataclasses.is_dataclass(arg)), None)
     if schema is not None and isinstance(value, dict):
         return _node_problem(value, schema, where, registered_only)
-    if fits(value, hint):
-        return None
-    shown = _shown(value)
-    return f"{where} is {shown}; allowed is {allowed(hint)}" if shown.startswith("a nested") else \
-        f"{where} holds {shown}; allowed is {allowed(hint)}"
+    if (problem := _plain_problem(value, where, allowed(hint))) is not None:
+        return problem
+    return None if fits(value, hint) else f"{where} holds {_shown(value)}; allowed is {allowed(hint)}"
 
 
 def _keys_problem(node: dict[Any, Any], where: str) -> str | None:
