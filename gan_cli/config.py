@@ -146,10 +146,10 @@ def _run_checks(cfg: DictConfig, checks: list[Check], raw: DictConfig) -> None:
 def validate(cfg: DictConfig) -> DictConfig:
     """Return a typed, fully resolved copy of the train config, or raise GanCliError."""
     typed = _typed(cfg, TrainSchema, open_nodes=("dataset", "model", "optim"))
+    _run_checks(typed, CHECKS, cfg)
     problem = config_problem(OmegaConf.to_container(typed), registered_only=False)  # what a checkpoint will hold
     if problem is not None:
         raise GanCliError(f"invalid config: {problem}")
-    _run_checks(typed, CHECKS, cfg)
     if typed.model.conditional and typed.dataset.num_classes < 1:
         raise GanCliError(
             "model.conditional=true needs labelled data but dataset.num_classes is 0: pick a dataset "

@@ -107,6 +107,8 @@ def allowed(hint: Any) -> str:
              Any: "a plain value"}
     if hint in names:
         return names[hint]
+    if origin is tuple and args and args[-1] is not Ellipsis:
+        return f"a list of {len(args)} ({allowed(args[0])})"
     if origin in SEQUENCES or hint in SEQUENCES:
         return f"a list of ({allowed(args[0]) if args else 'plain values'})"
     if dataclasses.is_dataclass(hint):
