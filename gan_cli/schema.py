@@ -57,6 +57,7 @@ class OptimSchema:
     betas: list[float] = field(default_factory=lambda: [0.5, 0.999])
     weight_decay: float = 0.0
     alpha: float | None = None  # optim=rmsprop's smoothing constant
+    beta1: float | None = None  # hparams_search=optuna searches it: optim.betas is [beta1, 0.999]
     g: Any = component()
     d: Any = component()
 

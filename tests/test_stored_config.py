@@ -1,12 +1,13 @@
 """A checkpoint is data everywhere (issue #20): its stored config is checked as a whole against the
 schema before anything uses it, for every task and every preset, with no list kept by hand.
 
-For each preset in conf/experiment/ and each task's default (conf/task/), the stored config of a
-checkpoint gets every leaf replaced in turn by (a) a nested `_target_` chain that would write a
-marker file, (b) an interpolation `${oc.env:HOME}`, (c) a value of the wrong type; gan-sample (every
-input mode) and `trainer.resume=` must refuse each with a one-line UntrustedCheckpoint naming the
-key, and the marker must never appear. The checkpoints hold the real stored config and no weights:
-the refusal comes before any network is built.
+For each preset in conf/experiment/ and each option of the other groups (each task's default among
+them: conf/task/), the stored config of a checkpoint gets every leaf replaced in turn by (a) a nested
+`_target_` chain that would write a marker file, (b) an interpolation `${oc.env:HOME}`, (c) a value
+of the wrong type; gan-sample (every input mode) and `trainer.resume=` must refuse each with a
+one-line UntrustedCheckpoint naming the key, and the marker must never appear. The checkpoints
+hold the real stored config and no weights: the refusal comes before any network is built. A key
+the schema does not know is refused in every node.
 """
 
 from __future__ import annotations
@@ -33,8 +34,9 @@ from gan_cli.trusted import UntrustedCheckpoint, stored_config
 from tests.conftest import compose_train
 
 CONF = Path(CONFIG_DIR)
+# Every preset, then every option of every other config group (each task's default among them).
 CONFIGS = [f"experiment={p.stem}" for p in sorted((CONF / "experiment").glob("*.yaml"))] + \
-          [f"task={p.stem}" for p in sorted((CONF / "task").glob("*.yaml"))]
+          [f"{p.parent.name}={p.stem}" for p in sorted(CONF.glob("*/*.yaml")) if p.parent.name != "experiment"]
 INPUTS = [None, "test", "images"]  # gan-sample's input modes: none (z -> image), the test split, a folder
 
 
@@ -125,7 +127,7 @@ def refusal(run: Any, path: tuple[str, ...]) -> str:
 
 
 def test_every_shipped_config_is_a_loadable_stored_config(tmp_path: Path, shipped: dict[str, dict[str, Any]]) -> None:
-    assert len(shipped) >= 3 + 10  # every task, every preset
+    assert {"task=image_gan", "task=cyclegan", "task=srgan", "experiment=smoke"} <= set(shipped)
     for choice, config in shipped.items():
         torch.save(stored_state(config), tmp_path / "c.pt")
         state = load_checkpoint(tmp_path / "c.pt")
@@ -138,14 +140,38 @@ def test_every_leaf_of_a_stored_config_is_data(tmp_path: Path, shipped: dict[str
                                                choice: str) -> None:
     config, marker = shipped[choice], tmp_path / "marker"
     state, resume = stored_state(config), OmegaConf.create(config)
-    for path in own_leaves[choice]:
+    for index, path in enumerate(own_leaves[choice]):
         original = OmegaConf.select(OmegaConf.create(config), ".".join(path))
-        for how, value in (("chain", marker_chain(marker)), ("env", "${oc.env:HOME}"), ("type", wrong_type(original))):
+        mutations = (("chain", marker_chain(marker)), ("env", "${oc.env:HOME}"), ("type", wrong_type(original)))
+        for number, (how, value) in enumerate(mutations):
             checkpoint = with_config(state, replaced(config, path, value), tmp_path / f"{how}.pt")
             for source in INPUTS:
                 spec = {"checkpoint": str(checkpoint), "out": str(tmp_path / "s.png"), "device": "cpu",
                         "input": str(images) if source == "images" else source}
                 refusal(lambda: sample(OmegaConf.create(spec)), path)  # noqa: B023 - called at once
-            resume.trainer.resume = str(checkpoint)
-            refusal(lambda: train(resume, run_dir=tmp_path / "run"), path)  # noqa: B023
+            if number == index % len(mutations):  # every leaf resumes, each kind of mutation in turn (time)
+                resume.trainer.resume = str(checkpoint)
+                refusal(lambda: train(resume, run_dir=tmp_path / "run"), path)  # noqa: B023
             assert not marker.exists(), (choice, path, how)
+
+
+def nodes(node: dict[str, Any], prefix: tuple[str, ...] = ()) -> Iterator[tuple[str, ...]]:
+    yield prefix
+    for key, value in node.items():
+        if isinstance(value, dict):
+            yield from nodes(value, (*prefix, key))
+
+
+def test_a_key_the_schema_does_not_know_is_refused_in_every_node(tmp_path: Path,
+                                                                 shipped: dict[str, dict[str, Any]]) -> None:
+    checked: set[tuple[str, tuple[str, ...]]] = set()
+    for config in shipped.values():
+        state = stored_state(config)
+        for path in nodes(config):
+            if (config["task"]["_target_"], path) in checked:
+                continue
+            checked.add((config["task"]["_target_"], path))
+            extended = replaced(config, (*path, "surplus"), 1)
+            with pytest.raises(UntrustedCheckpoint, match=rf"refused: {'.'.join((*path, 'surplus'))} is not a "):
+                load_checkpoint(with_config(state, extended, tmp_path / "c.pt"))
+    assert len(checked) > 30
