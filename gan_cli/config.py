@@ -227,7 +227,9 @@ def build(node: DictConfig, *args: Any, **kwargs: Any) -> Any:
     through as itself (Hydra would wrap it), anything else names the config node."""
     plain = {key: OmegaConf.to_container(value, resolve=True) if isinstance(value, (DictConfig, ListConfig)) else value
              for key, value in kwargs.items()}
-    config = {**OmegaConf.to_container(node, resolve=True), **plain}
+    own = OmegaConf.to_container(node, resolve=True)
+    assert isinstance(own, dict), "a component is a node of keys"
+    config = {**own, **plain}
     try:
         return instantiate(config, *args, _recursive_=False, _convert_="all")
     except InstantiationException as err:

@@ -7,7 +7,7 @@ of the parameter's annotation, and only plain values (scalars, lists of them), n
 Which targets a position takes is the registry: the targets conf/'s group options name there
 (conf/model/dcgan.yaml names `model.generator`'s gan_cli.models.dcgan.Generator, ...), so adding a
 component is a class and a YAML file, and a key added to conf/ without a schema entry fails the
-tests that check every preset (tests/test_stored_config.py).
+tests that check every option of every group (tests/test_stored_config.py).
 
 A checkpoint's config (trusted.py) must name registered targets only, and nothing named in it is
 imported unless it is registered. The config of a new run (config.validate) comes from the user's
@@ -149,7 +149,8 @@ def _plain_problem(value: Any, where: str, wanted: str = "plain values only") ->
 
 
 def _value_problem(value: Any, hint: Any, where: str, registered_only: bool) -> str | None:
-    schema = next((arg for arg in (hint, *typing.get_args(hint)) if dataclasses.is_dataclass(arg)), None)
+    schema = next((arg for arg in (hint, *typing.get_args(hint)) if isinstance(arg, type)
+                   and dataclasses.is_dataclass(arg)), None)
     if schema is not None and isinstance(value, dict):
         return _node_problem(value, schema, where, registered_only)
     if (problem := _plain_problem(value, where, allowed(hint))) is not None:
@@ -185,7 +186,8 @@ def _parameters(target: Any) -> tuple[dict[str, inspect.Parameter], dict[str, An
     """The named parameters of a class or function, and their annotations."""
     named = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
     parameters = {n: p for n, p in inspect.signature(target).parameters.items() if p.kind in named}
-    function = target.__init__ if isinstance(target, type) else target
+    function = next(vars(k)["__init__"] for k in target.__mro__ if "__init__" in vars(k)) \
+        if isinstance(target, type) else target  # a class: the __init__ it inherits or defines
     try:
         hints = typing.get_type_hints(function)
     except Exception:  # noqa: BLE001 - an annotation that does not evaluate: no type known, plain values only
