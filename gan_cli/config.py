@@ -1,7 +1,9 @@
 """The checks that run before any training, device choice and component building.
 
 Hydra composes plain YAML; `validate` merges it onto the schema dataclasses (schema.py) so a
-wrong type fails with the key's name, then applies the range checks in CHECKS. A failed check
+wrong type fails with the key's name, checks the whole resolved config against the schema as a
+checkpoint's is checked (schema_check.py: component nodes against their constructors), then
+applies the range checks in CHECKS. A failed check
 names the key the user sets: `optim.g.lr` is `${optim.lr}` unless set alone, so it reads
 `optim.lr`.
 """
@@ -16,11 +18,12 @@ from typing import Any
 import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from gan_cli.errors import GanCliError
 from gan_cli.schema import DEFAULT_EPOCHS, SampleSchema, TrainSchema
+from gan_cli.schema_check import config_problem
 
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 DEVICES_ALLOWED = "auto, cpu, cuda, cuda:N, mps"
@@ -159,6 +162,9 @@ def validate(cfg: DictConfig) -> DictConfig:
     """Return a typed, fully resolved copy of the train config, or raise GanCliError."""
     typed = _typed(cfg, TrainSchema, open_nodes=("dataset", "model", "optim"))
     _run_checks(typed, CHECKS, cfg)
+    problem = config_problem(OmegaConf.to_container(typed), registered_only=False)  # what a checkpoint will hold
+    if problem is not None:
+        raise GanCliError(f"invalid config: {problem}")
     if typed.model.conditional and typed.dataset.num_classes < 1:
         raise GanCliError(
             "model.conditional=true needs labelled data but dataset.num_classes is 0: pick a dataset "
@@ -230,10 +236,17 @@ def resolve_device(spec: str) -> torch.device:
 
 
 def build(node: DictConfig, *args: Any, **kwargs: Any) -> Any:
-    """hydra.utils.instantiate with user-facing errors: a GanCliError raised by a component
-    comes through as itself (Hydra would wrap it), anything else names the config node."""
+    """hydra.utils.instantiate, never recursive: the node's values and `kwargs` reach the target as
+    plain Python values (a nested `_target_` is data, never built), so only the node's own target is
+    called, also for a config read from a checkpoint. A GanCliError raised by a component comes
+    through as itself (Hydra would wrap it), anything else names the config node."""
+    plain = {key: OmegaConf.to_container(value, resolve=True) if isinstance(value, (DictConfig, ListConfig)) else value
+             for key, value in kwargs.items()}
+    own = OmegaConf.to_container(node, resolve=True)
+    assert isinstance(own, dict), "a component is a node of keys"
+    config = {**own, **plain}
     try:
-        return instantiate(node, *args, **kwargs)
+        return instantiate(config, *args, _recursive_=False, _convert_="all")
     except InstantiationException as err:
         if isinstance(err.__cause__, GanCliError):
             raise err.__cause__ from None

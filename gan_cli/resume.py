@@ -36,11 +36,13 @@ def checkpoint_state(task: Task, schedules: Schedules, cfg: DictConfig, step: in
 
 
 def config_differences(saved: DictConfig, current: DictConfig, group: str) -> list[str]:
-    """`group.key: checkpoint -> config` for every setting of `group` that differs."""
+    """`group.key: checkpoint -> config` for every setting of `group` that differs. A key the
+    checkpoint lacks counts as null: the schema added it since (model.w_dim of a DCGAN is null)."""
     old = flatten_config(saved[group]) if group in saved else {}
     new = flatten_config(current[group])
-    return [f"{group}.{key}: {old.get(key)} -> {new.get(key)}" for key in sorted(old.keys() | new.keys())
-            if old.get(key) != new.get(key)]
+    unset = str(None)  # how flatten_config writes null
+    return [f"{group}.{key}: {old.get(key, unset)} -> {new.get(key, unset)}" for key in sorted(old.keys() | new.keys())
+            if old.get(key, unset) != new.get(key, unset)]
 
 
 def find_resume(spec: str | None, checkpoints: CheckpointDir) -> tuple[Path, dict[str, Any]] | None:

@@ -1,6 +1,11 @@
 """Typed schema of the composed configs (no torch import: the command line is checked against it
-before training starts). Groups whose options carry their own keys (dataset, model, loss) are
-typed where all options agree and open otherwise; config.validate merges the config onto these.
+before training starts). config.validate merges the config onto these dataclasses.
+
+Every node is typed: a plain node by its dataclass, a *component* node (a field marked with
+`component()`: a node with a `_target_` that gan-cli builds) by its target's constructor, whose
+parameters and annotations are the node's keys and types (schema_check.py). A dataset node is both:
+its dataclass fields plus its loader's parameters. A stored config (a checkpoint's) is checked
+against the same schema before anything reads it.
 """
 
 from __future__ import annotations
@@ -9,6 +14,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 DEFAULT_EPOCHS = 5  # trainer.epochs when neither it nor trainer.max_steps is set
+COMPONENT = "component"  # field metadata: the node is built from its `_target_`
+
+
+def component(**default: Any) -> Any:
+    """A field holding a component node (`_target_` + the constructor's keyword arguments)."""
+    return field(metadata={COMPONENT: True}, **(default or {"default": None}))
 
 
 @dataclass
@@ -21,6 +32,8 @@ class DatasetSchema:
     image_size: int = 28
     num_classes: int = 0
     hflip: bool = False
+    test_root: str | None = None  # dataset=hr_folder: a folder of test images
+
 
 
 @dataclass
@@ -28,8 +41,14 @@ class ModelSchema:
     name: str = "???"
     z_dim: int = 100
     conditional: bool = False
-    generator: Any = None
-    discriminator: Any = None
+    generator: Any = component()
+    discriminator: Any = component()
+    # model=stylegan2's shared settings (null for the other models)
+    w_dim: int | None = None
+    channel_base: int | None = None
+    channel_max: int | None = None
+    mapping_layers: int | None = None
+    style_mixing_prob: float | None = None
 
 
 @dataclass
@@ -37,8 +56,10 @@ class OptimSchema:
     lr: float = 2e-4
     betas: list[float] = field(default_factory=lambda: [0.5, 0.999])
     weight_decay: float = 0.0
-    g: Any = None
-    d: Any = None
+    alpha: float | None = None  # optim=rmsprop's smoothing constant
+    beta1: float | None = None  # hparams_search=optuna searches it: optim.betas is [beta1, 0.999]
+    g: Any = component()
+    d: Any = component()
 
 
 @dataclass
@@ -83,21 +104,37 @@ class EvalSchema:
 
 
 @dataclass
+class SrSchema:
+    """task=srgan's settings (conf/task/srgan.yaml explains each)."""
+
+    scale: int = 4
+    hr_size: int | None = None
+    pretrain_steps: int = 0
+    content: str = "mse"
+    content_weight: float = 1.0
+    perceptual: str = "classifier"
+    perceptual_weight: float = 1.0
+    adversarial_weight: float = 1e-3
+    vgg19_weights: str | None = None
+    vgg19_layers: int = 36
+
+
+@dataclass
 class TrainSchema:
-    task: Any = None
-    dataset: DatasetSchema = field(default_factory=DatasetSchema)
+    task: Any = component()
+    dataset: DatasetSchema = component(default_factory=DatasetSchema)
     model: ModelSchema = field(default_factory=ModelSchema)
-    loss: Any = None
-    reg: Any = None
-    augment: Any = None
-    diversity: Any = None
-    ema: Any = None
+    loss: Any = component()
+    reg: Any = component()
+    augment: Any = component()
+    diversity: Any = component()
+    ema: Any = component()
     optim: OptimSchema = field(default_factory=OptimSchema)
-    lr_schedule: Any = None
+    lr_schedule: Any = component()
     trainer: TrainerSchema = field(default_factory=TrainerSchema)
     log: LogSchema = field(default_factory=LogSchema)
     eval: EvalSchema = field(default_factory=EvalSchema)
-    sr: Any = None  # task=srgan's settings (conf/task/srgan.yaml)
+    sr: SrSchema | None = None  # task=srgan's settings
     optimized_metric: str | None = None
 
 

@@ -130,11 +130,11 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, Any]:
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed shapes every step: autotune once
     seed_everything(cfg.trainer.seed)
+    checkpoints = CheckpointDir(run_dir / "checkpoints", cfg.trainer.keep_checkpoints)
+    resumed = find_resume(cfg.trainer.resume, checkpoints)  # checked (trusted.py) before anything is built
     task, updater = build_task(cfg, device, ranks), build_updater(cfg, device, ranks)
     steps, ends = run_length(cfg.trainer, task.batches_per_epoch, task.batches_per_step)
     schedules = Schedules(build(cfg.lr_schedule), task.optimizers, steps)
-    checkpoints = CheckpointDir(run_dir / "checkpoints", cfg.trainer.keep_checkpoints)
-    resumed = find_resume(cfg.trainer.resume, checkpoints)
     start = restore(task, schedules, cfg, *resumed) if resumed else 0
     if ranks.enabled:  # each rank its own noise (a resumed run restored rank 0's RNG everywhere)
         torch.manual_seed(cfg.trainer.seed + 1_000_003 * ranks.rank + start)

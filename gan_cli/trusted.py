@@ -2,13 +2,13 @@
 
 `torch.load(weights_only=True)` keeps a pickle from running code, but the checkpoint also holds
 the run's config as YAML, and gan-sample rebuilds the task's networks (and, for `input=test`, its
-dataset) from it with `instantiate`. Without a check, that YAML could name any importable callable
-(`builtins.open`, `os.system`) at the top of a node or nested inside a value. So `stored_config`
-checks every node gan-cli may build from a checkpoint: a `model` node's `_target_` must be one of
-gan-cli's model classes, `task._target_` one of its task classes, `dataset._target_` one of its
-loaders (and `dataset_class` a torchvision dataset), and everything else plain values (no
-`_target_`/`_args_`/`_partial_` deeper down, no `${...}` interpolation, which would run resolvers
-such as `oc.env`).
+dataset) from it. Without a check, that YAML could name any importable callable (`builtins.open`,
+`os.system`) at the top of a node or nested inside any value that reaches a constructor
+(`sr.scale`), or hold an interpolation whose resolver runs (`${oc.env:HOME}`). So `stored_config`
+checks the whole config against the schema before anything reads it (schema_check.py): every key
+known, every value a plain value of its declared type, `_target_` only at the positions where
+gan-cli builds a component and only naming a target conf/ registers there, no interpolation. And
+config.build never builds recursively, so even a value that slipped through is never called.
 
 `check_structure` checks the keys and types every reader relies on, so a damaged or foreign
 dict is one error line (and `trainer.resume=auto` falls back) instead of a KeyError later.
@@ -16,23 +16,20 @@ dict is one error line (and `trainer.resume=auto` falls back) instead of a KeyEr
 
 from __future__ import annotations
 
-import importlib
 import re
 from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 from omegaconf import DictConfig, OmegaConf
 
 from gan_cli.errors import GanCliError
+from gan_cli.schema_check import component_problem, config_problem
 
-# A stored config may only build gan-cli's own classes and loaders: `gan_cli.models.<family>.<Class>`,
-# `gan_cli.tasks.<family>.<Class>`, `gan_cli.data.load_<name>` / `gan_cli.domains.load_<name>`.
-TRUSTED_TARGET = re.compile(r"^gan_cli\.models\.[a-z_][a-z0-9_]*\.[A-Z][A-Za-z0-9_]*$")
-TRUSTED_TASK = re.compile(r"^gan_cli\.tasks\.[a-z_][a-z0-9_]*\.[A-Z][A-Za-z0-9_]*$")
-TRUSTED_LOADER = re.compile(r"^gan_cli\.(data|domains)\.load_[a-z0-9_]+$")
 TRUSTED_DATASET_CLASS = re.compile(r"^torchvision\.datasets\.[A-Z][A-Za-z0-9_]*$")
 PLAIN = (int, float, bool, str, type(None))
+NEEDED = ("model.generator", "model.discriminator", "dataset")  # what gan-sample rebuilds; in every checkpoint
 
 # key -> type every gan-cli checkpoint has (see resume.checkpoint_state); gan-cli/1 had other keys
 REQUIRED: dict[str, type | tuple[type, ...]] = {
@@ -42,37 +39,12 @@ LEGACY_REQUIRED: dict[str, type | tuple[type, ...]] = {
     "step": int, "epoch": int, "generator": dict, "discriminator": dict, "opt_g": dict, "opt_d": dict,
     "config": str, "rng": dict,
 }
+YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml's parser when installed: ~10x faster
+SCHEDULE_STATE = {"last_epoch": int}  # schedule.Schedules.state_dict() of each optimizer
 
 
 class UntrustedCheckpoint(GanCliError):
     pass
-
-
-def _defined_in(target: str, pattern: re.Pattern[str], kind: type | None) -> bool:
-    """True when `target` matches `pattern` and names a class (a subclass of `kind`) or, with
-    kind None, a function defined in that very module (imports only after the name matched)."""
-    if not pattern.match(target):
-        return False
-    module_name, name = target.rsplit(".", 1)
-    try:
-        found = getattr(importlib.import_module(module_name), name, None)
-    except ImportError:
-        return False
-    if kind is None:
-        return callable(found) and not isinstance(found, type) and getattr(found, "__module__", "") == module_name
-    return isinstance(found, type) and issubclass(found, kind) and found.__module__ == module_name
-
-
-def _is_model_class(target: str) -> bool:
-    return _defined_in(target, TRUSTED_TARGET, torch.nn.Module)
-
-
-def _is_task_class(target: str) -> bool:
-    return _defined_in(target, TRUSTED_TASK, object)
-
-
-def _is_loader(target: str) -> bool:
-    return _defined_in(target, TRUSTED_LOADER, None)
 
 
 def _is_torchvision_dataset(target: str) -> bool:
@@ -85,65 +57,35 @@ def _is_torchvision_dataset(target: str) -> bool:
     return isinstance(found, type) and issubclass(found, torch.utils.data.Dataset)
 
 
-def _plain_problem(value: Any, where: str) -> str | None:
-    """Why `value` is not plain data (scalars and lists of them), or None."""
-    if isinstance(value, list):
-        return next((p for i, item in enumerate(value) if (p := _plain_problem(item, f"{where}[{i}]"))), None)
-    if isinstance(value, dict):
-        named = f" naming _target_={value['_target_']!r}" if "_target_" in value else ""
-        return f"{where} is a nested node{named}; only plain values are allowed"
-    if not isinstance(value, PLAIN):
-        return f"{where} is a {type(value).__name__}"
-    if isinstance(value, str) and "${" in value:
-        return f"{where} holds an interpolation {value!r}"
-    return None
-
-
-def trusted_node(node: Any, where: str, source: str | Path, allowed: Any = _is_model_class,
-                 what: str = "gan-cli's model classes (gan_cli.models.*)") -> DictConfig:
-    """`node` if it is safe to instantiate: `allowed(_target_)` (a gan_cli.models class by default)
-    and every other key holds a plain value; else UntrustedCheckpoint naming `where`."""
-    if not isinstance(node, DictConfig):
-        raise UntrustedCheckpoint(f"checkpoint {source} was refused: its config has no {where} node")
-    plain = OmegaConf.to_container(node, resolve=False)  # never resolve: interpolations are refused
-    target = plain.get("_target_")
-    if not isinstance(target, str) or not allowed(target):
-        raise UntrustedCheckpoint(f"checkpoint {source} was refused: {where}._target_={target!r} is not one of {what}")
-    for key, value in plain.items():
-        if key == "_target_":
-            continue
-        problem = (f"{where}.{key} is a special key" if str(key).startswith("_") else
-                   _plain_problem(value, f"{where}.{key}"))
-        if problem:
-            raise UntrustedCheckpoint(f"checkpoint {source} was refused: {problem}")
+def trusted_node(node: Any, where: str, source: str | Path) -> DictConfig:
+    """`node`, a component node at position `where` (`model.generator`), if a checkpoint may hold
+    it; else UntrustedCheckpoint naming `where`."""
+    plain = OmegaConf.to_container(node, resolve=False) if isinstance(node, DictConfig) else node
+    problem = component_problem(plain, where, None)
+    if problem is not None:
+        raise UntrustedCheckpoint(f"checkpoint {source} was refused: {problem}")
     return node
 
 
 def stored_config(state: dict[str, Any], source: str | Path) -> DictConfig:
-    """The checkpoint's config, parsed from its YAML, with every node gan-cli may build from it
-    checked: `model.*` nodes, `task`, `dataset` (see the module docstring)."""
-    try:
-        config = OmegaConf.create(state["config"])
-    except Exception as err:  # noqa: BLE001 - any YAML/type problem of a damaged file is one line
+    """The checkpoint's config, parsed from its YAML and checked as a whole against the schema
+    (see the module docstring); UntrustedCheckpoint naming the first key that does not fit."""
+    try:  # plain YAML (as OmegaConf.to_yaml wrote it): nothing is resolved or built while parsing
+        plain = yaml.load(state["config"], Loader=YAML_LOADER)
+    except yaml.YAMLError as err:
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise GanCliError(f"checkpoint {source} is corrupt: its config is not readable YAML ({reason})") from None
-    model = config.get("model") if isinstance(config, DictConfig) else None
-    if not isinstance(model, DictConfig):
-        raise UntrustedCheckpoint(f"checkpoint {source} was refused: its config has no model node")
-    for key, value in OmegaConf.to_container(model, resolve=False).items():
-        if isinstance(value, dict):  # a network: built by gan-sample
-            trusted_node(model.get(key), f"model.{key}", source)
-        elif problem := _plain_problem(value, f"model.{key}"):
-            raise UntrustedCheckpoint(f"checkpoint {source} was refused: {problem}")
-    if "task" in config:  # gan-cli/1 checkpoints had none (image_gan)
-        trusted_node(config.task, "task", source, _is_task_class, "gan-cli's tasks (gan_cli.tasks.*)")
-    if "dataset" in config:
-        dataset = trusted_node(config.dataset, "dataset", source, _is_loader,
-                               "gan-cli's dataset loaders (gan_cli.data.load_*, gan_cli.domains.load_*)")
-        dataset_class = dataset.get("dataset_class")
-        if dataset_class is not None and not _is_torchvision_dataset(str(dataset_class)):
-            raise UntrustedCheckpoint(f"checkpoint {source} was refused: dataset.dataset_class={dataset_class!r} "
-                                      "is not a torchvision dataset class")
+    problem = config_problem(plain)
+    if problem is None:
+        config = OmegaConf.create(plain)
+        missing = next((key for key in NEEDED if OmegaConf.select(config, key, default=None) is None), None)
+        dataset_class = OmegaConf.select(config, "dataset.dataset_class", default=None)
+        if missing is not None:
+            problem = f"its config has no {missing} node"
+        elif dataset_class is not None and not _is_torchvision_dataset(str(dataset_class)):
+            problem = f"dataset.dataset_class={dataset_class!r} is not a torchvision dataset class"
+    if problem is not None:
+        raise UntrustedCheckpoint(f"checkpoint {source} was refused: {problem}")
     return config
 
 
@@ -183,6 +125,21 @@ def _named(value: dict[str, Any], kind: str, check: Any) -> list[str | None]:
             for name, item in value.items()]
 
 
+def _schedules_problem(schedules: Any) -> str | None:
+    """{optimizer name: {"last_epoch": int}}, as Schedules.state_dict() writes it."""
+    if not isinstance(schedules, dict):
+        return f"schedules is a {type(schedules).__name__}, not a dict of schedule states"
+    for name, value in schedules.items():
+        if not isinstance(name, str) or not isinstance(value, dict):
+            return f"schedules[{name!r}] is not a schedule state (a dict with last_epoch)"
+        for key, item in value.items():
+            kind = SCHEDULE_STATE.get(key)
+            if kind is None or not isinstance(item, kind) or isinstance(item, bool):
+                return (f"schedules[{name!r}][{key!r}] holds {type(item).__name__} {item!r:.60}; allowed is "
+                        f"{', '.join(SCHEDULE_STATE)}: an integer")
+    return None
+
+
 def check_structure(state: dict[str, Any], source: str | Path) -> None:
     """Every key a reader uses, with its type; GanCliError naming the first problem. Both formats."""
     legacy = state.get("format") == "gan-cli/1"
@@ -201,6 +158,8 @@ def check_structure(state: dict[str, Any], source: str | Path) -> None:
                     *_named(state["averages"], "averages", _weights_problem),
                     *_named(state["optimizers"], "optimizers",
                             lambda v, n: _optimizer_problem(v, n) if isinstance(v, dict) else f"{n} is not a dict")]
+    if "schedules" in state:  # gan-cli/2 checkpoints before learning-rate schedules had none
+        problems.append(_schedules_problem(state["schedules"]))
     problems.append(_rng_problem(state["rng"]))
     problem = next((p for p in problems if p), None)
     if problem:

@@ -47,6 +47,22 @@ def private_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
     os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("xdg_cache"))
 
 
+# Components tests train with (`loss._target_=tests.test_resilience.ExplodingLoss`) and whose checkpoints
+# they load: registered as conf/'s options are, as a checkpoint naming an unregistered class is refused.
+TEST_COMPONENTS = {"loss": ["tests.test_resilience.ExplodingLoss", "tests.test_resilience.PreemptingLoss",
+                            "tests.test_hostile.InfiniteBatchNormLoss", "tests.test_sweep.CtrlC"],
+                   "ema": ["tests.test_hostile.BrokenEMA"]}
+
+
+@pytest.fixture(autouse=True, scope="session")
+def registered_test_components() -> None:
+    from gan_cli.schema_check import register
+
+    for position, targets in TEST_COMPONENTS.items():
+        for target in targets:
+            register(position, target)
+
+
 def compose_train(overrides: list[str]) -> DictConfig:
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         return compose("train", overrides=overrides)

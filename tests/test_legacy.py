@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from gan_cli.checkpoint import load_checkpoint
@@ -87,3 +88,36 @@ def test_legacy_checkpoint_resumes(tmp_path: Path) -> None:
     metrics = train(compose_train([*LEGACY_RUN, "trainer.max_steps=5", f"trainer.resume={LEGACY}"]), run_dir=tmp_path)
     assert metrics["steps"] == 5 and metrics["images_seen"] == 5 * 16
     assert load_checkpoint(tmp_path / "checkpoints" / "last.pt")["format"] == "gan-cli/2"
+
+
+# gan-cli/2 checkpoints written before the whole stored config was checked (tests/fixtures/README.md).
+V2_BASE = ["dataset=fake", "dataset.num_samples=32", "trainer.device=cpu", "trainer.batch_size=4", "eval.enabled=false",
+           "trainer.num_threads=1", "log.num_samples=4"]
+V2_RUNS = {
+    "image_gan": ["model.z_dim=8", "model.generator.ngf=4", "model.discriminator.ndf=4"],
+    "srgan": ["task=srgan", "model.generator.width=4", "model.generator.blocks=1", "model.discriminator.ndf=4",
+              "model.discriminator.stages=1", "model.discriminator.pool=1", "model.discriminator.dense=8",
+              "sr.perceptual_weight=0", "task.preview_images=2"],
+    "cyclegan": ["task=cyclegan", "model.generator.ngf=4", "model.generator.blocks=1",
+                 "model.generator.downsamplings=1", "model.discriminator.ndf=4", "model.discriminator.layers=1",
+                 "task.domain_b=invert", "task.preview_images=2", "task.pool_size=2"],
+}
+
+
+@pytest.mark.parametrize("task", sorted(V2_RUNS))
+def test_checkpoints_of_every_task_from_before_the_schema_check_sample_and_resume(tmp_path: Path, task: str) -> None:
+    from omegaconf import OmegaConf
+    from PIL import Image
+
+    from gan_cli.sample import sample
+
+    checkpoint = FIXTURES / f"v2_{task}.pt"
+    (tmp_path / "images").mkdir()
+    Image.new("L", (7, 7)).save(tmp_path / "images" / "a.png")
+    for source in [None] if task == "image_gan" else ["test", str(tmp_path / "images")]:
+        spec = {"checkpoint": str(checkpoint), "input": source, "out": str(tmp_path / "s.png"), "num_samples": 2,
+                "class": None}
+        assert sample(OmegaConf.create(spec)).is_file()
+    resumed = train(compose_train([*V2_BASE, *V2_RUNS[task], "trainer.max_steps=2", f"trainer.resume={checkpoint}"]),
+                    run_dir=tmp_path / "run")
+    assert resumed["steps"] == 2

@@ -224,3 +224,99 @@ def test_resume_auto_takes_the_highest_step_not_last_pt(tmp_path: Path, good: Pa
 def test_resume_from_a_folder_says_it_is_a_folder(tmp_path: Path, good: Path) -> None:
     with pytest.raises(GanCliError, match=r"is a folder, not a file: pass a \.pt file"):
         train(compose_train([*TINY_FAKE, f"trainer.resume={good.parent}"]), run_dir=tmp_path)
+
+
+# Issue #20: the whole stored config is data, in every task (tests/test_stored_config.py sweeps every
+# leaf of every preset; these are the cases reported, on real checkpoints, through the real commands).
+TINY_TASKS = {
+    "srgan": ["task=srgan", "model.generator.width=4", "model.generator.blocks=1", "model.discriminator.ndf=4",
+              "model.discriminator.stages=1", "model.discriminator.pool=1", "model.discriminator.dense=8",
+              "sr.perceptual_weight=0", "task.preview_images=2"],
+    "cyclegan": ["task=cyclegan", "model.generator.ngf=4", "model.generator.blocks=1",
+                 "model.generator.downsamplings=1", "model.discriminator.ndf=4", "model.discriminator.layers=1",
+                 "task.domain_b=invert", "task.preview_images=2"],
+}
+
+
+@pytest.fixture(scope="module")
+def task_checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A one-step checkpoint of each translation task, tiny networks on dataset=fake."""
+    found = {}
+    for name, overrides in TINY_TASKS.items():
+        run_dir = tmp_path_factory.mktemp(name)
+        tiny = [o for o in TINY_FAKE if not o.startswith("model.")]  # the tasks' own networks are set below
+        train(compose_train([*tiny, "trainer.max_steps=1", "trainer.batch_size=4", *overrides]), run_dir=run_dir)
+        found[name] = run_dir / "checkpoints" / "last.pt"
+    return found
+
+
+def edited(good: Path, target: Path, edit: Any) -> Path:
+    """A copy of a real checkpoint whose stored config (a plain dict) `edit` changed."""
+    state = torch.load(good, weights_only=True)
+    config = yaml.safe_load(state["config"])
+    edit(config)
+    state["config"] = yaml.safe_dump(config)
+    torch.save(state, target)
+    return target
+
+
+def assert_one_line(result: Any, says: str) -> None:
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2 and len(lines) == 1, result.stderr[-3000:]
+    assert lines[0].startswith("error: checkpoint")
+    assert says in lines[0], lines[0]
+
+
+@pytest.mark.parametrize("source", ["test", "images"])
+def test_an_srgan_scale_of_target_nodes_runs_nothing_in_gan_sample(tmp_path: Path, task_checkpoints: dict[str, Path],
+                                                                  source: str) -> None:
+    """The critical report: `sr.scale` reached Generator(scale=...) and Hydra built the nodes in it."""
+    from PIL import Image
+
+    marker = tmp_path / "pwned"
+    chain = {"_target_": "pathlib.Path.write_text", "self": {"_target_": "pathlib.Path", "_args_": [str(marker)]},
+             "data": "ran"}
+    evil = edited(task_checkpoints["srgan"], tmp_path / "evil.pt", lambda c: c["sr"].update(scale=[chain]))
+    (tmp_path / "images").mkdir()
+    Image.new("L", (7, 7)).save(tmp_path / "images" / "a.png")
+    result = run_cli("gan-sample", [f"checkpoint={evil}", f"input={source}", "out=s.png"], cwd=tmp_path, check=False)
+    assert_one_line(result, "was refused: sr.scale[0] is a nested node naming _target_='pathlib.Path.write_text'")
+    assert not marker.exists() and not (tmp_path / "s.png").exists()
+
+
+def test_an_interpolated_seed_in_a_cyclegan_checkpoint_is_refused(tmp_path: Path,
+                                                                  task_checkpoints: dict[str, Path]) -> None:
+    """It was resolved while gan-sample loaded the test split: a 28-line traceback."""
+    evil = edited(task_checkpoints["cyclegan"], tmp_path / "evil.pt",
+                  lambda c: c["trainer"].update(seed="${oc.env:HOME}"))
+    result = run_cli("gan-sample", [f"checkpoint={evil}", "input=test", "out=s.png"], cwd=tmp_path, check=False)
+    assert_one_line(result, "was refused: trainer.seed holds an interpolation '${oc.env:HOME}'")
+
+
+def test_a_task_target_that_is_no_task_is_refused(tmp_path: Path, good: Path) -> None:
+    from omegaconf import OmegaConf
+
+    from gan_cli.sample import sample
+
+    evil = edited(good, tmp_path / "evil.pt", lambda c: c["task"].update(_target_="gan_cli.tasks.base.Drawn"))
+    with pytest.raises(GanCliError, match=r"task\._target_='gan_cli\.tasks\.base\.Drawn' is not one of gan-cli's "
+                                          r"tasks \(gan_cli\.tasks\.cyclegan\.CycleGan, "):
+        sample(OmegaConf.create({"checkpoint": str(evil), "out": str(tmp_path / "s.png")}))
+
+
+@pytest.mark.parametrize("command", ["gan-sample", "resume"])
+def test_a_schedule_state_of_the_wrong_type_is_refused(tmp_path: Path, good: Path, command: str) -> None:
+    """gan-sample accepted `schedules.g.last_epoch: "abc"`, and a resume crashed on it."""
+    from omegaconf import OmegaConf
+
+    from gan_cli.sample import sample
+
+    state = torch.load(good, weights_only=True)
+    torch.save({**state, "schedules": {**state["schedules"], "g": {"last_epoch": "abc"}}}, tmp_path / "bad.pt")
+    run = (lambda: sample(OmegaConf.create({"checkpoint": str(tmp_path / "bad.pt"), "out": str(tmp_path / "s.png")}))
+           ) if command == "gan-sample" else (
+        lambda: train(compose_train([*TINY_FAKE, f"trainer.resume={tmp_path / 'bad.pt'}"]), run_dir=tmp_path / "run"))
+    with pytest.raises(GanCliError, match=r"is damaged: schedules\['g'\]\['last_epoch'\] holds str 'abc'; allowed is "
+                                          r"last_epoch: an integer$"):
+        run()
+    assert not (tmp_path / "s.png").exists()
