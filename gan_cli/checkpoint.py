@@ -25,6 +25,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
+from gan_cli import integrity
 from gan_cli.errors import GanCliError
 from gan_cli.trusted import check_structure, stored_config
 
@@ -71,7 +72,8 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     `RuntimeError: unexpected pos`, a plain write as OSError(ENOSPC), which the caller can name."""
     path.parent.mkdir(parents=True, exist_ok=True)
     buffer = io.BytesIO()
-    torch.save({"format": FORMAT, **state}, buffer)
+    payload = {"format": FORMAT, **state}
+    torch.save({**payload, integrity.KEY: integrity.digest(payload)}, buffer)
     handle, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         try:
@@ -119,7 +121,8 @@ class CheckpointDir:
         self.folder, self.keep = folder, keep
 
     def step_files(self) -> list[Path]:
-        return sorted(self.folder.glob("step_*.pt"))
+        """Only files: a folder or fifo someone named step_N.pt is neither loaded nor rotated away."""
+        return sorted(p for p in self.folder.glob("step_*.pt") if p.is_file())
 
     def kept(self) -> str:
         names = sorted(p.name for p in self.folder.glob("*.pt")) if self.folder.is_dir() else []
@@ -226,6 +229,9 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise GanCliError(f"checkpoint {path} is truncated or corrupt: {reason[:200]}") from None
     if not isinstance(state, dict) or state.get("format") not in (FORMAT, LEGACY_FORMAT):
         raise GanCliError(f"{path} is not a gan-cli checkpoint (expected format {FORMAT!r})")
+    if integrity.KEY in state and state[integrity.KEY] != integrity.digest(state):  # older files have none
+        raise GanCliError(f"checkpoint {path} is corrupt: its contents do not match the checksum written with "
+                          "them (changed or damaged on disk)")
     check_structure(state, path)
     state = upgrade(state)
     stored_config(state, path)

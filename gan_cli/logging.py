@@ -3,9 +3,13 @@ the progress display and the Python log (Hydra's job log file) all read from her
 
 from __future__ import annotations
 
+import errno
+import functools
 import logging
 import sys
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +22,9 @@ from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams as hparams_summary
 from torchvision.utils import make_grid, save_image
 
+from gan_cli.errors import GanCliError
 from gan_cli.hparams import run_hparams
+from gan_cli.outputs import replaced
 from gan_cli.tasks.base import Preview
 
 log = logging.getLogger("gan_cli")
@@ -193,19 +199,55 @@ def duration(seconds: float) -> str:
     return f"{hours} h {minutes:02d} min" if hours else f"{minutes} min {secs:02d} s" if minutes else f"{secs} s"
 
 
+def _events_errors(method: Callable[..., Any]) -> Callable[..., Any]:
+    """TensorBoard's writer thread fails on a full disk and its next write or flush raises the
+    OSError here: one line naming the folder (the thread's own traceback is silenced, see
+    `_quiet_writer_threads`)."""
+
+    @functools.wraps(method)
+    def guarded(self: Reporter, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except OSError as err:
+            full = err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+            raise GanCliError(f"could not write TensorBoard events in {self.events}: "
+                              f"{'disk full' if full else err.strerror or err} (the run's checkpoints are intact)"
+                              ) from None
+
+    return guarded
+
+
+def _quiet_writer_threads() -> None:
+    """An OSError in TensorBoard's background writer thread is reported once, by the thread that
+    writes next (`_events_errors`), not also as a thread traceback."""
+    if getattr(threading.excepthook, "gan_cli", False):
+        return
+    default = threading.excepthook
+
+    def hook(args: threading.ExceptHookArgs) -> None:
+        if not (isinstance(args.exc_value, OSError) and type(args.thread).__name__ == "_AsyncWriterThread"):
+            default(args)
+
+    hook.gan_cli = True  # type: ignore[attr-defined]
+    threading.excepthook = hook
+
+
 class Reporter:
     def __init__(self, run_dir: Path, total_steps: int, start_step: int, start_epoch: int = 0):
         self.samples_dir = run_dir / "samples"
         self.samples_dir.mkdir(parents=True, exist_ok=True)
         # A resumed run continues after its checkpoint's step: points logged past it by the run
         # that was killed are purged, the point at the checkpoint's own step is kept.
-        self.writer = SummaryWriter(str(event_dir(run_dir)), purge_step=start_step + 1 if start_step else None)
+        self.events = event_dir(run_dir)
+        _quiet_writer_threads()
+        self.writer = SummaryWriter(str(self.events), purge_step=start_step + 1 if start_step else None)
         display = _RichDisplay if sys.stdout.isatty() else _LineDisplay
         self.display = display(total_steps, start_step, start_epoch)  # epochs shown from 1
         self.total, self.start, self.clock = total_steps, start_step, time.perf_counter()
         self.estimated_rate = 0.0  # img/s the run-time estimate was made at; 0: not yet
         self.last_sample_step = -1
 
+    @_events_errors
     def run_started(self, cfg: DictConfig, real: Preview, samples: Preview) -> None:
         """Step 0 of a new run, once: the Custom Scalars layout, the resolved config (Text tab),
         a grid of real training images and the untrained G's grid (the slider starts there)."""
@@ -215,6 +257,7 @@ class Reporter:
         self.samples(0, samples.images, samples.nrow)
         self.clock = time.perf_counter()  # the run-time estimate counts training steps only
 
+    @_events_errors
     def scalars(self, step: int, epoch: int, values: dict[str, float], show: bool = True) -> None:
         """show=False: TensorBoard only, not the progress line (evaluation logs its own line)."""
         for tag, value in values.items():
@@ -248,6 +291,7 @@ class Reporter:
                  duration(self.per_step * (self.total - step)), self.total - step, 1000 * self.per_step, f"{rate:,.0f}")
         self.estimated_rate = rate
 
+    @_events_errors
     def samples(self, step: int, images: Tensor, nrow: int) -> Path:
         """images: (B, C, H, W) in [-1, 1]. Logged as one grid, and saved as PNG; once per step
         (the loop's last step is also a sampling step when it is a multiple of the interval)."""
@@ -256,16 +300,19 @@ class Reporter:
             return path
         grid = image_grid(images, nrow)
         self.writer.add_image("samples", grid, step)
-        save_image(grid, path)
+        with replaced(path, "the sample grid") as temporary:
+            save_image(grid, temporary)
         self.last_sample_step = step
         return path
 
+    @_events_errors
     def baseline(self, values: dict[str, float]) -> None:
         """What doing nothing scores (Evaluation.baseline): once, as a table in the Text tab."""
         if values:
             rows = "\n".join(f"| {name} | {value:.4g} |" for name, value in values.items())
             self.writer.add_text("baseline", f"| baseline (doing nothing) | value |\n| --- | --- |\n{rows}", 0)
 
+    @_events_errors
     def hparams(self, step: int, cfg: DictConfig, baseline: dict[str, float]) -> None:
         """This run's row in the HParams tab, in its own event file (SummaryWriter.add_hparams
         would make a separate sub-run): the columns are run_hparams(cfg) and the run's baseline
@@ -279,9 +326,16 @@ class Reporter:
         for summary in (session_start, session_end):
             self.writer.file_writer.add_summary(summary, step)
 
-    def close(self) -> None:
-        self.writer.close()
+    def close(self, failing: bool = False) -> None:
+        """Flush TensorBoard and stop the display. A write error here is one line, unless the run
+        is already ending with an error of its own (`failing`), which it would hide."""
         self.display.stop()
+        try:
+            self.writer.close()
+        except OSError as err:
+            if not failing:
+                raise GanCliError(f"could not write TensorBoard events in {self.events}: {err.strerror or err} "
+                                  "(the run's checkpoints are intact)") from None
 
 
 class SilentReporter:
@@ -305,5 +359,5 @@ class SilentReporter:
     def hparams(self, step: int, cfg: DictConfig, baseline: dict[str, float]) -> None:
         pass
 
-    def close(self) -> None:
+    def close(self, failing: bool = False) -> None:
         pass

@@ -108,6 +108,23 @@ def staged(out: Path, spec: str) -> Iterator[Path]:
             temporary.unlink(missing_ok=True)
 
 
+@contextlib.contextmanager
+def replaced(path: Path, what: str) -> Iterator[Path]:
+    """A training output (a sample grid, metrics.json): a temporary beside `path` (same suffix),
+    renamed over it when the block ends; a full disk is one line naming `what`, and no partial
+    file is left. A reader never sees half a file."""
+    temporary = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    try:
+        yield temporary
+        os.replace(temporary, path)
+    except OSError as err:
+        full = err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+        raise GanCliError(f"could not write {what} {path}: {'disk full' if full else err.strerror or err} "
+                          "(no partial file was left; the run's checkpoints are intact)") from None
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
 def publish(temporary: Path, out: Path) -> None:
     """Rename the finished output into place. A folder that is already there (a rerun into it)
     gets each file renamed into it: its other files stay, as they always did."""

@@ -44,8 +44,9 @@ class RunDirInUse(GanCliError):
     pass
 
 
-def acquire(run_dir: Path) -> None:
-    """Take the run dir's lock for the rest of this process (RunDirInUse when another has it)."""
+def acquire(run_dir: Path, record: bool = True) -> None:
+    """Take the run dir's lock for the rest of this process (RunDirInUse when another has it);
+    `record`: write this PID into the lock file now (else `record_holder` once the run may start)."""
     key = run_dir.absolute()
     if key in _HELD:
         return
@@ -58,9 +59,15 @@ def acquire(run_dir: Path) -> None:
         os.close(handle)
         raise RunDirInUse(f"run dir {run_dir} is in use by PID {holder} (another gan-train): wait for it "
                           "to end, or choose another hydra.run.dir") from None
+    _HELD[key] = handle
+    if record:
+        record_holder(run_dir)
+
+
+def record_holder(run_dir: Path) -> None:
+    handle = _HELD[run_dir.absolute()]
     os.ftruncate(handle, 0)
     os.pwrite(handle, f"{os.getpid()}\n".encode(), 0)
-    _HELD[key] = handle
 
 
 def release(run_dir: Path) -> None:
@@ -143,8 +150,9 @@ class RunDirGuard(Callback):
             config.hydra.run.dir = str(run_dir)
         existed = run_dir.exists()
         try:
-            acquire(run_dir)
+            acquire(run_dir, record=False)  # a refused run leaves even the last holder's PID as it was
             check_run_dir(run_dir, config.trainer.get("resume"), bool(config.trainer.get("overwrite")))
+            record_holder(run_dir)
         except GanCliError as err:
             if not existed and run_dir.absolute() in _HELD:  # only what this process created
                 release(run_dir)

@@ -12,6 +12,7 @@ import logging
 import math
 import random
 import signal
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from gan_cli.checkpoint import CheckpointDir
 from gan_cli.config import build, resolve_device, run_length, validate
 from gan_cli.logging import Reporter, SilentReporter
 from gan_cli.meter import Meter, TrainingDiverged
+from gan_cli.outputs import replaced
 from gan_cli.precision import warn_about_slow_precision
 from gan_cli.resume import checkpoint_state, find_resume, restore
 from gan_cli.schedule import Schedules
@@ -162,10 +164,11 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, Any]:
             outputs.evaluate(last)
             metrics = final_metrics(meter, last, start, seconds, device, outputs, updater.skipped)
             if ranks.is_main:
-                (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+                with replaced(run_dir / "metrics.json", "the final metrics") as path:
+                    path.write_text(json.dumps(metrics, indent=2) + "\n")
             reporter.hparams(last, cfg, baseline)
     finally:
-        reporter.close()  # flushes TensorBoard on every exit path
+        reporter.close(failing=sys.exc_info()[0] is not None)  # flushes TensorBoard on every exit path
         distributed.shutdown()
     shown = "  ".join(f"{k.split('/')[-1]} {v:.3f}" for k, v in meter.last.items() if k in task.stat_names)
     log.info("done: %d steps, %.0f img/s, %s%s -> %s", last, metrics["img_per_sec"], shown,

@@ -63,6 +63,15 @@ def registered_test_components() -> None:
             register(position, target)
 
 
+def forged(state: dict) -> dict:
+    """An edited checkpoint as someone crafting one would write it: with a checksum recomputed for
+    its new contents, so that what a test reaches is the check it is about, not the checksum."""
+    from gan_cli import integrity
+
+    content = {key: value for key, value in state.items() if key != integrity.KEY}
+    return {**content, integrity.KEY: integrity.digest(content)}
+
+
 def compose_train(overrides: list[str]) -> DictConfig:
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         return compose("train", overrides=overrides)

@@ -209,6 +209,7 @@ class InterruptedEvaluation:
     """Ctrl-C arrives during the final evaluation (the evaluation itself is not under test)."""
 
     primary = "metrics/fd_classifier"
+    baseline: dict[str, float] = {}
 
     def __init__(self, cfg: Any):
         self.final = cfg.trainer.max_steps

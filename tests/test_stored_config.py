@@ -31,7 +31,7 @@ from gan_cli.resume import checkpoint_state
 from gan_cli.sample import sample
 from gan_cli.train import train
 from gan_cli.trusted import UntrustedCheckpoint, stored_config
-from tests.conftest import compose_train
+from tests.conftest import compose_train, forged
 
 CONF = Path(CONFIG_DIR)
 # Every preset, then every option of every other config group (each task's default among them).
@@ -56,7 +56,7 @@ def stored_state(config: dict[str, Any]) -> dict[str, Any]:
 
 def with_config(state: dict[str, Any], config: dict[str, Any], path: Path) -> Path:
     """`state` with another stored config (YAML, as an editor or a script writes it) saved at `path`."""
-    torch.save({**state, "config": yaml.safe_dump(config, sort_keys=False)}, path)
+    torch.save(forged({**state, "config": yaml.safe_dump(config, sort_keys=False)}), path)
     return path
 
 
@@ -129,7 +129,7 @@ def refusal(run: Any, path: tuple[str, ...]) -> str:
 def test_every_shipped_config_is_a_loadable_stored_config(tmp_path: Path, shipped: dict[str, dict[str, Any]]) -> None:
     assert {"task=image_gan", "task=cyclegan", "task=srgan", "experiment=smoke"} <= set(shipped)
     for choice, config in shipped.items():
-        torch.save(stored_state(config), tmp_path / "c.pt")
+        torch.save(forged(stored_state(config)), tmp_path / "c.pt")
         state = load_checkpoint(tmp_path / "c.pt")
         assert OmegaConf.to_container(stored_config(state, choice)) == config, choice
 

@@ -18,7 +18,7 @@ from gan_cli.checkpoint import CheckpointDir, load_checkpoint
 from gan_cli.errors import GanCliError
 from gan_cli.train import train
 from gan_cli.trusted import trusted_node
-from tests.conftest import TINY_FAKE, compose_train, run_cli
+from tests.conftest import TINY_FAKE, compose_train, forged, run_cli
 
 
 class RunsCode:
@@ -42,7 +42,7 @@ def crafted(good: Path, target: Path, edit: Any) -> Path:
     config = yaml.safe_load(state["config"])
     edit(config["model"]["generator"])
     state["config"] = yaml.safe_dump(config)
-    torch.save(state, target)
+    torch.save(forged(state), target)
     return target
 
 
@@ -129,7 +129,7 @@ def test_task_and_dataset_nodes_are_checked_too(tmp_path: Path, good: Path, sect
     config = yaml.safe_load(state["config"])
     config[section] = edit
     state["config"] = yaml.safe_dump(config)
-    torch.save(state, tmp_path / "evil.pt")
+    torch.save(forged(state), tmp_path / "evil.pt")
     with pytest.raises(GanCliError, match=reason):
         load_checkpoint(tmp_path / "evil.pt")
     result = run_cli("gan-sample", [f"checkpoint={tmp_path / 'evil.pt'}", "out=s.png"], cwd=tmp_path, check=False)
@@ -167,12 +167,12 @@ def damaged_variants(good: Path, folder: Path) -> list[Path]:
     for key, bad in wrong.items():
         for how, edited in (("missing", {k: v for k, v in state.items() if k != key}), ("wrong", {**state, key: bad})):
             paths.append(folder / f"{how}_{key}.pt")
-            torch.save(edited, paths[-1])
+            torch.save(forged(edited), paths[-1])
     for key in ("config", "rng"):  # damage one level down
         inner = ({**state, "config": "model: [1, 2"} if key == "config" else
                  {**state, "rng": {**state["rng"], "python": (3, (1, 2), None)}})
         paths.append(folder / f"inner_{key}.pt")
-        torch.save(inner, paths[-1])
+        torch.save(forged(inner), paths[-1])
     return paths
 
 
@@ -190,7 +190,7 @@ def test_fuzzed_checkpoints_are_one_line_errors(tmp_path: Path, good: Path) -> N
 def test_resume_from_a_checkpoint_without_a_named_part_is_one_line(tmp_path: Path, good: Path, kind: str,
                                                                    name: str) -> None:
     state = torch.load(good, weights_only=True)
-    torch.save({**state, kind: {k: v for k, v in state[kind].items() if k != name}}, tmp_path / "cut.pt")
+    torch.save(forged({**state, kind: {k: v for k, v in state[kind].items() if k != name}}), tmp_path / "cut.pt")
     with pytest.raises(GanCliError, match=rf"its {kind} lack {name}$"):
         train(compose_train([*TINY_FAKE, f"trainer.resume={tmp_path / 'cut.pt'}"]), run_dir=tmp_path / "run")
 
@@ -207,7 +207,7 @@ def test_resume_auto_falls_back_past_a_damaged_last_pt(tmp_path: Path, good: Pat
         (tmp_path / "notes.txt").write_text("hello world\n")  # the unpickler reads 'h' as an opcode
         last.symlink_to(tmp_path / "notes.txt")
     else:
-        torch.save({k: v for k, v in state.items() if k != damage.removeprefix("missing_")}, last)
+        torch.save(forged({k: v for k, v in state.items() if k != damage.removeprefix("missing_")}), last)
     metrics = train(compose_train([*TINY_FAKE, "trainer.max_steps=6", "trainer.resume=auto"]), run_dir=tmp_path)
     assert metrics["steps"] == 6 and metrics["images_seen"] == 6 * 16
 
@@ -256,7 +256,7 @@ def edited(good: Path, target: Path, edit: Any) -> Path:
     config = yaml.safe_load(state["config"])
     edit(config)
     state["config"] = yaml.safe_dump(config)
-    torch.save(state, target)
+    torch.save(forged(state), target)
     return target
 
 
@@ -312,7 +312,7 @@ def test_a_schedule_state_of_the_wrong_type_is_refused(tmp_path: Path, good: Pat
     from gan_cli.sample import sample
 
     state = torch.load(good, weights_only=True)
-    torch.save({**state, "schedules": {**state["schedules"], "g": {"last_epoch": "abc"}}}, tmp_path / "bad.pt")
+    torch.save(forged({**state, "schedules": {**state["schedules"], "g": {"last_epoch": "abc"}}}), tmp_path / "bad.pt")
     run = (lambda: sample(OmegaConf.create({"checkpoint": str(tmp_path / "bad.pt"), "out": str(tmp_path / "s.png")}))
            ) if command == "gan-sample" else (
         lambda: train(compose_train([*TINY_FAKE, f"trainer.resume={tmp_path / 'bad.pt'}"]), run_dir=tmp_path / "run"))
