@@ -27,6 +27,7 @@ log = logging.getLogger("gan_cli")
 OUTPUTS = (".png -> one grid image, .npz -> arr_0 uint8 (N, H, W, C), no suffix -> a folder of PNGs, "
            ".gif / .mp4 -> an animation (with interpolate=N)")
 ANIMATIONS = (".gif", ".mp4")
+LAYOUTS = ("flat", "classes")  # layout=classes: out=DIR/<class>/<index>.png
 
 
 def write(drawn: Drawn, out: Path, fps: int = 12) -> None:
@@ -44,6 +45,17 @@ def write(drawn: Drawn, out: Path, fps: int = 12) -> None:
         names = drawn.names or [f"{index:06d}.png" for index in range(len(drawn.images))]
         for name, image in zip(names, drawn.images, strict=True):
             save_image(image.float() / 255, out / name)
+
+
+def write_classes(drawn: Drawn, out: Path) -> None:
+    """`layout=classes`: out/<class>/<index>.png, an ImageFolder tree any training pipeline reads
+    (gan-eval images=DIR and dataset=folder too); the class is the one a conditional G was asked for."""
+    if drawn.labels is None:
+        raise GanCliError("layout=classes needs a conditional generator (its samples have classes); "
+                          "this one is unconditional: use the default layout=flat")
+    for index, (image, label) in enumerate(zip(drawn.images, drawn.labels.tolist(), strict=True)):
+        (out / str(label)).mkdir(parents=True, exist_ok=True)
+        save_image(image.float() / 255, out / str(label) / f"{index:06d}.png")
 
 
 def check_writable(out: Path, spec: str) -> None:
@@ -71,6 +83,9 @@ def sample(cfg: DictConfig) -> Path:
         raise GanCliError(f"interpolate={cfg.interpolate} writes an animation: set out=walk.gif (or .mp4)"
                           if cfg.interpolate else f"out={cfg.out!r} is an animation: set interpolate=N (frames) "
                           "and seeds=[a,b,...] to walk between")
+    if cfg.layout not in LAYOUTS or (cfg.layout == "classes" and out.suffix):
+        raise GanCliError(f"layout={cfg.layout} out={cfg.out}: allowed are layout=flat (any out) or layout=classes "
+                          "with a folder out=DIR (one subfolder per class)")
     if out.suffix and not out.parent.is_dir():
         raise GanCliError(f"out={cfg.out!r}: folder {out.parent} does not exist")
     device = resolve_device(cfg.device)
@@ -80,6 +95,9 @@ def sample(cfg: DictConfig) -> Path:
     target = OmegaConf.select(train_cfg, "task._target_", default=LEGACY_TASK)
     with torch.no_grad():
         drawn = get_class(target).draw(train_cfg, state, cfg, device)
-    write(drawn, out, cfg.fps)
+    if cfg.layout == "classes":
+        write_classes(drawn, out)
+    else:
+        write(drawn, out, cfg.fps)
     log.info("wrote %d images %s to %s", len(drawn.images), tuple(drawn.images.shape[1:]), out)
     return out
