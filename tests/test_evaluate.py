@@ -154,6 +154,9 @@ def test_checkpoint_run_sweep_and_class_folders(tmp_path: Path) -> None:
     assert "as_asked" in json.loads((tmp_path / "folder.json").read_text())
 
 
-def test_one_mode_is_required(tmp_path: Path) -> None:
+def test_help_page_and_one_mode_required(tmp_path: Path) -> None:
+    page = gan_eval(["--help"], tmp_path).stdout
+    assert "gan-eval: judge a trained generator" in page and "augment_gain" in page and "powered by Hydra" not in page
     result = gan_eval(["num_threads=1"], tmp_path, check=False)
     assert result.returncode == 2 and "set exactly one of" in result.stderr
+    assert "metrics" in gan_eval(["images=x.npz", "metrics=[fd,nope]"], tmp_path, check=False).stderr

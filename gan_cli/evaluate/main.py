@@ -4,7 +4,6 @@ each set of images with one Judge per dataset, and report (report.py)."""
 from __future__ import annotations
 
 import logging
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -29,12 +28,14 @@ class Session:
 
         self.cfg, self.device = cfg, resolve_device(cfg.device)
         self.judges: dict[str, Any] = {}
+        self.last_judge: Any = None  # the judge of the last scored set (its copies grid goes to out)
 
     def dataset(self, node: DictConfig) -> DictConfig:
-        node = OmegaConf.create(OmegaConf.to_container(node, resolve=True))
+        copy = OmegaConf.create(OmegaConf.to_container(node, resolve=True))
+        assert isinstance(copy, DictConfig)
         if self.cfg.root is not None:
-            node.root = self.cfg.root
-        return node
+            copy.root = self.cfg.root
+        return copy
 
     def judge(self, node: DictConfig) -> Any:
         from gan_cli.evaluate.judge import Judge
@@ -44,7 +45,8 @@ class Session:
         key = dataset_key(dataset)
         if key not in self.judges:
             self.judges[key] = Judge(self.cfg, dataset, self.device)
-        return self.judges[key]
+        self.last_judge = self.judges[key]
+        return self.last_judge
 
     def checkpoint(self, path: str | Path) -> dict[str, Any]:
         from gan_cli.evaluate.sources import draw_samples, open_checkpoint
@@ -137,10 +139,9 @@ def evaluate(cfg: DictConfig) -> list[dict[str, Any]]:
     if cfg.out:
         out = Path(cfg.out).expanduser()
         report.write_json(out, rows[0] if len(rows) == 1 else rows)
-        last = next(iter(session.judges.values())).last if session.judges else None
-        if last is not None and "copies" in last.extra:
-            copies_grid(last.extra["copies"], last.judged.images, next(iter(session.judges.values())).train.images,
-                        copies_path(out))
+        judge = session.last_judge
+        if judge is not None and judge.last is not None and "copies" in judge.last.extra:
+            copies_grid(judge.last.extra["copies"], judge.last.judged.images, judge.train.images, copies_path(out))
         log.info("wrote %s", out)
     return rows
 
@@ -159,4 +160,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -20,6 +21,7 @@ from torchmetrics.image.kid import KernelInceptionDistance
 
 from gan_cli.metrics import RANK_LOCAL
 
+LOCAL: dict[str, Any] = dict(RANK_LOCAL)  # gan-eval's metrics never sync across processes
 CHUNK = 2048  # query rows per cdist call: 2048 x 60k floats = 0.5 GB at most
 
 
@@ -78,8 +80,8 @@ def frechet_distance(real: Tensor, fake: Tensor) -> float:
     if min(real.shape[0], fake.shape[0]) < 2:
         return math.nan
     identity = nn.Identity()
-    identity.num_features = real.shape[1]  # torchmetrics sizes its state from this
-    metric = FrechetInceptionDistance(feature=identity, **RANK_LOCAL)
+    identity.num_features = real.shape[1]  # type: ignore[assignment]  # torchmetrics sizes its state from this
+    metric = FrechetInceptionDistance(feature=identity, **LOCAL)
     metric.update(real.double(), real=True)
     metric.update(fake.double(), real=False)
     return float(metric.compute())
@@ -88,11 +90,11 @@ def frechet_distance(real: Tensor, fake: Tensor) -> float:
 def kernel_distance(real: Tensor, fake: Tensor, subsets: int = 100, subset_size: int = 1000, seed: int = 0) -> float:
     """KD (KID's unbiased MMD with the cubic polynomial kernel, Binkowski et al. 2018), torchmetrics."""
     identity = nn.Identity()
-    identity.num_features = real.shape[1]
+    identity.num_features = real.shape[1]  # type: ignore[assignment]
     size = min(subset_size, real.shape[0], fake.shape[0])
     with warnings.catch_warnings():  # "will save all extracted features in buffer": intended
         warnings.simplefilter("ignore", UserWarning)
-        metric = KernelInceptionDistance(feature=identity, subsets=subsets, subset_size=size, **RANK_LOCAL)
+        metric = KernelInceptionDistance(feature=identity, subsets=subsets, subset_size=size, **LOCAL)
     metric.update(real, real=True)
     metric.update(fake, real=False)
     with torch.random.fork_rng(devices=[]):  # subsets from the global RNG: the same seed, the same number
@@ -105,7 +107,7 @@ def inception_score(logits: Tensor, splits: int = 10, seed: int = 0) -> float:
     logits (torchmetrics). In the dataset classifier's classes it is the "MNIST score" (max = classes)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
-        metric = InceptionScore(feature=nn.Identity(), splits=splits, **RANK_LOCAL)
+        metric = InceptionScore(feature=nn.Identity(), splits=splits, **LOCAL)
     metric.update(logits.float())
     with torch.random.fork_rng(devices=[]):  # it shuffles before splitting
         torch.manual_seed(seed)

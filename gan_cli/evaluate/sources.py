@@ -67,6 +67,7 @@ def draw_samples(checkpoint: Checkpoint, num_samples: int, seed: int, batch_size
     every class (gan-sample's class=all), so the class shares can be read against what was asked."""
     conditional = bool(OmegaConf.select(checkpoint.config, "model.conditional", default=False))
     sample_cfg = OmegaConf.create(OmegaConf.to_container(OmegaConf.structured(SampleSchema)))
+    assert isinstance(sample_cfg, DictConfig)  # open: `class` is no dataclass field (a Python keyword)
     sample_cfg.merge_with({"checkpoint": str(checkpoint.path), "num_samples": num_samples, "seed": seed,
                            "batch_size": batch_size, "class": "all" if conditional else None})
     with torch.no_grad():
