@@ -74,7 +74,7 @@ def scalars(row: dict[str, Any]) -> dict[str, float]:
         if isinstance(value, bool):
             continue
         if isinstance(value, (int, float)):
-            flat[key] = float(value)
+            flat[key] = value  # an int stays one (step, num_images in the CSV)
         elif isinstance(value, list):
             flat.update({f"{key}/{index}": float(v) for index, v in enumerate(value) if isinstance(v, (int, float))})
     return flat
