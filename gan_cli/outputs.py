@@ -132,7 +132,7 @@ def publish(temporary: Path, out: Path) -> None:
         os.replace(temporary, out)
         return
     for path in sorted(temporary.iterdir()):
-        os.replace(path, out / path.name)
+        publish(path, out / path.name)  # a class subfolder that is there already: file by file
 
 
 def write_npz(batches: Batches, count: int, shape: tuple[int, ...], path: Path) -> int:
@@ -168,15 +168,24 @@ def npz_bytes(count: int, shape: tuple[int, ...], labeled: bool) -> int:
     return count * (channels * height * width + (8 if labeled else 0)) + 4096  # + headers and the zip directory
 
 
-def write_folder(batches: Batches, count: int, names: list[str] | None, folder: Path, spec: str) -> int:
-    """One PNG per image (000000.png, ... unless `names`). After the first batch, the PNG size so
-    far tells how much disk the rest needs: refused then, not when the disk is full."""
+def write_folder(batches: Batches, count: int, names: list[str] | None, folder: Path, spec: str,
+                 by_class: bool = False) -> int:
+    """One PNG per image (000000.png, ... unless `names`); `by_class` (gan-sample layout=classes):
+    in one subfolder per class asked of a conditional G, an ImageFolder tree any training pipeline
+    reads. After the first batch, the PNG size so far tells how much disk the rest needs: refused
+    then, not when the disk is full."""
     from torchvision.utils import save_image
 
     written, used = 0, 0
-    for images, _ in batches:
-        for image in images:
+    for images, labels in batches:
+        if by_class and labels is None:
+            raise GanCliError("layout=classes needs a conditional generator (its samples have classes); this one "
+                              "is unconditional: use the default layout=flat")
+        for index, image in enumerate(images):
             path = folder / (names[written] if names else f"{written:06d}.png")
+            if by_class:
+                path = folder / str(int(labels[index])) / path.name  # type: ignore[index]
+                path.parent.mkdir(exist_ok=True)
             save_image(image.float() / 255, path)
             used += path.stat().st_size
             written += 1

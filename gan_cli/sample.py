@@ -29,9 +29,10 @@ log = logging.getLogger("gan_cli")
 OUTPUTS = (".png -> one grid image, .npz -> arr_0 uint8 (N, H, W, C), no suffix -> a folder of PNGs, "
            ".gif / .mp4 -> an animation (with interpolate=N)")
 ANIMATIONS = (".gif", ".mp4")
+LAYOUTS = ("flat", "classes")  # layout=classes: out=DIR/<class>/<index>.png
 
 
-def write(drawn: Drawn, out: Path, spec: str, fps: int = 12) -> None:
+def write(drawn: Drawn, out: Path, spec: str, fps: int = 12, by_class: bool = False) -> None:
     """Check that `drawn` fits (memory for what is made at once, disk for a .npz), then write it
     under a temporary name and rename it to `out` (outputs.py): no partial file, ever."""
     picture = {".png": " (one grid image)", ".gif": " (an animation)", ".mp4": " (an animation)"}.get(out.suffix)
@@ -43,7 +44,7 @@ def write(drawn: Drawn, out: Path, spec: str, fps: int = 12) -> None:
         if out.suffix == ".npz":
             write_npz(drawn.batches, drawn.count, drawn.shape, temporary)
         elif not out.suffix:
-            write_folder(drawn.batches, drawn.count, drawn.names, temporary, spec)
+            write_folder(drawn.batches, drawn.count, drawn.names, temporary, spec, by_class)
         elif out.suffix in ANIMATIONS:
             write_animation(drawn.picture(), temporary, fps)
         else:
@@ -76,6 +77,9 @@ def sample(cfg: DictConfig) -> Path:
         raise GanCliError(f"interpolate={cfg.interpolate} writes an animation: set out=walk.gif (or .mp4)"
                           if cfg.interpolate else f"out={cfg.out!r} is an animation: set interpolate=N (frames) "
                           "and seeds=[a,b,...] to walk between")
+    if cfg.layout not in LAYOUTS or (cfg.layout == "classes" and out.suffix):
+        raise GanCliError(f"layout={cfg.layout} out={cfg.out}: allowed are layout=flat (any out) or layout=classes "
+                          "with a folder out=DIR (one subfolder per class)")
     if out.suffix and not out.parent.is_dir():
         raise GanCliError(f"out={cfg.out!r}: folder {out.parent} does not exist")
     if out.suffix and out.is_dir():
@@ -92,7 +96,7 @@ def sample(cfg: DictConfig) -> Path:
     check_applies(cfg, task)
     with torch.no_grad():
         drawn = task.draw(train_cfg, state, cfg, device)
-        write(drawn, out, cfg.out, cfg.fps)  # draws as it writes
+        write(drawn, out, cfg.out, cfg.fps, by_class=cfg.layout == "classes")  # draws as it writes
     log.info("wrote %d images %s to %s", drawn.count, drawn.shape, out)
     return out
 

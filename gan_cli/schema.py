@@ -155,3 +155,4 @@ class SampleSchema:
     fps: int = 12
     mix: Any = None  # coarse | middle | fine | a list of them
     mix_seeds: Any = None
+    layout: str = "flat"  # classes: out=DIR/<class>/*.png (an ImageFolder tree)
