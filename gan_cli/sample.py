@@ -102,7 +102,7 @@ def sample(cfg: DictConfig) -> Path:
 
 
 # Sample keys every task reads; the others only where a task lists them in `sample_options`.
-COMMON_OPTIONS = ("checkpoint", "out", "device", "batch_size", "nrow")
+COMMON_OPTIONS = ("checkpoint", "out", "device", "batch_size", "nrow", "layout")
 
 
 def check_applies(cfg: DictConfig, task: type) -> None:

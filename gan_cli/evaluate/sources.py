@@ -72,7 +72,10 @@ def draw_samples(checkpoint: Checkpoint, num_samples: int, seed: int, batch_size
                            "batch_size": batch_size, "class": "all" if conditional else None})
     with torch.no_grad():
         drawn = ImageGan.draw(checkpoint.config, checkpoint.state, sample_cfg, device)
-    return Judged(str(checkpoint.path), drawn.images, drawn.labels, checkpoint.step)
+        batches = list(drawn.batches)  # drawn a batch at a time; judged all at once
+    labels = [labels for _, labels in batches]
+    return Judged(str(checkpoint.path), torch.cat([images for images, _ in batches]),
+                  None if labels[0] is None else torch.cat(labels), checkpoint.step)
 
 
 def load_images(spec: str, channels: int, image_size: int) -> Judged:
