@@ -130,12 +130,28 @@ def check_keys(argv: list[str], config_name: str, schema: type, script: str) -> 
     check_overrides(argv, CONFIG_DIR, config_name, schema, script)
 
 
+def resume_in_place(argv: list[str]) -> list[str]:
+    """`trainer.resume=RUN/checkpoints/last.pt` continues that run in its own folder (one curve in
+    TensorBoard, its real-image grid, config and HParams row), unless a folder is named
+    (hydra.run.dir) or it is a multirun: [`hydra.run.dir=RUN`] or nothing."""
+    if {"-m", "--multirun"} & set(argv) or any(arg.startswith("hydra.run.dir=") for arg in argv):
+        return []
+    paths = [arg.split("=", 1)[1] for arg in argv if arg.startswith("trainer.resume=")]
+    if not paths or paths[-1] in ("", "auto", "null"):
+        return []
+    checkpoint = Path(paths[-1]).expanduser()
+    run = checkpoint.parent.parent
+    if checkpoint.parent.name != "checkpoints" or not (run / ".hydra").is_dir():
+        return []  # not a gan-train run folder: the run gets a new folder of its own, as before
+    return [f"hydra.run.dir={run}"]
+
+
 def train_main() -> None:
     try:  # Ctrl-C before Hydra called the task (the imports, composing the config): one line, exit 130
         with interrupts_deferred():
             check_output_root(sys.argv[1:])
             check_keys(sys.argv[1:], "train", TrainSchema, "gan-train")
-            sys.argv += quiet_rank_overrides(sys.argv[1:])
+            sys.argv += quiet_rank_overrides(sys.argv[1:]) or resume_in_place(sys.argv[1:])
             import gan_cli.tasks.image_gan  # noqa: F401  the slow imports (torch, torchvision), every task's too
             import gan_cli.train  # noqa: F401
         _train()

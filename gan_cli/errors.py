@@ -33,8 +33,10 @@ def reported(func: F) -> F:
         except GanCliError as err:
             if os.environ.get("HYDRA_FULL_ERROR") == "1":
                 raise
-            print(f"error: {err}", file=sys.stderr, flush=True)
-            sys.exit(getattr(err, "exit_code", EXIT_USAGE))
+            code = getattr(err, "exit_code", EXIT_USAGE)
+            if code:  # exit 0: a run the user stopped, which said so in its log (train.stopped)
+                print(f"error: {err}", file=sys.stderr, flush=True)
+            sys.exit(code)
         except KeyboardInterrupt:
             interrupted()
 

@@ -32,12 +32,20 @@ PREEMPT = getattr(signal, "SIG" + os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR
 
 
 class TrainingInterrupted(GanCliError):
-    """Raised after the checkpoint is written; the CLI exits with 128 + signal number."""
+    """Raised after the checkpoint is written (train() then writes the grid and metrics.json at
+    the stop step and fills in `resume`, the command that continues the run). Ctrl-C is the
+    user's choice, not an error: a single run exits 0 (a sweep stopped part-way: 130, see
+    sweep.run_task); other signals exit 128 + their number (SIGTERM: 143, as schedulers expect)."""
 
     def __init__(self, signum: int, step: int, checkpoint: str):
-        name = signal.Signals(signum).name
-        super().__init__(f"stopped by {name} at step {step}; checkpoint saved to {checkpoint}")
-        self.exit_code = 128 + signum
+        self.signum, self.step, self.checkpoint, self.resume = signum, step, checkpoint, ""
+        self.exit_code = 0 if signum == signal.SIGINT else 128 + signum
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        name = signal.Signals(self.signum).name
+        text = f"stopped by {name} at step {self.step}; checkpoint saved to {self.checkpoint}"
+        return f"{text}; continue with: {self.resume}" if self.resume else text
 
 
 _ACTIVE: list[GracefulStop] = []  # the training loops running in this process (one, normally)

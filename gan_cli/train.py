@@ -11,6 +11,7 @@ import json
 import logging
 import math
 import random
+import shlex
 import signal
 import sys
 import time
@@ -156,7 +157,12 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, Any]:
     started = time.perf_counter()
     try:
         with GracefulStop() as stop:  # a signal during the final evaluation waits for metrics.json
-            last = run_steps(cfg, task, updater, schedules, outputs, meter, stop, start, steps)
+            try:
+                last = run_steps(cfg, task, updater, schedules, outputs, meter, stop, start, steps)
+            except TrainingInterrupted as interruption:
+                stopped(interruption, run_dir, outputs, final_metrics(
+                    meter, interruption.step, start, time.perf_counter() - started, device, outputs, updater.skipped))
+                raise
             seconds = time.perf_counter() - started
             if start >= steps:
                 log.info("checkpoint is at step %d, nothing left to train for %d steps", start, steps)
@@ -175,6 +181,29 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, Any]:
              "".join(f", {k} {v:.4g}" for k, v in outputs.scores.items() if k == getattr(evaluation, "primary", "")),
              run_dir)
     return metrics
+
+
+def stopped(interruption: TrainingInterrupted, run_dir: Path, outputs: Outputs, metrics: dict[str, Any]) -> None:
+    """A run stopped by a signal (its checkpoint written): the grid and metrics.json at the stop
+    step, and a log line (train.log too) saying where the checkpoint is and how to continue."""
+    outputs.preview(interruption.step)
+    if outputs.is_main:
+        with replaced(run_dir / "metrics.json", "the metrics at the stop") as path:
+            path.write_text(json.dumps({**metrics, "stopped_by": signal.Signals(interruption.signum).name},
+                                       indent=2) + "\n")
+    interruption.resume = resume_command(run_dir)
+    log.warning("%s", interruption)
+
+
+def resume_command(run_dir: Path) -> str:
+    """The command line that continues this run in its folder: the same overrides, resume=auto."""
+    from hydra.core.hydra_config import HydraConfig
+
+    overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+    kept = [o for o in overrides if not o.lstrip("+~").startswith(("trainer.resume=", "hydra.run.dir=",
+                                                                   "trainer.overwrite="))]
+    return " ".join(["gan-train", *map(shlex.quote, kept), "trainer.resume=auto",
+                     f"hydra.run.dir={shlex.quote(str(run_dir))}"])
 
 
 def final_metrics(meter: Meter, steps: int, start: int, seconds: float, device: torch.device, outputs: Outputs,

@@ -149,3 +149,24 @@ def test_the_mlp_option_builds_a_batchnorm_generator_and_the_bench_keeps_the_pla
     assert len(relus) == 3 and all(isinstance(layers[i - 1], torch.nn.BatchNorm1d) for i in relus)
     bench = OmegaConf.load(REPO / "conf" / "bench.yaml")
     assert "model.generator.batch_norm=false" in bench.setups.mlp28
+
+
+def test_resuming_a_runs_checkpoint_continues_that_run_in_its_folder(tmp_path: Path) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from tests.conftest import TINY_FAKE
+
+    run_cli("gan-train", [*TINY_FAKE, "trainer.max_steps=4", "hydra.run.dir=outputs/first"], cwd=tmp_path)
+    checkpoint = "outputs/first/checkpoints/last.pt"
+    run_cli("gan-train", [*TINY_FAKE, "trainer.max_steps=6", f"trainer.resume={checkpoint}"], cwd=tmp_path)
+    assert sorted(p.name for p in (tmp_path / "outputs").iterdir()) == ["first"]  # no second run folder
+    log = (tmp_path / "outputs" / "first" / "train.log").read_text()
+    assert "resumed from" in log and "at step 4" in log
+    events = EventAccumulator(str(tmp_path / "outputs" / "first"), size_guidance={"scalars": 0})
+    events.Reload()
+    steps = [e.step for e in events.Scalars("loss/d")]
+    assert steps == sorted(set(steps)) and steps[-1] == 6  # one curve, no overlapping steps
+    # a folder named by the user wins: the run goes there
+    run_cli("gan-train", [*TINY_FAKE, "trainer.max_steps=8", f"trainer.resume={checkpoint}",
+                          "hydra.run.dir=outputs/branch"], cwd=tmp_path)
+    assert (tmp_path / "outputs" / "branch" / "checkpoints" / "step_0000008.pt").is_file()
