@@ -98,6 +98,7 @@ SAMPLE_CHECKS: list[Check] = [
     ("direction", lambda v: v in ("a2b", "b2a"), "a2b or b2a"),
     ("interpolate", lambda v: v == 0 or v >= 2, "0 (off) or a number of frames >= 2"),
     ("fps", lambda v: 1 <= v <= 100, "an integer in 1..100"),
+    ("upscale", lambda v: 1 <= v <= 32, "null (animations to 256 px) or an integer in 1..32"),
     ("device", lambda v: bool(DEVICE_PATTERN.match(v)), DEVICES_ALLOWED),
 ]
 

@@ -185,7 +185,7 @@ def mixing_grid(generator: nn.Module, rows: tuple[Tensor, Tensor | None], column
     mixed[:, :, chosen] = column_ws[None, :, chosen]
     cells = synthesize(generator, mixed.flatten(0, 1), batch_size)
     row_images, column_images = synthesize(generator, row_ws, batch_size), synthesize(generator, column_ws, batch_size)
-    blank = torch.full_like(row_images[:1], 255)
+    blank = torch.zeros_like(row_images[:1])  # the empty corner: black, not a white square beside dark images
     lines = [torch.cat([blank, column_images])]
     lines += [torch.cat([row_images[r:r + 1], cells[r * len(column_ws):(r + 1) * len(column_ws)]])
               for r in range(len(row_ws))]

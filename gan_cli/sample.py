@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
+from torch import Tensor
 from torchvision.utils import save_image
 
 from gan_cli.checkpoint import load_checkpoint
@@ -32,12 +33,28 @@ ANIMATIONS = (".gif", ".mp4")
 LAYOUTS = ("flat", "classes")  # layout=classes: out=DIR/<class>/<index>.png
 
 
-def write(drawn: Drawn, out: Path, spec: str, fps: int = 12, by_class: bool = False) -> None:
+ANIMATION_SIZE = 256  # px: the smallest side an animation is enlarged to by default (28 px frames are specks)
+
+
+def display_scale(upscale: int | None, out: Path, height: int) -> int:
+    """How many times .png grids and animations enlarge each image (nearest neighbour)."""
+    if upscale is not None:
+        return upscale
+    return max(-(-ANIMATION_SIZE // height), 1) if out.suffix in ANIMATIONS else 1  # ceil
+
+
+def enlarged(images: Tensor, factor: int) -> Tensor:
+    return images if factor == 1 else images.repeat_interleave(factor, -2).repeat_interleave(factor, -1)
+
+
+def write(drawn: Drawn, out: Path, spec: str, fps: int = 12, by_class: bool = False, upscale: int | None = None
+          ) -> None:
     """Check that `drawn` fits (memory for what is made at once, disk for a .npz), then write it
     under a temporary name and rename it to `out` (outputs.py): no partial file, ever."""
     picture = {".png": " (one grid image)", ".gif": " (an animation)", ".mp4": " (an animation)"}.get(out.suffix)
-    if picture or drawn.in_memory:
-        check_fits_in_memory(drawn.count, drawn.shape, f"out={spec!r}{picture or ''}")
+    scale = display_scale(upscale, out, drawn.shape[-2]) if picture else 1
+    if picture or drawn.in_memory:  # a picture holds every image, enlarged `scale` times each way
+        check_fits_in_memory(drawn.count * scale * scale, drawn.shape, f"out={spec!r}{picture or ''}")
     if out.suffix == ".npz":
         check_disk(npz_bytes(drawn.count, drawn.shape, labeled=True), out.parent, spec, f"{drawn.count:,} images")
     with staged(out, spec) as temporary:
@@ -46,9 +63,9 @@ def write(drawn: Drawn, out: Path, spec: str, fps: int = 12, by_class: bool = Fa
         elif not out.suffix:
             write_folder(drawn.batches, drawn.count, drawn.names, temporary, spec, by_class)
         elif out.suffix in ANIMATIONS:
-            write_animation(drawn.picture(), temporary, fps)
+            write_animation(enlarged(drawn.picture(), scale), temporary, fps)
         else:
-            grid = drawn.picture()
+            grid = enlarged(drawn.picture(), scale)
             save_image(grid.float() / 255, temporary, nrow=drawn.nrow or max(int(len(grid) ** 0.5), 1))
 
 
@@ -96,13 +113,13 @@ def sample(cfg: DictConfig) -> Path:
     check_applies(cfg, task)
     with torch.no_grad():
         drawn = task.draw(train_cfg, state, cfg, device)
-        write(drawn, out, cfg.out, cfg.fps, by_class=cfg.layout == "classes")  # draws as it writes
+        write(drawn, out, cfg.out, cfg.fps, by_class=cfg.layout == "classes", upscale=cfg.upscale)  # draws as it writes
     log.info("wrote %d images %s to %s", drawn.count, drawn.shape, out)
     return out
 
 
 # Sample keys every task reads; the others only where a task lists them in `sample_options`.
-COMMON_OPTIONS = ("checkpoint", "out", "device", "batch_size", "nrow", "layout")
+COMMON_OPTIONS = ("checkpoint", "out", "device", "batch_size", "nrow", "layout", "upscale")
 
 
 def check_applies(cfg: DictConfig, task: type) -> None:

@@ -153,6 +153,7 @@ class SampleSchema:
     truncation: float = 1.0
     interpolate: int = 0
     fps: int = 12
+    upscale: int | None = None  # nearest-neighbour factor for .png grids and animations (sample.display_scale)
     mix: Any = None  # coarse | middle | fine | a list of them
     mix_seeds: Any = None
     layout: str = "flat"  # classes: out=DIR/<class>/*.png (an ImageFolder tree)

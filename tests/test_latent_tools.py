@@ -105,6 +105,8 @@ def test_mixing_grid_takes_the_chosen_layers_from_the_columns(checkpoints: dict[
     grid = draw(checkpoints["stylegan2"], tmp_path / "grid.png", rows, columns, "mix=fine")
     with Image.open(grid) as image:  # (1 + 2) rows x (1 + 3) columns of 28 px with 2 px padding
         assert image.size == (4 * 30 + 2, 3 * 30 + 2)
+        corner = np.asarray(image.convert("L"))[2:30, 2:30]
+        assert corner.max() == 0  # the empty corner is background, not a white square
 
 
 @pytest.mark.parametrize("args, expected", [

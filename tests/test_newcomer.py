@@ -170,3 +170,26 @@ def test_resuming_a_runs_checkpoint_continues_that_run_in_its_folder(tmp_path: P
     run_cli("gan-train", [*TINY_FAKE, "trainer.max_steps=8", f"trainer.resume={checkpoint}",
                           "hydra.run.dir=outputs/branch"], cwd=tmp_path)
     assert (tmp_path / "outputs" / "branch" / "checkpoints" / "step_0000008.pt").is_file()
+
+
+def test_animations_are_enlarged_to_be_seen_and_grids_on_request(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from tests.conftest import TINY_FAKE
+
+    run_cli("gan-train", [*TINY_FAKE, "trainer.max_steps=2", "hydra.run.dir=run"], cwd=tmp_path)
+    checkpoint = "checkpoint=run/checkpoints/last.pt"
+    run_cli("gan-sample", [checkpoint, "seeds=[1,2,1]", "interpolate=6", "out=walk.gif"], cwd=tmp_path)
+    assert Image.open(tmp_path / "walk.gif").size == (280, 280)  # 28 px frames x 10: at least 256 px
+    run_cli("gan-sample", [checkpoint, "num_samples=4", "out=grid.png"], cwd=tmp_path)
+    run_cli("gan-sample", [checkpoint, "num_samples=4", "upscale=3", "out=big.png"], cwd=tmp_path)
+    small, big = Image.open(tmp_path / "grid.png").size, Image.open(tmp_path / "big.png").size
+    assert small == (2 * 30 + 2,) * 2 and big == (2 * (3 * 28 + 2) + 2,) * 2  # make_grid pads 2 px
+    assert one_line(run_cli("gan-sample", [checkpoint, "upscale=0"], cwd=tmp_path, check=False)).startswith(
+        "error: invalid value upscale=0")
+
+
+def one_line(result) -> str:
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1, result.stderr
+    return lines[0]
