@@ -54,7 +54,8 @@ def write(drawn: Drawn, out: Path, spec: str, fps: int = 12, by_class: bool = Fa
     picture = {".png": " (one grid image)", ".gif": " (an animation)", ".mp4": " (an animation)"}.get(out.suffix)
     scale = display_scale(upscale, out, drawn.shape[-2]) if picture else 1
     if picture or drawn.in_memory:  # a picture holds every image, enlarged `scale` times each way
-        check_fits_in_memory(drawn.count * scale * scale, drawn.shape, f"out={spec!r}{picture or ''}")
+        shape = (*drawn.shape[:-2], drawn.shape[-2] * scale, drawn.shape[-1] * scale)
+        check_fits_in_memory(drawn.count, shape, f"out={spec!r}{picture or ''}")
     if out.suffix == ".npz":
         check_disk(npz_bytes(drawn.count, drawn.shape, labeled=True), out.parent, spec, f"{drawn.count:,} images")
     with staged(out, spec) as temporary:

@@ -3,12 +3,13 @@ written in the real on-disk formats (MNIST idx, CIFAR-10 pickle batches, ImageFo
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import struct
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -70,6 +71,20 @@ def forged(state: dict) -> dict:
 
     content = {key: value for key, value in state.items() if key != integrity.KEY}
     return {**content, integrity.KEY: integrity.digest(content)}
+
+
+@contextlib.contextmanager
+def tmpfs(folder: Path, size: str) -> Iterator[Path]:
+    """A real small disk (a tmpfs of `size`, e.g. 64k) mounted at `folder`: a full disk is ENOSPC
+    from the kernel, not a mock. The test is skipped where mounting is not permitted."""
+    folder.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], check=True)
 
 
 def compose_train(overrides: list[str]) -> DictConfig:

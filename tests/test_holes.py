@@ -27,7 +27,7 @@ from gan_cli.sample import sample
 from gan_cli.tasks.image_gan import draw_latents
 from gan_cli.tasks.image_sampling import chunks
 from gan_cli.train import train
-from tests.conftest import BIN, REPO, TINY_FAKE, compose_train, run_cli
+from tests.conftest import BIN, REPO, TINY_FAKE, compose_train, run_cli, tmpfs
 from tests.test_srgan import TINY_SR
 
 
@@ -48,15 +48,8 @@ def sample_cfg(checkpoint: Path, out: Path, *overrides: str):  # noqa: ANN201  (
 @pytest.fixture
 def tiny_disk(tmp_path: Path) -> Iterator[Path]:
     """A 64 KiB tmpfs: a real full disk (ENOSPC), not a mocked one."""
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)], capture_output=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
-    try:
+    with tmpfs(tmp_path / "disk", "64k") as mount:
         yield mount
-    finally:
-        subprocess.run(["umount", str(mount)], check=True)
 
 
 def test_a_full_disk_is_one_line_and_leaves_no_partial_file(checkpoints: dict[str, Path], tiny_disk: Path,

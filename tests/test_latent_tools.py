@@ -83,7 +83,7 @@ def test_truncation_zero_draws_the_class_average_image(checkpoints: dict[str, Pa
 
 @pytest.mark.parametrize("model", ["stylegan2", "dcgan"])
 def test_walk_gif_has_the_frames_asked_for(checkpoints: dict[str, Path], tmp_path: Path, model: str) -> None:
-    out = draw(checkpoints[model], tmp_path / "walk.gif", "seeds=[1,2,3]", "interpolate=7", "fps=5")
+    out = draw(checkpoints[model], tmp_path / "walk.gif", "seeds=[1,2,3]", "interpolate=7", "fps=5", "upscale=1")
     with Image.open(out) as gif:
         assert gif.n_frames == 7 and gif.size == (28, 28) and gif.info["duration"] == 200
     first, _ = npz(draw(checkpoints[model], tmp_path / "s.npz", "seeds=[1,3]"))

@@ -15,7 +15,7 @@ import torch
 
 from gan_cli.checkpoint import CheckpointDir, load_checkpoint
 from gan_cli.errors import GanCliError
-from tests.conftest import TINY_FAKE, run_cli
+from tests.conftest import TINY_FAKE, run_cli, tmpfs
 
 RUN = [*TINY_FAKE, "trainer.max_steps=4", "trainer.ckpt_every_n_steps=2"]
 
@@ -109,15 +109,8 @@ def test_a_folder_named_like_a_checkpoint_is_refused_before_training(tmp_path: P
 def small_disk(tmp_path: Path) -> Iterator[Path]:
     """A tmpfs just over the run's start-up headroom (1 MiB): the run starts, then its grids,
     TensorBoard events and checkpoints fill it."""
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1200k", "tmpfs", str(mount)], capture_output=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
-    try:
+    with tmpfs(tmp_path / "disk", "1200k") as mount:
         yield mount
-    finally:
-        subprocess.run(["umount", str(mount)], check=True)
 
 
 @pytest.mark.parametrize("ngf", [8, 24])  # the full disk meets a checkpoint (8) or a sample grid (24) first
