@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gan_cli.data import ImageData
-from gan_cli.logging import TaskProgress
+from gan_cli.progress import TaskProgress
 
 log = logging.getLogger("gan_cli")
 

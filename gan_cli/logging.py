@@ -15,8 +15,6 @@ from typing import Any
 
 import torch
 from omegaconf import DictConfig, OmegaConf
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch import Tensor
 from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams as hparams_summary
@@ -25,14 +23,10 @@ from torchvision.utils import make_grid, save_image
 from gan_cli.errors import GanCliError
 from gan_cli.hparams import run_hparams
 from gan_cli.outputs import replaced
+from gan_cli.progress import LineDisplay, RichDisplay
 from gan_cli.tasks.base import Preview
 
 log = logging.getLogger("gan_cli")
-
-# Progress-line names: every task's D sees real and generated ("fake") images, whatever G's input
-# (z, an image of the other domain, a low-resolution image), so no family's notation (D(G(z))).
-SHOWN = {"loss/d": "d_loss", "loss/g": "g_loss", "prob/real": "D(real)", "prob/fake": "D(fake)"}
-
 
 def flatten_config(cfg: DictConfig) -> dict[str, Any]:
     """`a.b.c -> value` with values TensorBoard's HParams tab accepts (numbers, str, bool)."""
@@ -48,119 +42,6 @@ def flatten_config(cfg: DictConfig) -> dict[str, Any]:
 
     walk(OmegaConf.to_container(cfg, resolve=True), "")
     return flat
-
-
-def _stats_text(values: dict[str, float]) -> str:
-    shown = " ".join(f"{SHOWN.get(key, key.split('/', 1)[1])}={value:.3f}" for key, value in values.items()
-                     if key.startswith(("loss/", "prob/")))  # whatever the task reports
-    return f"{values.get('perf/img_per_sec', 0):,.0f} img/s  {shown}"
-
-
-class _RichDisplay:
-    """Progress bar for a terminal. The step count moves every step (`tick`: no statistics, no
-    device sync); the statistics at log intervals. While the bar is live, the console log handlers
-    write through rich's console, so log lines (the run-time estimate, evaluations) print above
-    the bar instead of into it."""
-
-    def __init__(self, total: int, start: int, epoch: int):
-        self.progress = Progress(
-            TextColumn("epoch {task.fields[epoch]}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[stats]}"),
-            TimeRemainingColumn(),
-        )
-        self.task = self.progress.add_task("train", total=total, completed=start, epoch=epoch + 1, stats="")
-        terminal = (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__)  # before rich wraps sys.stdout
-        self.progress.start()
-        self.redirected = _console_handlers_through(self.progress.console, terminal)
-
-    def tick(self, step: int) -> None:
-        self.progress.update(self.task, completed=step)
-
-    def update(self, step: int, epoch: int, values: dict[str, float]) -> None:
-        self.progress.update(self.task, completed=step, epoch=epoch + 1, stats=_stats_text(values))
-
-    def stop(self) -> None:
-        self.progress.stop()
-        for handler, stream in self.redirected:
-            handler.setStream(stream)
-
-
-class _ConsoleWriter:
-    """A file-like stream for a logging handler that prints through a rich Console."""
-
-    def __init__(self, console: Console):
-        self.console = console
-
-    def write(self, text: str) -> int:
-        self.console.print(text, end="", markup=False, highlight=False, soft_wrap=True)
-        return len(text)
-
-    def flush(self) -> None:
-        pass
-
-
-def _console_handlers_through(console: Console, terminal: tuple[object, ...]
-                              ) -> list[tuple[logging.StreamHandler, object]]:
-    """Point every handler that writes to one of the `terminal` streams (Hydra's console handler)
-    at `console`; returns (handler, its stream) to restore."""
-    handlers = [*logging.getLogger().handlers, *log.handlers]
-    redirected = []
-    for handler in handlers:
-        if type(handler) is logging.StreamHandler and handler.stream in terminal:
-            redirected.append((handler, handler.setStream(_ConsoleWriter(console))))  # type: ignore[arg-type]
-    return redirected
-
-
-class _LineDisplay:
-    """Plain periodic log lines when stdout is not a terminal (CI, SLURM logs, pipes)."""
-
-    def __init__(self, total: int, start: int, epoch: int):
-        self.total, self.start, self.started = total, start, time.perf_counter()
-
-    def tick(self, step: int) -> None:
-        pass
-
-    def update(self, step: int, epoch: int, values: dict[str, float]) -> None:
-        done = max(step - self.start, 1)
-        eta = (time.perf_counter() - self.started) / done * (self.total - step)
-        log.info("step %d/%d epoch %d | %s | eta %.0fs", step, self.total, epoch + 1, _stats_text(values), eta)
-
-    def stop(self) -> None:
-        pass
-
-
-class TaskProgress:
-    """Progress of a long side task before training (the feature classifier): a rich bar on a
-    terminal, else a log line at each quarter. Use as a context manager; `advance` per step."""
-
-    def __init__(self, description: str, total: int):
-        self.description, self.total, self.done, self.started = description, total, 0, time.perf_counter()
-        self.progress: Progress | None = None
-        if sys.stdout.isatty():
-            self.progress = Progress(TextColumn(description), BarColumn(), MofNCompleteColumn(),
-                                     TextColumn("{task.fields[note]}"), TimeRemainingColumn())
-            self.task = self.progress.add_task(description, total=total, note="")
-
-    def __enter__(self) -> TaskProgress:
-        if self.progress is not None:
-            self.progress.start()
-        return self
-
-    def advance(self, steps: int = 1, note: str = "") -> None:
-        quarter = max(self.total // 4, 1)
-        crossed = (self.done + steps) // quarter > self.done // quarter
-        self.done += steps
-        if self.progress is not None:
-            self.progress.update(self.task, completed=self.done, note=note)
-        elif crossed and self.done < self.total:
-            eta = (time.perf_counter() - self.started) / self.done * (self.total - self.done)
-            log.info("%s: %d/%d %s, eta %.0fs", self.description, self.done, self.total, note, eta)
-
-    def __exit__(self, *exc: object) -> None:
-        if self.progress is not None:
-            self.progress.stop()
 
 
 def event_dir(run_dir: Path) -> Path:
@@ -241,7 +122,7 @@ class Reporter:
         self.events = event_dir(run_dir)
         _quiet_writer_threads()
         self.writer = SummaryWriter(str(self.events), purge_step=start_step + 1 if start_step else None)
-        display = _RichDisplay if sys.stdout.isatty() else _LineDisplay
+        display = RichDisplay if sys.stdout.isatty() else LineDisplay
         self.display = display(total_steps, start_step, start_epoch)  # epochs shown from 1
         self.total, self.start, self.clock = total_steps, start_step, time.perf_counter()
         self.estimated_rate = 0.0  # img/s the run-time estimate was made at; 0: not yet

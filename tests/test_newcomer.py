@@ -77,19 +77,19 @@ class _Terminal(io.StringIO):
 
 
 def test_the_terminal_bar_counts_epochs_from_1_moves_every_step_and_prints_logs_above_it(monkeypatch) -> None:
-    from gan_cli.logging import _ConsoleWriter, _RichDisplay
+    from gan_cli.progress import ConsoleWriter, RichDisplay
 
     terminal = _Terminal()
     monkeypatch.setattr(sys, "stdout", terminal)
     handler = logging.StreamHandler(terminal)
     logging.getLogger().addHandler(handler)
     try:
-        display = _RichDisplay(total=100, start=40, epoch=2)  # a run resumed at step 40, in its third epoch
+        display = RichDisplay(total=100, start=40, epoch=2)  # a run resumed at step 40, in its third epoch
         task = display.progress.tasks[0]
         assert task.fields["epoch"] == 3 and task.completed == 40
         display.tick(41)
         assert task.completed == 41  # before any log interval
-        assert isinstance(handler.stream, _ConsoleWriter)  # log lines go through rich, above the bar
+        assert isinstance(handler.stream, ConsoleWriter)  # log lines go through rich, above the bar
         logging.getLogger("gan_cli").warning("estimated training time: 1 min")
         display.update(50, 3, {"loss/d": 1.0})
         assert task.fields["epoch"] == 4

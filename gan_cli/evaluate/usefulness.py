@@ -25,7 +25,7 @@ from torch import Tensor
 
 from gan_cli.classifier import SmallCNN, accuracy, save_atomic
 from gan_cli.data import ImageData
-from gan_cli.logging import TaskProgress
+from gan_cli.progress import TaskProgress
 
 Augment = Callable[[Tensor, torch.Generator], Tensor]  # uint8 (B, C, H, W) -> uint8 (B, C, H, W)
 
