@@ -108,7 +108,7 @@ def check_run_dir(run_dir: Path, resume: Any, overwrite: bool) -> None:
     checkpoint file goes, and room on the disk for the run's first files."""
     folder = run_dir / "checkpoints"
     found = sorted(p for pattern in CHECKPOINT_NAMES for p in folder.glob(pattern)) if folder.is_dir() else []
-    if strange := [p for p in found if not p.is_file() or p.is_symlink() and not p.resolve().is_file()]:
+    if strange := [p for p in found if not p.is_file()]:  # is_file follows links: a dangling one is strange too
         raise GanCliError(f"{strange[0]} is not a checkpoint file: move it out of {folder}, or choose another "
                           "hydra.run.dir")
     if found and not resume:

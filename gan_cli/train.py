@@ -51,7 +51,7 @@ class Outputs:
         self.best = math.inf
 
     def epoch_of(self, step: int) -> int:
-        return step * self.task.batches_per_step // self.task.batches_per_epoch
+        return epoch_of(self.task, step)
 
     def state(self, step: int) -> dict[str, Any]:
         return checkpoint_state(self.task, self.schedules, self.cfg, step, self.epoch_of(step))
@@ -72,6 +72,16 @@ class Outputs:
     def preview(self, step: int) -> None:
         preview = self.task.preview()
         self.reporter.samples(step, preview.images, preview.nrow)
+
+
+def epoch_of(task: Task, step: int) -> int:
+    """The (0-based) epoch a step falls in: epochs count batches of the task's epoch stream."""
+    return step * task.batches_per_step // task.batches_per_epoch
+
+
+def write_metrics(run_dir: Path, metrics: dict[str, Any], what: str) -> None:
+    with replaced(run_dir / "metrics.json", what) as path:
+        path.write_text(json.dumps(metrics, indent=2) + "\n")
 
 
 def seed_everything(seed: int) -> None:
@@ -145,8 +155,7 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, Any]:
     images_per_step = task.images_per_step * ranks.world_size  # real images, all ranks
     log.info("training steps %d..%d (%d batches/epoch, batch %d x %d rank(s)) into %s; %s", start + 1, steps,
              task.batches_per_epoch, cfg.trainer.batch_size, ranks.world_size, run_dir, ends)
-    reporter = Reporter(run_dir, steps, start, start * task.batches_per_step // task.batches_per_epoch) \
-        if ranks.is_main else SilentReporter()
+    reporter = Reporter(run_dir, steps, start, epoch_of(task, start)) if ranks.is_main else SilentReporter()
     if start == 0:  # once per run: real images, the config and the untrained networks' grid at step 0
         reporter.run_started(cfg, task.real_preview(), task.preview())
     outputs = Outputs(cfg, task, schedules, checkpoints, evaluation, reporter, ranks.is_main)
@@ -170,8 +179,7 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, Any]:
             outputs.evaluate(last)
             metrics = final_metrics(meter, last, start, seconds, device, outputs, updater.skipped)
             if ranks.is_main:
-                with replaced(run_dir / "metrics.json", "the final metrics") as path:
-                    path.write_text(json.dumps(metrics, indent=2) + "\n")
+                write_metrics(run_dir, metrics, "the final metrics")
             reporter.hparams(last, cfg, baseline)
     finally:
         reporter.close(failing=sys.exc_info()[0] is not None)  # flushes TensorBoard on every exit path
@@ -188,9 +196,8 @@ def stopped(interruption: TrainingInterrupted, run_dir: Path, outputs: Outputs, 
     step, and a log line (train.log too) saying where the checkpoint is and how to continue."""
     outputs.preview(interruption.step)
     if outputs.is_main:
-        with replaced(run_dir / "metrics.json", "the metrics at the stop") as path:
-            path.write_text(json.dumps({**metrics, "stopped_by": signal.Signals(interruption.signum).name},
-                                       indent=2) + "\n")
+        write_metrics(run_dir, {**metrics, "stopped_by": signal.Signals(interruption.signum).name},
+                      "the metrics at the stop")
     interruption.resume = resume_command(run_dir)
     log.warning("%s", interruption)
 
