@@ -14,9 +14,9 @@ import torch
 from omegaconf import OmegaConf
 from torchvision.utils import save_image
 
-from gan_cli.checkpoint import load_checkpoint
+from gan_cli.loop.checkpoint import load_checkpoint
 from gan_cli.tasks.srgan import draw
-from gan_cli.trusted import stored_config
+from gan_cli.core.trusted import stored_config
 
 
 def rows(checkpoint: str, count: int) -> torch.Tensor:

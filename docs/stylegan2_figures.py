@@ -6,7 +6,7 @@ OUT_DIR (default docs/stylegan2) gets samples.png and dcgan_samples.png (10 x 10
 conditional model's rows the classes 0-9), truncation.png (seeds 0-9 in the columns, each with the
 class its seed draws under class=all, i.e. 0-9; rows psi 1.0, 0.7, 0.5, 0.0), mix_coarse.png and
 mix_fine.png (rows seeds 1-4, columns seeds 5-9) and walk.gif (seeds 11-15 and back to 11, 50 frames).
-Every image goes through gan-sample's own code (gan_cli/sample.py), as a user would draw it.
+Every image goes through gan-sample's own code (gan_cli/sampling/sample.py), as a user would draw it.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ import torch
 from hydra import compose, initialize_config_dir
 from torchvision.utils import save_image
 
-from gan_cli.cli import CONFIG_DIR
-from gan_cli.sample import sample
+from gan_cli.apps.cli import CONFIG_DIR
+from gan_cli.sampling.sample import sample
 
 PSIS = (1.0, 0.7, 0.5, 0.0)
 

@@ -18,7 +18,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 from PIL import Image
 
-from gan_cli.cli import CONFIG_DIR
+from gan_cli.apps.cli import CONFIG_DIR
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -57,7 +57,7 @@ TEST_COMPONENTS = {"loss": ["tests.test_resilience.ExplodingLoss", "tests.test_r
 
 @pytest.fixture(autouse=True, scope="session")
 def registered_test_components() -> None:
-    from gan_cli.schema_check import register
+    from gan_cli.core.schema_check import register
 
     for position, targets in TEST_COMPONENTS.items():
         for target in targets:
@@ -67,7 +67,7 @@ def registered_test_components() -> None:
 def forged(state: dict) -> dict:
     """An edited checkpoint as someone crafting one would write it: with a checksum recomputed for
     its new contents, so that what a test reaches is the check it is about, not the checksum."""
-    from gan_cli import integrity
+    from gan_cli.core import integrity
 
     content = {key: value for key, value in state.items() if key != integrity.KEY}
     return {**content, integrity.KEY: integrity.digest(content)}

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
-from gan_cli.bench import bench
-from gan_cli.cli import CONFIG_DIR
-from gan_cli.errors import GanCliError
+from gan_cli.apps.bench import bench
+from gan_cli.apps.cli import CONFIG_DIR
+from gan_cli.core.errors import GanCliError
 from tests.conftest import run_cli
 
 TINY_BENCH = [

@@ -1,7 +1,7 @@
 """The components of stable GAN training, on synthetic tensors: losses and their hooks, R1,
 spectral norm, the EMA of G, DiffAugment, the SNGAN ResNet and class-conditional models.
 
-Training-step tests run the real loop (gan_cli.step via train()) on the `fake` dataset.
+Training-step tests run the real loop (gan_cli.loop.step via train()) on the `fake` dataset.
 """
 
 from __future__ import annotations
@@ -14,19 +14,19 @@ import torch
 from hydra.utils import instantiate
 from torch import Tensor, nn
 
-from gan_cli.augment import DiffAugment, cutout, translation
-from gan_cli.checkpoint import load_checkpoint
-from gan_cli.cli import CONFIG_DIR
-from gan_cli.config import validate
-from gan_cli.diversity import ModeSeeking
-from gan_cli.ema import GeneratorEMA
-from gan_cli.errors import GanCliError
-from gan_cli.losses import GanLoss, HingeLoss, LeastSquaresLoss, WassersteinGPLoss, WassersteinLoss
+from gan_cli.apps.cli import CONFIG_DIR
+from gan_cli.components.augment import DiffAugment, cutout, translation
+from gan_cli.components.diversity import ModeSeeking
+from gan_cli.components.ema import GeneratorEMA
+from gan_cli.components.losses import GanLoss, HingeLoss, LeastSquaresLoss, WassersteinGPLoss, WassersteinLoss
+from gan_cli.components.regularizers import NoRegularizer, R1Penalty
+from gan_cli.core.config import validate
+from gan_cli.core.errors import GanCliError
+from gan_cli.loop.checkpoint import load_checkpoint
+from gan_cli.loop.step import build_task
+from gan_cli.loop.train import seed_everything, train
 from gan_cli.models import dcgan, mlp, resnet
 from gan_cli.models.layers import MinibatchStd
-from gan_cli.regularizers import NoRegularizer, R1Penalty
-from gan_cli.step import build_task
-from gan_cli.train import seed_everything, train
 from tests.conftest import TINY_FAKE, compose_train
 
 
@@ -463,7 +463,7 @@ def test_mnist_quick_is_the_measured_recipe_and_trains(tmp_path: Path) -> None:
     cfg = validate(compose_train(["experiment=mnist_quick", "trainer.device=cpu"]))
     assert cfg.model.conditional and cfg.model.discriminator.ndf == 32
     assert cfg.loss._target_.endswith("NonSaturatingLoss")
-    assert cfg.diversity._target_ == "gan_cli.diversity.ModeSeeking" and cfg.ema.decay > 0
+    assert cfg.diversity._target_ == "gan_cli.components.diversity.ModeSeeking" and cfg.ema.decay > 0
     assert cfg.trainer.time_limit_minutes < 10
     quick = [*TINY_FAKE, "experiment=mnist_quick", "dataset.num_classes=10", "trainer.max_steps=2",
              "eval.enabled=false", "ema.start_step=1"]

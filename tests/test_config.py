@@ -11,12 +11,12 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from gan_cli.cli import CONFIG_DIR
-from gan_cli.config import run_length, validate
-from gan_cli.errors import GanCliError
-from gan_cli.hparams import run_hparams
-from gan_cli.overrides import check_overrides
-from gan_cli.schema import TrainSchema
+from gan_cli.apps.cli import CONFIG_DIR
+from gan_cli.core.config import run_length, validate
+from gan_cli.core.errors import GanCliError
+from gan_cli.core.overrides import check_overrides
+from gan_cli.core.schema import TrainSchema
+from gan_cli.reporting.hparams import run_hparams
 from tests.conftest import compose_train
 
 

@@ -11,14 +11,14 @@ import pytest
 import torch
 from PIL import Image
 
-from gan_cli.checkpoint import load_checkpoint
-from gan_cli.data import ImageData
-from gan_cli.domains import colorize, dilate, erode, from_dataset, invert, load_unpaired_folder
-from gan_cli.errors import GanCliError
-from gan_cli.image_pool import ImagePool
+from gan_cli.components.schedule import Constant, Cosine, LinearDecay, Schedules
+from gan_cli.core.errors import GanCliError
+from gan_cli.data.datasets import ImageData
+from gan_cli.data.domains import colorize, dilate, erode, from_dataset, invert, load_unpaired_folder
+from gan_cli.data.image_pool import ImagePool
+from gan_cli.loop.checkpoint import load_checkpoint
+from gan_cli.loop.train import train
 from gan_cli.models.cyclegan import Discriminator, Generator
-from gan_cli.schedule import Constant, Cosine, LinearDecay, Schedules
-from gan_cli.train import train
 from tests.conftest import compose_train, run_cli
 
 # A tiny CycleGAN on the fake dataset: domain B is domain A inverted.

@@ -8,9 +8,9 @@ import pytest
 import torch
 from PIL import Image
 
-from gan_cli.config import build, validate
-from gan_cli.data import DeviceSampler, ImageData, load_fake
-from gan_cli.errors import GanCliError
+from gan_cli.core.config import build, validate
+from gan_cli.core.errors import GanCliError
+from gan_cli.data.datasets import DeviceSampler, ImageData, load_fake
 from tests.conftest import compose_train, make_image_folder, make_mnist
 
 

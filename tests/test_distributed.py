@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from gan_cli.checkpoint import load_checkpoint
-from gan_cli.data import DeviceSampler, load_fake
+from gan_cli.data.datasets import DeviceSampler, load_fake
+from gan_cli.loop.checkpoint import load_checkpoint
 from tests.conftest import BIN, TINY_FAKE, run_cli
 
 

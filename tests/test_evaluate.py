@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from gan_cli.data import ImageData, load_fake
+from gan_cli.data.datasets import ImageData, load_fake
 from gan_cli.evaluate import measures, usefulness
 from tests.conftest import REPO, TINY_FAKE, run_cli
 

@@ -17,16 +17,16 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from gan_cli.cli import CONFIG_DIR
-from gan_cli.config import validate, validate_sample
-from gan_cli.errors import GanCliError
-from gan_cli.latent_tools import parse_seeds
-from gan_cli.losses import NonSaturatingLoss
-from gan_cli.outputs import write_npz
-from gan_cli.sample import sample
+from gan_cli.apps.cli import CONFIG_DIR
+from gan_cli.components.losses import NonSaturatingLoss
+from gan_cli.core.config import validate, validate_sample
+from gan_cli.core.errors import GanCliError
+from gan_cli.loop.train import train
+from gan_cli.reporting.outputs import write_npz
+from gan_cli.sampling.latent_tools import parse_seeds
+from gan_cli.sampling.sample import sample
 from gan_cli.tasks.image_gan import draw_latents
 from gan_cli.tasks.image_sampling import chunks
-from gan_cli.train import train
 from tests.conftest import BIN, REPO, TINY_FAKE, compose_train, run_cli, tmpfs
 from tests.test_srgan import TINY_SR
 
@@ -63,7 +63,7 @@ def test_a_full_disk_is_one_line_and_leaves_no_partial_file(checkpoints: dict[st
         "free some space or write to another disk"]
     assert list(tiny_disk.iterdir()) == []
     # The .npz's disk check would refuse first; without it the write itself fills the disk.
-    monkeypatch.setattr("gan_cli.sample.check_disk", lambda *args: None)
+    monkeypatch.setattr("gan_cli.sampling.sample.check_disk", lambda *args: None)
     for out in (tiny_disk / "a.npz", tiny_disk / "pngs"):
         with pytest.raises(GanCliError, match="the disk filled while writing"):
             sample(sample_cfg(checkpoints["dcgan"], out, "num_samples=400"))

@@ -15,15 +15,15 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from gan_cli import precision, signals
-from gan_cli.checkpoint import load_checkpoint
-from gan_cli.ema import GeneratorEMA
-from gan_cli.errors import GanCliError
-from gan_cli.losses import NonSaturatingLoss
-from gan_cli.runlock import locked_run_dir
-from gan_cli.signals import TrainingInterrupted
+from gan_cli.components.ema import GeneratorEMA
+from gan_cli.components.losses import NonSaturatingLoss
+from gan_cli.core.errors import GanCliError
+from gan_cli.loop import precision, signals
+from gan_cli.loop.checkpoint import load_checkpoint
+from gan_cli.loop.runlock import locked_run_dir
+from gan_cli.loop.signals import TrainingInterrupted
+from gan_cli.loop.train import TrainingDiverged, train
 from gan_cli.tasks.image_gan import ImageGan
-from gan_cli.train import TrainingDiverged, train
 from tests.conftest import REPO, TINY_FAKE, compose_train, run_cli
 
 WITH_TESTS = {"PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}  # tests.* in subprocesses

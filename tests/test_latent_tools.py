@@ -11,11 +11,11 @@ import torch
 from hydra import compose, initialize_config_dir
 from PIL import Image
 
-from gan_cli.cli import CONFIG_DIR
-from gan_cli.errors import GanCliError
-from gan_cli.latent_tools import parse_seeds, walk_positions
-from gan_cli.sample import sample
-from gan_cli.train import train
+from gan_cli.apps.cli import CONFIG_DIR
+from gan_cli.core.errors import GanCliError
+from gan_cli.loop.train import train
+from gan_cli.sampling.latent_tools import parse_seeds, walk_positions
+from gan_cli.sampling.sample import sample
 from tests.conftest import TINY_FAKE, compose_train, run_cli
 from tests.test_stylegan2 import TINY_SG
 
@@ -68,7 +68,7 @@ def test_truncation_zero_draws_the_class_average_image(checkpoints: dict[str, Pa
     images, _ = npz(draw(checkpoints["stylegan2"], tmp_path / "t.npz", "seeds=0-3", "truncation=0", "class=2"))
     assert all(np.array_equal(images[0], image) for image in images[1:])
     state = torch.load(checkpoints["stylegan2"], weights_only=True)
-    from gan_cli.data import to_uint8
+    from gan_cli.data.datasets import to_uint8
     from gan_cli.models.stylegan2 import Generator
 
     generator = Generator(z_dim=8, w_dim=8, channel_base=56, channel_max=8, mapping_layers=1, num_classes=10)

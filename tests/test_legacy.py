@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 import torch
 
-from gan_cli.checkpoint import load_checkpoint
-from gan_cli.train import train
+from gan_cli.loop.checkpoint import load_checkpoint
+from gan_cli.loop.train import train
 from tests.conftest import compose_train, run_cli
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -109,7 +109,7 @@ def test_checkpoints_of_every_task_from_before_the_schema_check_sample_and_resum
     from omegaconf import OmegaConf
     from PIL import Image
 
-    from gan_cli.sample import sample
+    from gan_cli.sampling.sample import sample
 
     checkpoint = FIXTURES / f"v2_{task}.pt"
     (tmp_path / "images").mkdir()

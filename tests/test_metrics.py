@@ -11,12 +11,12 @@ import pytest
 import torch
 from omegaconf import DictConfig
 
-from gan_cli import classifier
-from gan_cli.config import build, validate
-from gan_cli.data import ImageData
-from gan_cli.ema import GeneratorEMA
-from gan_cli.errors import GanCliError
-from gan_cli.metrics import Evaluator, load_test_split
+from gan_cli.components.ema import GeneratorEMA
+from gan_cli.core.config import build, validate
+from gan_cli.core.errors import GanCliError
+from gan_cli.data.datasets import ImageData
+from gan_cli.evaluate import classifier
+from gan_cli.evaluate.metrics import Evaluator, load_test_split
 from gan_cli.tasks.image_gan import SampledEvaluation
 from tests.conftest import compose_train, make_mnist
 

@@ -8,8 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from gan_cli.errors import GanCliError
-from gan_cli.losses import NonSaturatingLoss
+from gan_cli.components.losses import NonSaturatingLoss
+from gan_cli.core.errors import GanCliError
 from gan_cli.models import dcgan, mlp
 
 

@@ -59,8 +59,8 @@ def test_the_config_group_table_lists_every_group_and_option_of_conf() -> None:
 
 
 def test_the_feature_cache_goes_to_the_users_cache_not_the_dataset_folder(tmp_path: Path, monkeypatch) -> None:
-    from gan_cli.config import validate
-    from gan_cli.metrics import cache_dir
+    from gan_cli.core.config import validate
+    from gan_cli.evaluate.metrics import cache_dir
     from tests.conftest import compose_train, make_mnist
 
     root = make_mnist(tmp_path / "data")
@@ -77,7 +77,7 @@ class _Terminal(io.StringIO):
 
 
 def test_the_terminal_bar_counts_epochs_from_1_moves_every_step_and_prints_logs_above_it(monkeypatch) -> None:
-    from gan_cli.progress import ConsoleWriter, RichDisplay
+    from gan_cli.reporting.progress import ConsoleWriter, RichDisplay
 
     terminal = _Terminal()
     monkeypatch.setattr(sys, "stdout", terminal)
@@ -101,7 +101,7 @@ def test_the_terminal_bar_counts_epochs_from_1_moves_every_step_and_prints_logs_
 
 
 def test_time_spent_evaluating_is_left_out_of_img_per_sec() -> None:
-    from gan_cli.meter import Meter
+    from gan_cli.loop.meter import Meter
 
     meter = Meter(("loss/d",), torch.device("cpu"), images_per_step=100, step=0)
     meter.add(torch.ones(1))
@@ -111,7 +111,7 @@ def test_time_spent_evaluating_is_left_out_of_img_per_sec() -> None:
 
 
 def test_the_run_time_estimate_is_revised_when_the_step_cost_changes(tmp_path: Path, caplog) -> None:
-    from gan_cli.logging import Reporter
+    from gan_cli.reporting.logging import Reporter
 
     reporter = Reporter(tmp_path, total_steps=1000, start_step=0)
     try:
@@ -140,7 +140,7 @@ def test_the_mlp_option_builds_a_batchnorm_generator_and_the_bench_keeps_the_pla
     mlp28 keeps timing the seeds' plain MLP its published figures were measured on."""
     from omegaconf import OmegaConf
 
-    from gan_cli.config import build, validate
+    from gan_cli.core.config import build, validate
     from tests.conftest import compose_train
 
     cfg = validate(compose_train(["model=mlp", "dataset=fake"]))

@@ -31,7 +31,7 @@ def test_wheel_ships_conf_and_runs_from_elsewhere(tmp_path: Path) -> None:
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     env = {**os.environ, "PYTHONPATH": str(target), "PYTHONWARNINGS": "ignore"}
-    probe = subprocess.run([sys.executable, "-c", "import gan_cli.cli as c; print(c.__file__, c.CONFIG_DIR)"],
+    probe = subprocess.run([sys.executable, "-c", "import gan_cli.apps.cli as c; print(c.__file__, c.CONFIG_DIR)"],
                            cwd=elsewhere, env=env, capture_output=True, text=True, check=True)
     module_file, config_dir = probe.stdout.split()
     assert module_file.startswith(str(target)) and config_dir == str(target / "gan_cli" / "conf")

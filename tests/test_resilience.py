@@ -14,11 +14,11 @@ import pytest
 import torch
 from PIL import Image
 
-from gan_cli import checkpoint as checkpoint_module
-from gan_cli.checkpoint import CheckpointDir, load_checkpoint
-from gan_cli.errors import GanCliError
-from gan_cli.losses import NonSaturatingLoss
-from gan_cli.train import TrainingDiverged, train
+from gan_cli.components.losses import NonSaturatingLoss
+from gan_cli.core.errors import GanCliError
+from gan_cli.loop import checkpoint as checkpoint_module
+from gan_cli.loop.checkpoint import CheckpointDir, load_checkpoint
+from gan_cli.loop.train import TrainingDiverged, train
 from tests.conftest import BIN, TINY, TINY_FAKE, compose_train, make_image_folder, run_cli
 
 # Long enough (200 steps) that a kill lands mid-run, tiny enough to take a few seconds.

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from gan_cli.checkpoint import CheckpointDir, load_checkpoint
-from gan_cli.errors import GanCliError
+from gan_cli.core.errors import GanCliError
+from gan_cli.loop.checkpoint import CheckpointDir, load_checkpoint
 from tests.conftest import TINY_FAKE, run_cli, tmpfs
 
 RUN = [*TINY_FAKE, "trainer.max_steps=4", "trainer.ckpt_every_n_steps=2"]
@@ -137,7 +137,7 @@ def fill(disk: Path, leave: int) -> None:
 
 def test_tensorboard_events_on_a_full_disk_are_one_error_and_no_thread_traceback(
         small_disk: Path, capfd: pytest.CaptureFixture[str]) -> None:
-    from gan_cli.logging import Reporter
+    from gan_cli.reporting.logging import Reporter
 
     reporter = Reporter(small_disk / "run", total_steps=10_000, start_step=0)
     fill(small_disk, 16 << 10)
@@ -150,7 +150,7 @@ def test_tensorboard_events_on_a_full_disk_are_one_error_and_no_thread_traceback
 
 
 def test_metrics_json_on_a_full_disk_is_one_error_and_no_partial_file(small_disk: Path) -> None:
-    from gan_cli.outputs import replaced
+    from gan_cli.reporting.outputs import replaced
 
     fill(small_disk, 4 << 10)
     target = small_disk / "metrics.json"

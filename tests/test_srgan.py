@@ -14,17 +14,17 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from gan_cli.checkpoint import load_checkpoint
-from gan_cli.classifier import SmallCNN
-from gan_cli.config import validate
-from gan_cli.errors import GanCliError
-from gan_cli.lowres import bicubic, downsample, random_crops
+from gan_cli.components.perceptual import ClassifierMaps, load_vgg19
+from gan_cli.core.config import validate
+from gan_cli.core.errors import GanCliError
+from gan_cli.data.lowres import bicubic, downsample, random_crops
+from gan_cli.evaluate.classifier import SmallCNN
+from gan_cli.loop.checkpoint import load_checkpoint
+from gan_cli.loop.step import build_updater, train_step
+from gan_cli.loop.train import seed_everything, train
 from gan_cli.models.srgan import Discriminator, Generator
-from gan_cli.perceptual import ClassifierMaps, load_vgg19
-from gan_cli.step import build_updater, train_step
 from gan_cli.tasks.sr_eval import pixel_scores
 from gan_cli.tasks.srgan import SrGan
-from gan_cli.train import seed_everything, train
 from tests.conftest import compose_train, run_cli
 
 # A tiny SRGAN on the fake dataset (28 px HR, 7 px LR).

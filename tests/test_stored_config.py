@@ -23,14 +23,14 @@ import torch
 import yaml
 from omegaconf import OmegaConf
 
-from gan_cli.checkpoint import FORMAT, load_checkpoint
-from gan_cli.cli import CONFIG_DIR
-from gan_cli.config import validate
-from gan_cli.errors import GanCliError
-from gan_cli.resume import checkpoint_state
-from gan_cli.sample import sample
-from gan_cli.train import train
-from gan_cli.trusted import UntrustedCheckpoint, stored_config
+from gan_cli.apps.cli import CONFIG_DIR
+from gan_cli.core.config import validate
+from gan_cli.core.errors import GanCliError
+from gan_cli.core.trusted import UntrustedCheckpoint, stored_config
+from gan_cli.loop.checkpoint import FORMAT, load_checkpoint
+from gan_cli.loop.resume import checkpoint_state
+from gan_cli.loop.train import train
+from gan_cli.sampling.sample import sample
 from tests.conftest import compose_train, forged
 
 CONF = Path(CONFIG_DIR)

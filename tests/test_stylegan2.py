@@ -11,15 +11,15 @@ import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
 
-from gan_cli.config import validate
-from gan_cli.diversity import PathLength
-from gan_cli.ema import GeneratorEMA
-from gan_cli.errors import GanCliError
-from gan_cli.latent_tools import layer_groups
+from gan_cli.components.diversity import PathLength
+from gan_cli.components.ema import GeneratorEMA
+from gan_cli.core.config import validate
+from gan_cli.core.errors import GanCliError
+from gan_cli.loop.train import train
 from gan_cli.models.dcgan import Generator as DcganGenerator
 from gan_cli.models.stylegan2 import CENTER_LATENTS, Discriminator, Generator
 from gan_cli.models.stylegan2_layers import ModulatedConv2d
-from gan_cli.train import train
+from gan_cli.sampling.latent_tools import layer_groups
 from tests.conftest import TINY_FAKE, compose_train, run_cli
 
 # A tiny StyleGAN2 (widths 8) for a few steps on fake 28 px data.

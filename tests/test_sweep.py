@@ -22,10 +22,10 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tensorboard.plugins.custom_scalar import layout_pb2
 from tensorboard.plugins.hparams import plugin_data_pb2
 
-from gan_cli.checkpoint import load_checkpoint
-from gan_cli.cli import CONFIG_DIR
-from gan_cli.losses import NonSaturatingLoss
-from gan_cli.sweep import JobFailure, available_cores, print_table, run_task, threads_per_job
+from gan_cli.apps.cli import CONFIG_DIR
+from gan_cli.apps.sweep import JobFailure, available_cores, print_table, run_task, threads_per_job
+from gan_cli.components.losses import NonSaturatingLoss
+from gan_cli.loop.checkpoint import load_checkpoint
 from tests.conftest import BIN, REPO, TINY_FAKE, run_cli
 
 LRS = "optim.lr=1e-4,2e-4"

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from gan_cli.train import train
+from gan_cli.loop.train import train
 from tests.conftest import TINY_FAKE, compose_train
 
 

@@ -14,10 +14,10 @@ import pytest
 import torch
 import yaml
 
-from gan_cli.checkpoint import CheckpointDir, load_checkpoint
-from gan_cli.errors import GanCliError
-from gan_cli.train import train
-from gan_cli.trusted import trusted_node
+from gan_cli.core.errors import GanCliError
+from gan_cli.core.trusted import trusted_node
+from gan_cli.loop.checkpoint import CheckpointDir, load_checkpoint
+from gan_cli.loop.train import train
 from tests.conftest import TINY_FAKE, compose_train, forged, run_cli
 
 
@@ -119,7 +119,7 @@ def test_trusted_node_allows_only_model_classes_with_plain_values(node: dict[str
     ("task", {"_target_": "gan_cli.tasks.cyclegan.CycleGan", "pool_size": {"_target_": "os.getcwd"}},
      r"task\.pool_size is a nested node naming _target_='os\.getcwd'"),
     ("dataset", {"_target_": "os.system", "_args_": ["true"]}, r"dataset\._target_='os\.system'"),
-    ("dataset", {"_target_": "gan_cli.data.load_torchvision", "dataset_class": "subprocess.Popen"},
+    ("dataset", {"_target_": "gan_cli.data.datasets.load_torchvision", "dataset_class": "subprocess.Popen"},
      r"dataset\.dataset_class='subprocess\.Popen' is not a torchvision dataset"),
 ])
 def test_task_and_dataset_nodes_are_checked_too(tmp_path: Path, good: Path, section: str, edit: dict[str, Any],
@@ -296,7 +296,7 @@ def test_an_interpolated_seed_in_a_cyclegan_checkpoint_is_refused(tmp_path: Path
 def test_a_task_target_that_is_no_task_is_refused(tmp_path: Path, good: Path) -> None:
     from omegaconf import OmegaConf
 
-    from gan_cli.sample import sample
+    from gan_cli.sampling.sample import sample
 
     evil = edited(good, tmp_path / "evil.pt", lambda c: c["task"].update(_target_="gan_cli.tasks.base.Drawn"))
     with pytest.raises(GanCliError, match=r"task\._target_='gan_cli\.tasks\.base\.Drawn' is not one of gan-cli's "
@@ -309,7 +309,7 @@ def test_a_schedule_state_of_the_wrong_type_is_refused(tmp_path: Path, good: Pat
     """gan-sample accepted `schedules.g.last_epoch: "abc"`, and a resume crashed on it."""
     from omegaconf import OmegaConf
 
-    from gan_cli.sample import sample
+    from gan_cli.sampling.sample import sample
 
     state = torch.load(good, weights_only=True)
     torch.save(forged({**state, "schedules": {**state["schedules"], "g": {"last_epoch": "abc"}}}), tmp_path / "bad.pt")

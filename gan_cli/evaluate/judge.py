@@ -17,14 +17,12 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 from torchvision.utils import save_image
 
-from gan_cli import classifier
-from gan_cli.classifier import ClassifierFeatures, SmallCNN
-from gan_cli.config import build
-from gan_cli.data import ImageData
-from gan_cli.errors import GanCliError
-from gan_cli.evaluate import measures, usefulness
-from gan_cli.evaluate.sources import Judged, load_images
-from gan_cli.metrics import (
+from gan_cli.core.config import build
+from gan_cli.core.errors import GanCliError
+from gan_cli.data.datasets import ImageData
+from gan_cli.evaluate import classifier, measures, usefulness
+from gan_cli.evaluate.classifier import ClassifierFeatures, SmallCNN
+from gan_cli.evaluate.metrics import (
     METRIC_NAMES,
     REFERENCE_LIMIT,
     InceptionFeatures,
@@ -33,6 +31,7 @@ from gan_cli.metrics import (
     dataset_key,
     load_test_split,
 )
+from gan_cli.evaluate.sources import Judged, load_images
 
 log = logging.getLogger("gan_cli")
 
@@ -52,7 +51,7 @@ class Scored:
 
 
 def eval_node(cfg: DictConfig, dataset: DictConfig) -> DictConfig:
-    """The training config's shape that gan_cli.metrics reads (eval.*, dataset.*)."""
+    """The training config's shape that gan_cli.evaluate.metrics reads (eval.*, dataset.*)."""
     keys = ("features", "inception_weights", "batch_size", "classifier_epochs", "cache_dir")
     return OmegaConf.create({"dataset": OmegaConf.to_container(dataset, resolve=True),
                              "eval": {key: cfg[key] for key in keys}})

@@ -12,8 +12,8 @@ import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from gan_cli.cli import CONFIG_DIR
-from gan_cli.errors import GanCliError, interrupted, reported
+from gan_cli.apps.cli import CONFIG_DIR
+from gan_cli.core.errors import GanCliError, interrupted, reported
 
 log = logging.getLogger("gan_cli")
 
@@ -24,7 +24,7 @@ class Session:
     """The judges of one gan-eval call, one per dataset (a sweep's runs usually share one)."""
 
     def __init__(self, cfg: DictConfig):
-        from gan_cli.config import resolve_device
+        from gan_cli.core.config import resolve_device
 
         self.cfg, self.device = cfg, resolve_device(cfg.device)
         self.judges: dict[str, Any] = {}
@@ -39,7 +39,7 @@ class Session:
 
     def judge(self, node: DictConfig) -> Any:
         from gan_cli.evaluate.judge import Judge
-        from gan_cli.metrics import dataset_key
+        from gan_cli.evaluate.metrics import dataset_key
 
         dataset = self.dataset(node)
         key = dataset_key(dataset)

@@ -1,6 +1,6 @@
 """The numbers gan-eval reports, on features (N, D) and class predictions: each function is one
 paper's definition, written out where no maintained library fits (FD, KD and IS come from
-torchmetrics, as in training; gan_cli/metrics.py).
+torchmetrics, as in training; gan_cli/evaluate/metrics.py).
 
 Distances are Euclidean between feature vectors (or pixels, for memorization), computed in
 chunks with torch.cdist so 10k x 60k pairs never sit in memory at once.
@@ -19,7 +19,7 @@ from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.inception import InceptionScore
 from torchmetrics.image.kid import KernelInceptionDistance
 
-from gan_cli.metrics import RANK_LOCAL
+from gan_cli.evaluate.metrics import RANK_LOCAL
 
 LOCAL: dict[str, Any] = dict(RANK_LOCAL)  # gan-eval's metrics never sync across processes
 CHUNK = 2048  # query rows per cdist call: 2048 x 60k floats = 0.5 GB at most

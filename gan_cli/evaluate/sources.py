@@ -2,7 +2,7 @@
 generator (drawn through gan-sample's own path: load_checkpoint + stored_config, then the task's
 `draw`), or images from a file or folder. `run=` and `sweep=` list checkpoints.
 
-A checkpoint is data: its config is read through gan_cli.trusted.stored_config, which admits
+A checkpoint is data: its config is read through gan_cli.core.trusted.stored_config, which admits
 only gan-cli's own classes, and nothing is built from it here but through the task's `draw`.
 """
 
@@ -18,12 +18,12 @@ from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
-from gan_cli.checkpoint import load_checkpoint
-from gan_cli.data import fit_images, load_image_folder
-from gan_cli.domains import image_files, read_images
-from gan_cli.errors import GanCliError
-from gan_cli.resume import LEGACY_TASK
-from gan_cli.schema import SampleSchema
+from gan_cli.core.errors import GanCliError
+from gan_cli.core.schema import SampleSchema
+from gan_cli.data.datasets import fit_images, load_image_folder
+from gan_cli.data.domains import image_files, read_images
+from gan_cli.loop.checkpoint import load_checkpoint
+from gan_cli.loop.resume import LEGACY_TASK
 from gan_cli.tasks.image_gan import ImageGan
 
 
@@ -49,7 +49,7 @@ class Checkpoint:
 
 
 def open_checkpoint(path: str | Path) -> Checkpoint:
-    from gan_cli.trusted import stored_config
+    from gan_cli.core.trusted import stored_config
 
     state = load_checkpoint(path)
     config = stored_config(state, path)  # only gan-cli's own classes, plain values (trusted.py)

@@ -1,5 +1,5 @@
 """What samples are worth as training data, measured with one fixed classifier recipe (the
-SmallCNN of gan_cli/classifier.py, Adam with a one-cycle schedule, `steps` updates of `batch_size`
+SmallCNN of gan_cli/evaluate/classifier.py, Adam with a one-cycle schedule, `steps` updates of `batch_size`
 images whatever the training set's size, so every variant gets the same compute):
 
   CAS, Classification Accuracy Score (Ravuri & Vinyals 2019, "Classification Accuracy Score for
@@ -23,9 +23,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from gan_cli.classifier import SmallCNN, accuracy, save_atomic
-from gan_cli.data import ImageData
-from gan_cli.progress import TaskProgress
+from gan_cli.data.datasets import ImageData
+from gan_cli.evaluate.classifier import SmallCNN, accuracy, save_atomic
+from gan_cli.reporting.progress import TaskProgress
 
 Augment = Callable[[Tensor, torch.Generator], Tensor]  # uint8 (B, C, H, W) -> uint8 (B, C, H, W)
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from gan_cli.errors import GanCliError
+from gan_cli.core.errors import GanCliError
 
 
 def norm(channels: int) -> nn.Module:

@@ -6,7 +6,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import spectral_norm
 
-from gan_cli.errors import GanCliError
+from gan_cli.core.errors import GanCliError
 
 
 def stages_for(image_size: int, model: str = "dcgan") -> tuple[int, int]:

@@ -19,7 +19,7 @@ import math
 
 from torch import Tensor, nn
 
-from gan_cli.errors import GanCliError
+from gan_cli.core.errors import GanCliError
 
 
 class ResidualBlock(nn.Module):

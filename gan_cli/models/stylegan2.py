@@ -28,7 +28,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from gan_cli.errors import GanCliError
+from gan_cli.core.errors import GanCliError
 from gan_cli.models.layers import MinibatchStd, class_count, require_labels, stages_for
 from gan_cli.models.stylegan2_layers import DiscriminatorBlock, EqualConv2d, EqualLinear, StyledConv, ToRGB, upsample
 

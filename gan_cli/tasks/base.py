@@ -24,7 +24,7 @@ import torch
 from omegaconf import DictConfig
 from torch import Tensor, nn
 
-from gan_cli.ema import GeneratorEMA
+from gan_cli.components.ema import GeneratorEMA
 
 Stats = dict[str, Tensor]  # named 0-dim device tensors ("loss/d", "loss/cycle"); no host sync
 

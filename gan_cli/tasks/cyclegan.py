@@ -9,7 +9,7 @@ then a D phase on the same real batches and fakes drawn from a history of 50 (im
 The cycle term is what makes unpaired data enough: a translation must keep what is needed to go
 back. The identity term keeps colours and content when the input already looks like the target.
 LSGAN loss, Adam 2e-4 (0.5, 0.999) and lr_schedule=linear_decay are the paper's (mnist_thicken,
-cyclegan_folder presets). Data: gan_cli/domains.py; networks: gan_cli/models/cyclegan.py.
+cyclegan_folder presets). Data: gan_cli/data/domains.py; networks: gan_cli/models/cyclegan.py.
 """
 
 from __future__ import annotations
@@ -24,15 +24,15 @@ import torch.nn.functional as F
 from omegaconf import DictConfig
 from torch import Tensor, nn
 
-from gan_cli import distributed
-from gan_cli.checkpoint import load_weights
-from gan_cli.config import build
-from gan_cli.data import DeviceSampler, to_float, to_uint8
-from gan_cli.distributed import SINGLE_PROCESS, Ranks
-from gan_cli.domains import Domains, from_dataset, load_images
-from gan_cli.errors import GanCliError
-from gan_cli.image_pool import ImagePool
-from gan_cli.metrics import load_test_split
+from gan_cli.core.config import build
+from gan_cli.core.errors import GanCliError
+from gan_cli.data.datasets import DeviceSampler, to_float, to_uint8
+from gan_cli.data.domains import Domains, from_dataset, load_images
+from gan_cli.data.image_pool import ImagePool
+from gan_cli.evaluate.metrics import load_test_split
+from gan_cli.loop import distributed
+from gan_cli.loop.checkpoint import load_weights
+from gan_cli.loop.distributed import SINGLE_PROCESS, Ranks
 from gan_cli.tasks.base import Drawn, Phase, Preview, Stats, drawn_at_once, frozen, in_eval_mode
 from gan_cli.tasks.image_gan import make_optimizer, prepare
 from gan_cli.tasks.translation_eval import TranslationEvaluation

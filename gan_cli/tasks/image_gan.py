@@ -27,13 +27,13 @@ from omegaconf import DictConfig
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
-from gan_cli import distributed
-from gan_cli.config import build
-from gan_cli.data import DeviceSampler, ImageData, to_uint8
-from gan_cli.distributed import SINGLE_PROCESS, Ranks
-from gan_cli.ema import GeneratorEMA, InputSampler
-from gan_cli.errors import GanCliError
-from gan_cli.metrics import Evaluator
+from gan_cli.components.ema import GeneratorEMA, InputSampler
+from gan_cli.core.config import build
+from gan_cli.core.errors import GanCliError
+from gan_cli.data.datasets import DeviceSampler, ImageData, to_uint8
+from gan_cli.evaluate.metrics import Evaluator
+from gan_cli.loop import distributed
+from gan_cli.loop.distributed import SINGLE_PROCESS, Ranks
 from gan_cli.models.layers import MinibatchStd
 from gan_cli.tasks.base import Drawn, Phase, Preview, Stats, frozen, in_eval_mode
 

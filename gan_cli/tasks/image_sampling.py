@@ -12,9 +12,9 @@ import torch
 from omegaconf import DictConfig
 from torch import Tensor, nn
 
-from gan_cli import latent_tools
-from gan_cli.checkpoint import load_weights
-from gan_cli.errors import GanCliError
+from gan_cli.core.errors import GanCliError
+from gan_cli.loop.checkpoint import load_weights
+from gan_cli.sampling import latent_tools
 from gan_cli.tasks.base import Drawn, drawn_at_once
 from gan_cli.tasks.image_gan import build_networks, class_count, generate
 

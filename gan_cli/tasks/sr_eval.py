@@ -28,9 +28,9 @@ from omegaconf import DictConfig
 from torch import Tensor
 from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
 
-from gan_cli.data import ImageData, to_float, to_uint8
-from gan_cli.lowres import bicubic, downsample
-from gan_cli.metrics import Evaluator
+from gan_cli.data.datasets import ImageData, to_float, to_uint8
+from gan_cli.data.lowres import bicubic, downsample
+from gan_cli.evaluate.metrics import Evaluator
 
 log = logging.getLogger("gan_cli")
 

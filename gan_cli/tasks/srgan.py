@@ -27,15 +27,15 @@ import torch.nn.functional as F
 from omegaconf import DictConfig
 from torch import Tensor, nn
 
-from gan_cli.checkpoint import load_weights
-from gan_cli.config import build
-from gan_cli.data import DeviceSampler, ImageData, to_float, to_uint8
-from gan_cli.distributed import SINGLE_PROCESS, Ranks
-from gan_cli.domains import load_images
-from gan_cli.errors import GanCliError
-from gan_cli.lowres import bicubic, center_crop, downsample, nearest, random_crops
-from gan_cli.metrics import load_test_split
-from gan_cli.perceptual import build_perceptual
+from gan_cli.components.perceptual import build_perceptual
+from gan_cli.core.config import build
+from gan_cli.core.errors import GanCliError
+from gan_cli.data.datasets import DeviceSampler, ImageData, to_float, to_uint8
+from gan_cli.data.domains import load_images
+from gan_cli.data.lowres import bicubic, center_crop, downsample, nearest, random_crops
+from gan_cli.evaluate.metrics import load_test_split
+from gan_cli.loop.checkpoint import load_weights
+from gan_cli.loop.distributed import SINGLE_PROCESS, Ranks
 from gan_cli.tasks.base import Drawn, Phase, Preview, Stats, drawn_at_once, frozen, in_eval_mode
 from gan_cli.tasks.image_gan import setup_pair
 from gan_cli.tasks.sr_eval import SrEvaluation

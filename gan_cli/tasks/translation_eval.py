@@ -22,9 +22,9 @@ import torch
 from omegaconf import DictConfig
 from torch import Tensor
 
-from gan_cli.data import ImageData, to_float, to_uint8
-from gan_cli.domains import Domains
-from gan_cli.metrics import Evaluator, dataset_key
+from gan_cli.data.datasets import ImageData, to_float, to_uint8
+from gan_cli.data.domains import Domains
+from gan_cli.evaluate.metrics import Evaluator, dataset_key
 
 log = logging.getLogger("gan_cli")
 

@@ -1,0 +1,294 @@
+"""gan-bench: training img/s of gan-cli's trainer against the tutorial loop, in one process.
+
+For each config in conf/bench.yaml (a list of gan-train overrides on dataset=fake) and each batch
+size, gan-cli's run is built from the real composed config by `build_task` and timed through
+`train_step` (gan_cli/loop/step.py), syncing only at the end of a window, as the train loop does at its
+log interval. The tutorial-style `ReferenceLoop` gets the same G and D config nodes, batch size
+and steps. Both warm up, then `repeats` timed windows alternate reference, gan-cli; the median
+of each counts.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import gc
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import hydra
+import torch
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import DictConfig, OmegaConf
+from rich.console import Console
+from rich.table import Table
+from torch.utils.flop_counter import FlopCounterMode
+
+from gan_cli.apps.bench_reference import ReferenceLoop
+from gan_cli.apps.cli import CONFIG_DIR
+from gan_cli.core.config import check_device, resolve_device, validate
+from gan_cli.core.errors import GanCliError, reported
+from gan_cli.loop.step import Updater, build_task, build_updater, train_step
+from gan_cli.loop.train import seed_everything
+from gan_cli.sampling.sample import check_writable
+from gan_cli.tasks.image_gan import ImageGan
+
+MEMORY_NOTES = {
+    "cuda": "torch.cuda.max_memory_allocated during the warm-up steps, minus what was allocated before the "
+            "loop was built: weights, optimizer state, activations and, for gan-cli, the dataset on the GPU",
+    "cpu": "peak resident set size (VmHWM, reset through /proc/self/clear_refs after building) during the "
+           "warm-up steps, minus the RSS before the loop was built: weights, optimizer state, activations "
+           "and the uint8 dataset; main process only (DataLoader workers not counted)",
+}
+
+
+def compose_train(overrides: list[str]) -> DictConfig:
+    """The real train config; inside gan-bench's (or a test's) Hydra context, else a fresh one."""
+    if GlobalHydra.instance().is_initialized():
+        return hydra.compose("train", overrides=overrides)
+    with hydra.initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        return hydra.compose("train", overrides=overrides)
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
+
+
+def _proc_status_bytes(field: str) -> int | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024  # reported in kB
+    except OSError:
+        pass
+    return None
+
+
+def cpu_ticks() -> tuple[int, int, int] | None:
+    """(all ticks, busy ticks of the machine, ticks of this process and its reaped children), Linux."""
+    try:
+        machine_ticks = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+        own = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[11:15]  # utime stime cutime cstime
+    except (OSError, ValueError):
+        return None
+    idle = machine_ticks[3] + machine_ticks[4]  # idle, iowait; steal counts as busy
+    return sum(machine_ticks), sum(machine_ticks) - idle, sum(int(v) for v in own)
+
+
+def other_cpu_share(before: tuple[int, int, int] | None) -> float | None:
+    """Fraction of the machine's CPU time that other processes used since `before`: what makes
+    img/s on a shared machine unreliable (DataLoader workers count as this process)."""
+    after = cpu_ticks()
+    if before is None or after is None or after[0] == before[0]:
+        return None
+    total, busy, own = (a - b for a, b in zip(after, before, strict=True))
+    return round(max(busy - own, 0) / total, 3)
+
+
+def memory_in_use(device: torch.device) -> int | None:
+    """Bytes in use after collecting garbage (and handing freed heap back to the OS)."""
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        return torch.cuda.memory_allocated(device)
+    try:  # glibc keeps freed memory mapped; without a trim the next baseline would be inflated
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+    return _proc_status_bytes("VmRSS")
+
+
+def reset_peak(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        return
+    try:
+        Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS (Linux >= 4.0)
+    except OSError:
+        pass
+
+
+def peak_growth_mb(device: torch.device, baseline: int | None) -> float | None:
+    peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else _proc_status_bytes("VmHWM")
+    return None if peak is None or baseline is None else round((peak - baseline) / 2**20, 1)
+
+
+Run = tuple[ImageGan, Updater]
+
+
+def time_trainer(run: Run, first_step: int, steps: int, device: torch.device) -> float:
+    """Seconds for `steps` gan-cli steps, summing the statistics on the device like train()."""
+    task, updater = run
+    sums = torch.zeros(len(task.stat_names), device=device)
+    sync(device)
+    started = time.perf_counter()
+    for step in range(first_step, first_step + steps):
+        sums += train_step(task, step, updater)
+    sums.tolist()  # the one host sync, as at the end of a log interval
+    return time.perf_counter() - started
+
+
+def time_reference(reference: ReferenceLoop, steps: int, device: torch.device) -> float:
+    sync(device)
+    started = time.perf_counter()
+    reference.run(steps)
+    sync(device)
+    return time.perf_counter() - started
+
+
+def measure_memory(
+    device: torch.device, build: Callable[[], Any], warm_up: Callable[[Any], Any]
+) -> tuple[Any, float | None]:
+    """Build a loop, run its warm-up steps, and return it with its peak memory growth in MB."""
+    baseline = memory_in_use(device) if device.type in MEMORY_NOTES else None
+    loop = build()
+    reset_peak(device)
+    warm_up(loop)
+    sync(device)
+    return loop, peak_growth_mb(device, baseline)
+
+
+def flops_per_image(run: Run, step: int, batch_size: int) -> float:
+    """Model FLOPs of one gan-cli step (forward and backward of G and D; the optimizer is not
+    counted), per real image, counted eagerly by torch's FlopCounterMode."""
+    eager = torch.compiler.set_stance("force_eager") if hasattr(torch.compiler, "set_stance") else nullcontext()
+    with eager, FlopCounterMode(display=False) as counter:
+        train_step(run[0], step, run[1])
+    return counter.get_total_flops() / batch_size
+
+
+def bench_one(cfg: DictConfig, setup: str, batch_size: int, device: torch.device) -> dict[str, Any]:
+    """One row: both loops on one config and batch size."""
+    overrides = ["dataset=fake", *cfg.setups[setup], f"trainer.batch_size={batch_size}",
+                 f"trainer.device={cfg.device}", f"trainer.precision={cfg.precision}",
+                 f"trainer.compile={cfg.compile}", "trainer.d_steps=1", *cfg.overrides]
+    train_cfg = validate(compose_train(overrides))
+    if train_cfg.model.get("conditional"):
+        raise GanCliError(f"config {setup}: gan-bench times unconditional models (the tutorial loop has no labels)")
+    ticks = cpu_ticks()
+    seed_everything(train_cfg.trainer.seed)
+    if train_cfg.task._target_ != f"{ImageGan.__module__}.{ImageGan.__name__}":
+        raise GanCliError(f"config {setup}: gan-bench times task=image_gan (the tutorial loop is a z -> image GAN)")
+    run, ours_mb = measure_memory(device, lambda: (build_task(train_cfg, device), build_updater(train_cfg, device)),
+                                  lambda run: time_trainer(run, 0, cfg.warmup_steps, device))
+    seed_everything(train_cfg.trainer.seed)
+    make_reference = lambda: ReferenceLoop(train_cfg, run[0].sampler.images, run[0].sampler.labels, device,
+                                           cfg.reference_workers)
+    reference, reference_mb = measure_memory(device, make_reference, lambda ref: ref.run(cfg.warmup_steps))
+    seconds: dict[str, list[float]] = {"reference": [], "gan_cli": []}
+    flops = flops_per_image(run, cfg.warmup_steps, batch_size)
+    next_step = cfg.warmup_steps + 1
+    for _ in range(cfg.repeats):  # alternate, so drifts in machine load hit both loops alike
+        seconds["reference"].append(time_reference(reference, cfg.steps, device))
+        seconds["gan_cli"].append(time_trainer(run, next_step, cfg.steps, device))
+        next_step += cfg.steps
+    reference.close()
+    images = batch_size * cfg.steps
+    rates = {loop: [round(images / s, 1) for s in times] for loop, times in seconds.items()}
+    median = {loop: statistics.median(values) for loop, values in rates.items()}
+    return {
+        "config": setup,
+        "model": train_cfg.model.name,
+        "image_shape": [train_cfg.dataset.channels, train_cfg.dataset.image_size, train_cfg.dataset.image_size],
+        "batch_size": batch_size,
+        "img_per_sec": median,
+        "img_per_sec_repeats": rates,
+        "speedup": round(median["gan_cli"] / median["reference"], 3),
+        "model_gflop_per_image": round(flops / 1e9, 4),
+        "gan_cli_tflop_per_sec": round(flops * median["gan_cli"] / 1e12, 4),  # model FLOPs, achieved
+        "peak_memory_mb": {"gan_cli": ours_mb, "reference": reference_mb},
+        "other_cpu_share": other_cpu_share(ticks) if device.type == "cpu" else None,
+    }
+
+
+def machine(device: torch.device) -> dict[str, Any]:
+    cpu = platform.processor() or platform.machine()
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                   if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    info = {"cpu": cpu, "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "torch": torch.__version__, "device": str(device)}
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info
+
+
+def check_settings(cfg: DictConfig) -> None:
+    for key in ("steps", "warmup_steps", "repeats"):
+        if not isinstance(cfg[key], int) or cfg[key] < 1:
+            raise GanCliError(f"invalid value {key}={cfg[key]!r}: allowed is an integer >= 1")
+    if not cfg.batch_sizes or any(not isinstance(b, int) or b < 1 for b in cfg.batch_sizes):
+        raise GanCliError(f"invalid value batch_sizes={list(cfg.batch_sizes)}: allowed is a list of integers >= 1")
+    unknown = [name for name in cfg.configs if name not in cfg.setups]
+    if unknown or not cfg.configs:
+        raise GanCliError(f"invalid value configs={list(cfg.configs)}: allowed are names from {list(cfg.setups)}")
+    check_device(cfg.device, "device")
+
+
+def table(result: dict[str, Any]) -> Table:
+    view = Table(title=f"gan-bench on {result['machine']['device']} ({result['machine']['cpu']}), "
+                       f"median of {result['settings']['repeats']} x {result['settings']['steps']} steps")
+    for column in ("config", "shape", "batch", "gan-cli img/s", "reference img/s", "speedup", "GFLOP/img",
+                   "gan-cli TFLOP/s", "gan-cli peak MB", "reference peak MB", "others' CPU"):
+        view.add_column(column, justify="left" if column in ("config", "shape") else "right")
+    megabytes = lambda value: "-" if value is None else f"{value:,.0f}"
+    share = lambda value: "-" if value is None else f"{value:.0%}"
+    for row in result["rows"]:
+        rate, mb = row["img_per_sec"], row["peak_memory_mb"]
+        view.add_row(row["config"], "x".join(map(str, row["image_shape"])), str(row["batch_size"]),
+                     f"{rate['gan_cli']:,.0f}", f"{rate['reference']:,.0f}", f"{row['speedup']:.2f}x",
+                     f"{row['model_gflop_per_image']:.3f}", f"{row['gan_cli_tflop_per_sec']:.3f}",
+                     megabytes(mb["gan_cli"]), megabytes(mb["reference"]), share(row["other_cpu_share"]))
+    return view
+
+
+def bench(cfg: DictConfig, console: Console | None = None) -> dict[str, Any]:
+    """Run every (config, batch size) row; print the table, write the JSON, return it."""
+    check_settings(cfg)
+    out = Path(cfg.out)
+    check_writable(out, cfg.out)  # before minutes of timing, not after them
+    out.parent.mkdir(parents=True, exist_ok=True)
+    console = console or Console(width=None if sys.stdout.isatty() else 160)  # logs keep whole columns
+    device = resolve_device(cfg.device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # as train() does: fixed shapes, autotune once
+    settings = OmegaConf.to_container(cfg, resolve=True)
+    assert isinstance(settings, dict)
+    result: dict[str, Any] = {"machine": machine(device), "settings": settings,
+                              "memory": MEMORY_NOTES.get(device.type, "not measured on this device"), "rows": []}
+    for setup in cfg.configs:
+        for batch_size in cfg.batch_sizes:
+            row = bench_one(cfg, setup, batch_size, device)
+            result["rows"].append(row)
+            console.print(f"{setup} batch {batch_size}: gan-cli {row['img_per_sec']['gan_cli']:,.0f} img/s, "
+                          f"reference {row['img_per_sec']['reference']:,.0f} img/s ({row['speedup']:.2f}x)")
+            if (row["other_cpu_share"] or 0) > 0.05:
+                console.print(f"  [yellow]other processes used {row['other_cpu_share']:.0%} of the CPU meanwhile: "
+                              "these img/s are not reliable[/yellow]")
+            gc.collect()
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    console.print(table(result))
+    console.print(f"wrote {out}")
+    return result
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="bench")
+@reported
+def _bench(cfg: DictConfig) -> None:
+    bench(cfg)
+
+
+def main() -> None:
+    _bench()

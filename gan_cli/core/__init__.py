@@ -1,0 +1,2 @@
+"""Configuration: the schema, building components from `_target_` nodes, override checks,
+and what a checkpoint may hold."""

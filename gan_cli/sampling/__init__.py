@@ -1,0 +1,1 @@
+"""gan-sample: drawing images, walks and style mixing from a checkpoint."""
