@@ -172,7 +172,7 @@ def test_one_joint_d_forward_is_the_same_math_as_two(model: str) -> None:
         task.joint_d_forward = joint
         task.discriminator.zero_grad()
         real_logits, fake_logits = task.score_real_and_fake(real, fake, labels)
-        task.loss_fn.d_loss(real_logits, fake_logits).backward()
+        task.adversary.loss.d_loss(real_logits, fake_logits).backward()
         grads.append([p.grad.clone() for p in task.discriminator.parameters()])
     if model == "mlp":  # in BatchNorm's training mode the two paths differ by design
         assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(*grads, strict=True))

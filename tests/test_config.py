@@ -83,7 +83,6 @@ BAD = [
     ("trainer.batch_size=0", "trainer.batch_size"),
     ("trainer.epochs=0", "trainer.epochs"),
     ("trainer.max_steps=-3", "trainer.max_steps"),
-    ("trainer.d_steps=0", "trainer.d_steps"),
     ("optim.lr=0", "optim.lr="),  # the key the user typed, not optim.g.lr that follows it
     ("optim.lr=-1e-4", "optim.lr="),
     ("optim.g.lr=-1e-4", "optim.g.lr="),
@@ -167,7 +166,7 @@ def test_max_steps_alone_decides_the_run_length() -> None:
     assert length("trainer.epochs=20", "trainer.max_steps=50")[1] == (
         "trainer.max_steps=50 ends the run, before trainer.epochs=20 (80 steps)")
     # Epochs count the batches the task draws: image_gan with d_steps=2 draws 2 per step.
-    trainer = validate(compose_train(["dataset=fake", "trainer.epochs=3", "trainer.d_steps=2"])).trainer
+    trainer = validate(compose_train(["dataset=fake", "trainer.epochs=3", "task.d_steps=2"])).trainer
     assert run_length(trainer, batches_per_epoch=4, batches_per_step=2)[0] == 6
 
 

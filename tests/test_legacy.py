@@ -97,7 +97,7 @@ V2_RUNS = {
     "image_gan": ["model.z_dim=8", "model.generator.ngf=4", "model.discriminator.ndf=4"],
     "srgan": ["task=srgan", "model.generator.width=4", "model.generator.blocks=1", "model.discriminator.ndf=4",
               "model.discriminator.stages=1", "model.discriminator.pool=1", "model.discriminator.dense=8",
-              "sr.perceptual_weight=0", "task.preview_images=2"],
+              "task.perceptual_weight=0", "task.preview_images=2"],
     "cyclegan": ["task=cyclegan", "model.generator.ngf=4", "model.generator.blocks=1",
                  "model.generator.downsamplings=1", "model.discriminator.ndf=4", "model.discriminator.layers=1",
                  "task.domain_b=invert", "task.preview_images=2", "task.pool_size=2"],

@@ -129,7 +129,7 @@ def test_the_run_time_estimate_is_revised_when_the_step_cost_changes(tmp_path: P
 def test_srgan_says_when_its_adversarial_phase_begins(tmp_path: Path) -> None:
     from tests.test_srgan import TINY_SR
 
-    run_cli("gan-train", [*TINY_SR, "sr.pretrain_steps=3", "trainer.max_steps=5", "hydra.run.dir=run"], cwd=tmp_path)
+    run_cli("gan-train", [*TINY_SR, "task.pretrain_steps=3", "trainer.max_steps=5", "hydra.run.dir=run"], cwd=tmp_path)
     log = (tmp_path / "run" / "train.log").read_text()
     assert "steps 1..3 train G on the content loss alone" in log and "begins at step 4" in log
     assert "step 4: the SRResNet warm-up is over, the adversarial phase begins" in log

@@ -20,7 +20,7 @@ from gan_cli.core.errors import GanCliError
 from gan_cli.data.lowres import bicubic, downsample, random_crops
 from gan_cli.evaluate.classifier import SmallCNN
 from gan_cli.loop.checkpoint import load_checkpoint
-from gan_cli.loop.step import build_updater, train_step
+from gan_cli.loop.step import build_task, build_updater, train_step
 from gan_cli.loop.train import seed_everything, train
 from gan_cli.models.srgan import Discriminator, Generator
 from gan_cli.tasks.sr_eval import pixel_scores
@@ -31,7 +31,7 @@ from tests.conftest import compose_train, run_cli
 TINY_SR = ["task=srgan", "dataset=fake", "dataset.num_samples=64", "trainer.device=cpu", "trainer.batch_size=8",
            "trainer.max_steps=4", "trainer.num_threads=1", "model.generator.width=8", "model.generator.blocks=1",
            "model.discriminator.ndf=4", "model.discriminator.stages=2", "model.discriminator.pool=1",
-           "model.discriminator.dense=8", "sr.perceptual=none", "sr.pretrain_steps=0", "task.preview_images=3",
+           "model.discriminator.dense=8", "task.perceptual=none", "task.pretrain_steps=0", "task.preview_images=3",
            "log.every_n_steps=2", "log.sample_every_n_steps=2", "eval.enabled=false", "ema.start_step=1",
            "ema.bn_samples=16"]
 
@@ -39,7 +39,9 @@ TINY_SR = ["task=srgan", "dataset=fake", "dataset.num_samples=64", "trainer.devi
 def make_task(overrides: list[str]) -> SrGan:
     cfg = validate(compose_train([*TINY_SR, *overrides]))
     seed_everything(cfg.trainer.seed)
-    return SrGan(cfg, torch.device("cpu"))
+    task = build_task(cfg, torch.device("cpu"))  # as the loop builds it: the task node's options as keywords
+    assert isinstance(task, SrGan)
+    return task
 
 
 # ---------------------------------------------------------------- LR images
@@ -97,21 +99,20 @@ def test_discriminator_is_the_papers_at_96_px_and_works_at_28() -> None:
 
 def g_total(task: SrGan, step: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The G phase's loss at `step`, with the batch and G's output it was computed from."""
-    task.d_loss(step, 0)
-    hr, lr, _ = task._pending  # noqa: SLF001 - the batch the phase will use
-    total, _ = task.g_loss(step, 0)
-    return total, hr, task.generator(lr)  # G in training mode: the same output again
+    _, _, handed = task.d_loss(step, 0, None)  # the batch G's phase will use
+    total, _, _ = task.g_loss(step, 0, handed)
+    return total, handed.hr, task.generator(handed.lr)  # G in training mode: the same output again
 
 
 @pytest.mark.parametrize("content, loss", [("mse", F.mse_loss), ("l1", F.l1_loss)])
 def test_content_loss_is_the_weighted_pixel_loss(content: str, loss: object) -> None:
-    task = make_task([f"sr.content={content}", "sr.content_weight=2.5", "sr.adversarial_weight=0"])
+    task = make_task([f"task.content={content}", "task.content_weight=2.5", "task.adversarial_weight=0"])
     total, hr, sr = g_total(task)
     assert total.item() == pytest.approx(2.5 * loss(sr, hr).item(), rel=1e-5)
 
 
 def test_adversarial_term_has_its_weight() -> None:
-    task = make_task(["sr.content_weight=0", "sr.adversarial_weight=0.25"])
+    task = make_task(["task.content_weight=0", "task.adversarial_weight=0.25"])
     total, _, sr = g_total(task)
     expected = 0.25 * F.softplus(-task.discriminator(sr)).mean()  # BCE's G loss on logits
     assert total.item() == pytest.approx(expected.item(), rel=1e-5) and total.item() > 0
@@ -129,8 +130,8 @@ def fake_vgg19(path: Path, layers: int) -> dict[str, torch.Tensor]:
 def test_perceptual_vgg19_from_a_weights_file(tmp_path: Path) -> None:
     weights = tmp_path / "vgg19.pth"
     state = fake_vgg19(weights, 4)  # conv1_1, ReLU, conv1_2, ReLU
-    task = make_task(["sr.content_weight=0", "sr.adversarial_weight=0", "sr.perceptual=vgg19",
-                      "sr.perceptual_weight=3", f"sr.vgg19_weights={weights}", "sr.vgg19_layers=4"])
+    task = make_task(["task.content_weight=0", "task.adversarial_weight=0", "task.perceptual=vgg19",
+                      "task.perceptual_weight=3", f"task.vgg19_weights={weights}", "task.vgg19_layers=4"])
     assert torch.equal(task.perceptual.features[2].weight, state["features.2.weight"])
     assert not any(p.requires_grad for p in task.perceptual.parameters())
     total, hr, sr = g_total(task)
@@ -143,7 +144,7 @@ def test_perceptual_vgg19_from_a_weights_file(tmp_path: Path) -> None:
 
 
 def test_vgg19_weights_problems_are_one_line(tmp_path: Path) -> None:
-    with pytest.raises(GanCliError, match="needs sr.vgg19_weights=PATH"):
+    with pytest.raises(GanCliError, match="needs task.vgg19_weights=PATH"):
         load_vgg19(None, 36)
     with pytest.raises(GanCliError, match="no such file"):
         load_vgg19(str(tmp_path / "missing.pth"), 36)
@@ -167,7 +168,7 @@ def test_classifier_perceptual_features_are_its_conv_maps() -> None:
 # ---------------------------------------------------------------- warm-up
 
 def test_warm_up_trains_g_on_content_alone_and_leaves_d_untouched() -> None:
-    task = make_task(["sr.pretrain_steps=2"])
+    task = make_task(["task.pretrain_steps=2"])
     updater = build_updater(task.cfg, torch.device("cpu"))
     d_before, g_before = copy.deepcopy(task.discriminator.state_dict()), copy.deepcopy(task.generator.state_dict())
     names = list(task.stat_names)
@@ -200,7 +201,7 @@ def test_psnr_and_ssim_against_hand_computed_values() -> None:
 # ---------------------------------------------------------------- the task in the loop
 
 def test_srgan_trains_logs_a_four_row_grid_and_resumes_bitwise(tmp_path: Path) -> None:
-    straight = [*TINY_SR, "sr.pretrain_steps=2", "trainer.max_steps=6", "trainer.ckpt_every_n_steps=3"]
+    straight = [*TINY_SR, "task.pretrain_steps=2", "trainer.max_steps=6", "trainer.ckpt_every_n_steps=3"]
     metrics = train(compose_train(straight), run_dir=tmp_path / "straight")
     for name in ("loss/d", "loss/g", "loss/content", "loss/perceptual"):
         assert math.isfinite(metrics[name]), name
@@ -249,20 +250,20 @@ def test_gan_train_then_gan_sample_upscales_a_folder_an_npz_and_the_test_split(t
 
 def test_hr_folder_trains_on_random_crops_of_any_size_images(tmp_path: Path) -> None:
     write_pngs(tmp_path / "hr", [(40, 36), (50, 33), (36, 60)] * 4, mode="RGB")
-    folder = ["dataset=hr_folder", f"dataset.root={tmp_path / 'hr'}", "dataset.image_size=32", "sr.hr_size=16",
+    folder = ["dataset=hr_folder", f"dataset.root={tmp_path / 'hr'}", "dataset.image_size=32", "task.hr_size=16",
               "trainer.batch_size=4", *[o for o in TINY_SR if not o.startswith(("dataset", "trainer.batch_size"))]]
     metrics = train(compose_train(folder), run_dir=tmp_path / "run")
     assert metrics["steps"] == 4
     assert Image.open(tmp_path / "run" / "samples" / "step_0000004.png").size == (3 * 18 + 2, 4 * 18 + 2)
-    result = run_cli("gan-train", [*folder, "sr.hr_size=18", f"hydra.run.dir={tmp_path / 'r2'}"], cwd=tmp_path,
+    result = run_cli("gan-train", [*folder, "task.hr_size=18", f"hydra.run.dir={tmp_path / 'r2'}"], cwd=tmp_path,
                      check=False)
-    assert result.returncode == 2 and "sr.hr_size=18" in result.stderr and "Traceback" not in result.stderr
+    assert result.returncode == 2 and "task.hr_size=18" in result.stderr and "Traceback" not in result.stderr
 
 
 @pytest.mark.slow
 def test_eval_scores_sr_and_bicubic_and_perceptual_uses_the_cached_classifier(tmp_path: Path) -> None:
     cache = tmp_path / "cache"
-    cfg = compose_train([*TINY_SR, "sr.perceptual=classifier", "eval.enabled=true", "eval.num_samples=32",
+    cfg = compose_train([*TINY_SR, "task.perceptual=classifier", "eval.enabled=true", "eval.num_samples=32",
                          "eval.batch_size=16", "eval.classifier_epochs=1", "eval.kid_subsets=2",
                          "eval.kid_subset_size=8", f"eval.cache_dir={cache}"])
     metrics = train(cfg, run_dir=tmp_path / "run")

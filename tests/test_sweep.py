@@ -114,11 +114,11 @@ def test_sweep_table_fits_the_terminal(capsys: pytest.CaptureFixture[str]) -> No
 
 
 def test_failed_job_is_summarized_and_the_other_jobs_run(tmp_path: Path) -> None:
-    result = run_cli("gan-train", ["-m", *TINY_FAKE, "trainer.d_steps=1,0,2"], cwd=tmp_path, check=False)
+    result = run_cli("gan-train", ["-m", *TINY_FAKE, "task.d_steps=1,0,2"], cwd=tmp_path, check=False)
     assert result.returncode == 1, result.stderr[-2000:]  # after every job ran and the summary was written
     rows = read_summary(only_sweep_dir(tmp_path))
     assert [row["status"] for row in rows] == ["completed", "failed", "completed"]
-    assert "trainer.d_steps=0" in rows[1]["error"] and rows[1]["loss/d"] == ""
+    assert "task.d_steps=0" in rows[1]["error"] and rows[1]["loss/d"] == ""
     assert math.isfinite(float(rows[2]["loss/d"])) and rows[2]["images_seen"] == str(4 * 2 * 16)
     assert "Traceback" not in result.stdout + result.stderr
 
@@ -132,7 +132,7 @@ def test_optuna_search_stores_its_study_and_resumes(tmp_path: Path) -> None:
     sweep = only_sweep_dir(tmp_path)
     trials = study_trials(sweep)
     assert [t.state.name for t in trials] == ["COMPLETE"] * 3
-    assert set(trials[0].params) == {"optim.lr", "optim.beta1", "trainer.d_steps", "loss"}
+    assert set(trials[0].params) == {"optim.lr", "optim.beta1", "task.d_steps", "loss"}
     rows = read_summary(sweep)
     assert sorted(float(row["metrics/fd_classifier"]) for row in rows) == pytest.approx(sorted(t.value for t in trials))
 

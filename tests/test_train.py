@@ -9,6 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from gan_cli.core.config import validate
+from gan_cli.core.errors import GanCliError
+from gan_cli.loop.step import build_task
 from gan_cli.loop.train import train
 from tests.conftest import TINY_FAKE, compose_train
 
@@ -30,8 +33,13 @@ def test_same_seed_same_weights(tmp_path: Path) -> None:
     assert all(torch.equal(first[k], second[k]) for k in first)
 
 
+def test_d_steps_below_one_is_refused_where_image_gan_reads_it() -> None:
+    with pytest.raises(GanCliError, match=r"task\.d_steps=0: allowed is an integer >= 1"):
+        build_task(validate(compose_train([*TINY_FAKE, "task.d_steps=0"])), torch.device("cpu"))
+
+
 def test_d_steps_draws_that_many_real_batches(tmp_path: Path) -> None:
-    metrics = train(compose_train([*TINY_FAKE, "trainer.d_steps=2"]), run_dir=tmp_path)
+    metrics = train(compose_train([*TINY_FAKE, "task.d_steps=2"]), run_dir=tmp_path)
     assert metrics["images_seen"] == 4 * 2 * 16
 
 

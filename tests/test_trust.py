@@ -231,7 +231,7 @@ def test_resume_from_a_folder_says_it_is_a_folder(tmp_path: Path, good: Path) ->
 TINY_TASKS = {
     "srgan": ["task=srgan", "model.generator.width=4", "model.generator.blocks=1", "model.discriminator.ndf=4",
               "model.discriminator.stages=1", "model.discriminator.pool=1", "model.discriminator.dense=8",
-              "sr.perceptual_weight=0", "task.preview_images=2"],
+              "task.perceptual_weight=0", "task.preview_images=2"],
     "cyclegan": ["task=cyclegan", "model.generator.ngf=4", "model.generator.blocks=1",
                  "model.generator.downsamplings=1", "model.discriminator.ndf=4", "model.discriminator.layers=1",
                  "task.domain_b=invert", "task.preview_images=2"],
@@ -267,20 +267,22 @@ def assert_one_line(result: Any, says: str) -> None:
     assert says in lines[0], lines[0]
 
 
-@pytest.mark.parametrize("source", ["test", "images"])
+@pytest.mark.parametrize("source, node", [("test", "task"), ("images", "task"), ("images", "sr")])
 def test_an_srgan_scale_of_target_nodes_runs_nothing_in_gan_sample(tmp_path: Path, task_checkpoints: dict[str, Path],
-                                                                  source: str) -> None:
-    """The critical report: `sr.scale` reached Generator(scale=...) and Hydra built the nodes in it."""
+                                                                  source: str, node: str) -> None:
+    """The critical report: `sr.scale` (now `task.scale`) reached Generator(scale=...) and Hydra
+    built the nodes in it. node=sr: the layout of checkpoints before the options moved to `task:`."""
     from PIL import Image
 
     marker = tmp_path / "pwned"
     chain = {"_target_": "pathlib.Path.write_text", "self": {"_target_": "pathlib.Path", "_args_": [str(marker)]},
              "data": "ran"}
-    evil = edited(task_checkpoints["srgan"], tmp_path / "evil.pt", lambda c: c["sr"].update(scale=[chain]))
+    evil = edited(task_checkpoints["srgan"], tmp_path / "evil.pt",
+                  lambda c: c.update({node: {**c.get(node, {}), "scale": [chain]}}))
     (tmp_path / "images").mkdir()
     Image.new("L", (7, 7)).save(tmp_path / "images" / "a.png")
     result = run_cli("gan-sample", [f"checkpoint={evil}", f"input={source}", "out=s.png"], cwd=tmp_path, check=False)
-    assert_one_line(result, "was refused: sr.scale[0] is a nested node naming _target_='pathlib.Path.write_text'")
+    assert_one_line(result, "was refused: task.scale[0] is a nested node naming _target_='pathlib.Path.write_text'")
     assert not marker.exists() and not (tmp_path / "s.png").exists()
 
 

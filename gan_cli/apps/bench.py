@@ -171,7 +171,7 @@ def bench_one(cfg: DictConfig, setup: str, batch_size: int, device: torch.device
     """One row: both loops on one config and batch size."""
     overrides = ["dataset=fake", *cfg.setups[setup], f"trainer.batch_size={batch_size}",
                  f"trainer.device={cfg.device}", f"trainer.precision={cfg.precision}",
-                 f"trainer.compile={cfg.compile}", "trainer.d_steps=1", *cfg.overrides]
+                 f"trainer.compile={cfg.compile}", "task.d_steps=1", *cfg.overrides]
     train_cfg = validate(compose_train(overrides))
     if train_cfg.model.get("conditional"):
         raise GanCliError(f"config {setup}: gan-bench times unconditional models (the tutorial loop has no labels)")

@@ -89,7 +89,7 @@ class WassersteinLoss(WassersteinCritic):
     """Arjovsky et al. (2017): D is a critic estimating the Wasserstein-1 distance
     E[D(x)] - E[D(G(z))], which requires D to be 1-Lipschitz; clipping every weight of D to
     [-clip, clip] after each D step is the paper's (crude) way to bound it. The paper pairs it
-    with RMSprop at lr 5e-5 and n_critic 5: optim=rmsprop trainer.d_steps=5."""
+    with RMSprop at lr 5e-5 and n_critic 5: optim=rmsprop task.d_steps=5."""
 
     def __init__(self, clip: float = 0.01):
         self.clip = clip

@@ -1,4 +1,4 @@
-"""Frozen feature networks for SRGAN's perceptual loss (`sr.perceptual`): the MSE between the
+"""Frozen feature networks for SRGAN's perceptual loss (`task.perceptual`): the MSE between the
 features of the SR image and of the HR image (Ledig et al. 2017, eq. 5, "VGG loss").
 
     classifier  the feature classifier gan-cli trains and caches for its metrics (classifier.py),
@@ -6,7 +6,7 @@ features of the SR image and of the HR image (Ledig et al. 2017, eq. 5, "VGG los
                 counterpart of VGG's conv5_4 (the metrics' FD reads the pooled 128-d embedding one
                 layer later, so this term pulls SR images toward real ones in the space FD measures)
     vgg19       torchvision's VGG19 architecture with the user's ImageNet weights from a local file
-                (`sr.vgg19_weights`, e.g. vgg19-dcbb9e9d.pth): the first `sr.vgg19_layers` modules of
+                (`task.vgg19_weights`, e.g. vgg19-dcbb9e9d.pth): the first `task.vgg19_layers` modules of
                 `features`; 36 = after conv5_4's ReLU, the paper's VGG54
     none        no perceptual term
 
@@ -61,19 +61,19 @@ def load_vgg19(path: str | None, layers: int) -> nn.Sequential:
     """VGG19 `features[:layers]` with the weights of a torchvision vgg19 state dict at `path`."""
     from torchvision.models.vgg import cfgs, make_layers
 
-    advice = "or pick sr.perceptual=classifier (labelled datasets) or sr.perceptual=none"
+    advice = "or pick task.perceptual=classifier (labelled datasets) or task.perceptual=none"
     if not path:
-        raise GanCliError(f"sr.perceptual=vgg19 needs sr.vgg19_weights=PATH to torchvision's VGG19 weights "
+        raise GanCliError(f"task.perceptual=vgg19 needs task.vgg19_weights=PATH to torchvision's VGG19 weights "
                           f"(vgg19-dcbb9e9d.pth), {advice}")
     if not 1 <= layers <= VGG19_MODULES:
-        raise GanCliError(f"invalid value sr.vgg19_layers={layers}: allowed is 1..{VGG19_MODULES} (36 = conv5_4)")
+        raise GanCliError(f"invalid value task.vgg19_layers={layers}: allowed is 1..{VGG19_MODULES} (36 = conv5_4)")
     file = Path(path).expanduser()
     if not file.is_file():
-        raise GanCliError(f"sr.vgg19_weights={path}: no such file ({file.resolve()}); {advice}")
+        raise GanCliError(f"task.vgg19_weights={path}: no such file ({file.resolve()}); {advice}")
     try:
         state = torch.load(file, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - any unreadable or foreign file is one line
-        raise GanCliError(f"sr.vgg19_weights={path} is not a PyTorch weights file: "
+        raise GanCliError(f"task.vgg19_weights={path} is not a PyTorch weights file: "
                           f"{str(err).splitlines()[0] if str(err) else type(err).__name__}") from None
     features = make_layers(cfgs["E"])[:layers]  # keeps torchvision's module indices: 0, 2, 5, ...
     kept = {str(i) for i in range(layers)}
@@ -83,14 +83,15 @@ def load_vgg19(path: str | None, layers: int) -> nn.Sequential:
         features.load_state_dict(wanted)  # strict: every kept conv needs its weight and bias
     except RuntimeError as err:
         reason = str(err).splitlines()[1].strip() if len(str(err).splitlines()) > 1 else str(err)
-        raise GanCliError(f"sr.vgg19_weights={path} is not a torchvision VGG19 state dict: {reason}") from None
+        raise GanCliError(f"task.vgg19_weights={path} is not a torchvision VGG19 state dict: {reason}") from None
     return features
 
 
-def classifier_maps(cfg: DictConfig, train: ImageData, test: ImageData | None, device: torch.device) -> nn.Module:
+def classifier_maps(cfg: DictConfig, train: ImageData, test: ImageData | None, device: torch.device,
+                    vgg19: tuple[str | None, int]) -> nn.Module:
     if train.num_classes < 2:
-        raise GanCliError("sr.perceptual=classifier needs a labelled dataset (the feature classifier learns its "
-                          "classes): use sr.perceptual=vgg19 sr.vgg19_weights=PATH, or sr.perceptual=none")
+        raise GanCliError("task.perceptual=classifier needs a labelled dataset (the feature classifier learns its "
+                          "classes): use task.perceptual=vgg19 task.vgg19_weights=PATH, or task.perceptual=none")
     # The metrics' own classifier (metrics.Evaluator: same cache file), trained on first use.
     path = cache_dir(cfg) / f"{dataset_key(cfg.dataset)}_classifier_e{cfg.eval.classifier_epochs}.pt"
     model = classifier.load_or_train(path, train, test if test is not None else train, device,
@@ -98,20 +99,27 @@ def classifier_maps(cfg: DictConfig, train: ImageData, test: ImageData | None, d
     return ClassifierMaps(model)
 
 
-def vgg19_maps(cfg: DictConfig, train: ImageData, test: ImageData | None, device: torch.device) -> nn.Module:
-    return VGG19Maps(load_vgg19(cfg.sr.vgg19_weights, cfg.sr.vgg19_layers))
+def vgg19_maps(cfg: DictConfig, train: ImageData, test: ImageData | None, device: torch.device,
+               vgg19: tuple[str | None, int]) -> nn.Module:
+    return VGG19Maps(load_vgg19(*vgg19))
 
 
-FeatureBuilder = Callable[[DictConfig, ImageData, "ImageData | None", torch.device], "nn.Module | None"]
-NETWORKS: dict[str, FeatureBuilder] = {"classifier": classifier_maps, "vgg19": vgg19_maps,
-                                       "none": lambda cfg, train, test, device: None}
+def no_maps(cfg: DictConfig, train: ImageData, test: ImageData | None, device: torch.device,
+            vgg19: tuple[str | None, int]) -> None:
+    return None
 
 
-def build_perceptual(cfg: DictConfig, train: ImageData, test: ImageData | None,
-                     device: torch.device) -> nn.Module | None:
-    """The frozen network `sr.perceptual` names, on `device`, or None for `none`."""
-    name = cfg.sr.perceptual
+# (run config, training images, labelled test images, device, (VGG19 weights file, layers)) -> network
+FeatureBuilder = Callable[[DictConfig, ImageData, "ImageData | None", torch.device, "tuple[str | None, int]"],
+                          "nn.Module | None"]
+NETWORKS: dict[str, FeatureBuilder] = {"classifier": classifier_maps, "vgg19": vgg19_maps, "none": no_maps}
+
+
+def build_perceptual(name: str, vgg19: tuple[str | None, int], cfg: DictConfig, train: ImageData,
+                     test: ImageData | None, device: torch.device) -> nn.Module | None:
+    """The frozen network `task.perceptual` names (`vgg19`: its weights file and layers), on
+    `device`, or None for `none`."""
     if name not in NETWORKS:
-        raise GanCliError(f"invalid value sr.perceptual={name!r}: allowed are {', '.join(NETWORKS)}")
-    network = NETWORKS[name](cfg, train, test, device)
+        raise GanCliError(f"invalid value task.perceptual={name!r}: allowed are {', '.join(NETWORKS)}")
+    network = NETWORKS[name](cfg, train, test, device, vgg19)
     return None if network is None else network.to(device).eval().requires_grad_(False)

@@ -61,7 +61,6 @@ CHECKS: list[Check] = [
     ("trainer.epochs", lambda v: v >= 1, "null or an integer >= 1"),
     ("trainer.max_steps", lambda v: v >= 1, "null or an integer >= 1"),
     ("trainer.time_limit_minutes", _positive, "null or a number of minutes > 0"),
-    ("trainer.d_steps", lambda v: v >= 1, "an integer >= 1"),
     ("trainer.ckpt_every_n_steps", lambda v: v >= 1, "an integer >= 1"),
     ("trainer.keep_checkpoints", lambda v: v >= 1, "an integer >= 1"),
     ("trainer.on_nan", lambda v: v in ("stop", "skip"), "stop or skip"),

@@ -68,7 +68,6 @@ class TrainerSchema:
     max_steps: int | None = None
     time_limit_minutes: float | None = None
     batch_size: int = 128
-    d_steps: int = 1
     device: str = "auto"
     seed: int = 0
     precision: str = "32"
@@ -104,22 +103,6 @@ class EvalSchema:
 
 
 @dataclass
-class SrSchema:
-    """task=srgan's settings (conf/task/srgan.yaml explains each)."""
-
-    scale: int = 4
-    hr_size: int | None = None
-    pretrain_steps: int = 0
-    content: str = "mse"
-    content_weight: float = 1.0
-    perceptual: str = "classifier"
-    perceptual_weight: float = 1.0
-    adversarial_weight: float = 1e-3
-    vgg19_weights: str | None = None
-    vgg19_layers: int = 36
-
-
-@dataclass
 class TrainSchema:
     task: Any = component()
     dataset: DatasetSchema = component(default_factory=DatasetSchema)
@@ -134,7 +117,6 @@ class TrainSchema:
     trainer: TrainerSchema = field(default_factory=TrainerSchema)
     log: LogSchema = field(default_factory=LogSchema)
     eval: EvalSchema = field(default_factory=EvalSchema)
-    sr: SrSchema | None = None  # task=srgan's settings
     optimized_metric: str | None = None
 
 

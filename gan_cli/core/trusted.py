@@ -4,7 +4,7 @@
 the run's config as YAML, and gan-sample rebuilds the task's networks (and, for `input=test`, its
 dataset) from it. Without a check, that YAML could name any importable callable (`builtins.open`,
 `os.system`) at the top of a node or nested inside any value that reaches a constructor
-(`sr.scale`), or hold an interpolation whose resolver runs (`${oc.env:HOME}`). So `stored_config`
+(`task.scale`), or hold an interpolation whose resolver runs (`${oc.env:HOME}`). So `stored_config`
 checks the whole config against the schema before anything reads it (schema_check.py): every key
 known, every value a plain value of its declared type, `_target_` only at the positions where
 gan-cli builds a component and only naming a target conf/ registers there, no interpolation. And
@@ -91,6 +91,26 @@ def with_current_targets(node: Any) -> Any:
     return [with_current_targets(value) for value in node] if isinstance(node, list) else node
 
 
+def with_current_options(config: Any) -> Any:
+    """A config from before each family's options moved under `task:`: SRGAN's top-level `sr:`
+    node and image_gan's `trainer.d_steps` (the only task that read it) join the task's node."""
+    if not isinstance(config, dict):
+        return config
+    config = dict(config)
+    task = config.get("task")
+    trainer = config.get("trainer")
+    sr = config.pop("sr", None)  # null in the other tasks' configs
+    if isinstance(task, dict) and isinstance(sr, dict):
+        task = {**task, **sr}
+    if isinstance(trainer, dict) and "d_steps" in trainer:
+        config["trainer"] = {k: v for k, v in trainer.items() if k != "d_steps"}
+        if isinstance(task, dict) and str(task.get("_target_", "")).endswith(".image_gan.ImageGan"):
+            task = {**task, "d_steps": trainer["d_steps"]}
+    if task is not None:
+        config["task"] = task
+    return config
+
+
 def stored_config(state: dict[str, Any], source: str | Path) -> DictConfig:
     """The checkpoint's config, parsed from its YAML and checked as a whole against the schema
     (see the module docstring); UntrustedCheckpoint naming the first key that does not fit."""
@@ -99,7 +119,7 @@ def stored_config(state: dict[str, Any], source: str | Path) -> DictConfig:
     except yaml.YAMLError as err:
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise GanCliError(f"checkpoint {source} is corrupt: its config is not readable YAML ({reason})") from None
-    plain = with_current_targets(plain)
+    plain = with_current_options(with_current_targets(plain))
     problem = config_problem(plain)
     if problem is None:
         config = OmegaConf.create(plain)

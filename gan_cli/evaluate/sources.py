@@ -24,7 +24,7 @@ from gan_cli.data.datasets import fit_images, load_image_folder
 from gan_cli.data.domains import image_files, read_images
 from gan_cli.loop.checkpoint import load_checkpoint
 from gan_cli.loop.resume import LEGACY_TASK
-from gan_cli.tasks.image_gan import ImageGan
+from gan_cli.tasks import image_sampling
 
 
 @dataclass
@@ -54,7 +54,7 @@ def open_checkpoint(path: str | Path) -> Checkpoint:
     state = load_checkpoint(path)
     config = stored_config(state, path)  # only gan-cli's own classes, plain values (trusted.py)
     target = OmegaConf.select(config, "task._target_", default=LEGACY_TASK)
-    if get_class(target) is not ImageGan:
+    if get_class(target).sampling.draw is not image_sampling.draw:  # it draws z -> image samples
         raise GanCliError(f"checkpoint {path} is a {target.rsplit('.', 1)[-1]} (an image -> image task): gan-eval "
                           "judges z -> image generators; its translation or super-resolution metrics against "
                           "doing nothing are in the run's TensorBoard (metrics/*, baseline/*)")
@@ -71,7 +71,7 @@ def draw_samples(checkpoint: Checkpoint, num_samples: int, seed: int, batch_size
     sample_cfg.merge_with({"checkpoint": str(checkpoint.path), "num_samples": num_samples, "seed": seed,
                            "batch_size": batch_size, "class": "all" if conditional else None})
     with torch.no_grad():
-        drawn = ImageGan.draw(checkpoint.config, checkpoint.state, sample_cfg, device)
+        drawn = image_sampling.draw(checkpoint.config, checkpoint.state, sample_cfg, device)
         batches = list(drawn.batches)  # drawn a batch at a time; judged all at once
     labels = [labels for _, labels in batches]
     return Judged(str(checkpoint.path), torch.cat([images for images, _ in batches]),

@@ -58,12 +58,13 @@ def train_step(task: Task, step: int, updater: Updater) -> Tensor:
     """Every phase of `task` at (0-based) `step`. Returns the statistics as one device tensor in
     `task.stat_names` order (no host sync); a phase repeated n times reports its last update."""
     stats: Stats = {}
+    handed: object = None  # what a phase passes on to the next (base.py)
     for phase in task.phases:
         for repeat in range(phase.repeats):
             with updater.autocast():
-                loss, phase_stats = phase.loss(step, repeat)
+                loss, phase_stats, handed = phase.loss(step, repeat, handed)
             updater.update(task.optimizers[phase.optimizer], loss)
-            phase.after_update()
+            phase.after_update(step)
             stats.update(phase_stats)
     for average in task.averages.values():
         average.update(step)

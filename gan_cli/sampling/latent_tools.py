@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from gan_cli.core.config import SEED_LIMIT
 from gan_cli.core.errors import GanCliError
 from gan_cli.data.datasets import to_uint8
+from gan_cli.sampling.generate import generate
 
 SEED_RANGE = re.compile(r"^(\d+)-(\d+)$")
 LAYER_GROUPS = ("coarse", "middle", "fine")
@@ -146,7 +147,6 @@ def walk(generator: nn.Module, z: Tensor, labels: Tensor | None, frames: int, tr
         ws = ws_of(generator, z, labels, truncation, batch_size)
         path = torch.stack([torch.lerp(ws[s], ws[s + 1], t) for s, t in positions])
         return synthesize(generator, path, batch_size)
-    from gan_cli.tasks.image_gan import generate  # the one z -> image sampler (no import cycle at load)
 
     path_z = torch.stack([slerp(z[s], z[s + 1], t) for s, t in positions])
     path_labels = None if labels is None else torch.stack([labels[s + (t >= 0.5)] for s, t in positions])

@@ -113,13 +113,13 @@ def sample(cfg: DictConfig) -> Path:
     task = get_class(OmegaConf.select(train_cfg, "task._target_", default=LEGACY_TASK))
     check_applies(cfg, task)
     with torch.no_grad():
-        drawn = task.draw(train_cfg, state, cfg, device)
+        drawn = task.sampling.draw(train_cfg, state, cfg, device)
         write(drawn, out, cfg.out, cfg.fps, by_class=cfg.layout == "classes", upscale=cfg.upscale)  # draws as it writes
     log.info("wrote %d images %s to %s", drawn.count, drawn.shape, out)
     return out
 
 
-# Sample keys every task reads; the others only where a task lists them in `sample_options`.
+# Sample keys every task reads; the others only where a task's `sampling.options` lists them.
 COMMON_OPTIONS = ("checkpoint", "out", "device", "batch_size", "nrow", "layout", "upscale")
 
 
@@ -127,7 +127,7 @@ def check_applies(cfg: DictConfig, task: type) -> None:
     """A key the user set (not at its default) that this checkpoint's task does not read would be
     silently ignored: one line saying so, and what the task does take."""
     defaults = {field.name: field.default for field in fields(SampleSchema)} | {"class": None}
-    options, name = getattr(task, "sample_options", ()), task.__module__.rsplit(".", 1)[-1]
+    options, name = task.sampling.options, task.__module__.rsplit(".", 1)[-1]
     for key, default in defaults.items():
         if key in COMMON_OPTIONS or key in options or cfg.get(key) == default:
             continue

@@ -4,9 +4,13 @@ A task owns its networks, optimizers and data, and says what one training step d
 of phases (stylegan2-ada-pytorch's `Gmain`/`Dmain`/`Dreg` idea: phases are data). The loop in
 train.py runs, for each step and each phase, `phase.repeats` times:
 
-    loss, stats = phase.loss(step, repeat)           # under autocast
+    loss, stats, handed = phase.loss(step, repeat, handed)   # under autocast
     optimizers[phase.optimizer]: zero_grad, backward, all-reduce, NaN policy, step
-    phase.after_update()
+    phase.after_update(step)
+
+`handed` is what the previous phase passed on (None for the first): the real batch and the fakes
+D's phase drew, which G's phase reuses. Passing it through the loop keeps a phase's inputs in its
+signature rather than in attributes one phase sets and the next reads.
 
 then updates the EMA copies (`task.averages`). Everything else the loop does (logging, grids, evaluation,
 checkpoints, resume) works from the names a task declares (pytorch-CycleGAN-and-pix2pix's
@@ -18,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import torch
 from omegaconf import DictConfig
@@ -29,10 +33,12 @@ from gan_cli.components.ema import GeneratorEMA
 Stats = dict[str, Tensor]  # named 0-dim device tensors ("loss/d", "loss/cycle"); no host sync
 
 
-PhaseLoss = Callable[[int, int], "tuple[Tensor, Stats]"]  # (step, repeat) -> (loss, statistics)
+# (step, repeat, what the previous phase handed on) -> (loss, statistics, what to hand on)
+PhaseLoss = Callable[[int, int, object], "tuple[Tensor, Stats, object]"]
+Critic = Callable[[Tensor], Tensor]  # images -> D's logits (labels, when D takes them, already bound)
 
 
-def nothing() -> None:
+def nothing(step: int) -> None:
     return None
 
 
@@ -42,7 +48,7 @@ class Phase:
     optimizer: str  # key of Task.optimizers: whose parameters this phase updates
     loss: PhaseLoss  # the scalar to minimize for one update, and named statistics
     repeats: int = 1  # updates per training step (n_critic for a WGAN critic)
-    after_update: Callable[[], None] = nothing  # after the optimizer step (WGAN weight clipping)
+    after_update: Callable[[int], None] = nothing  # (step) after the optimizer step (WGAN weight clipping)
 
 
 @dataclass
@@ -92,6 +98,19 @@ def drawn_at_once(count: int, shape: tuple[int, ...], make: Callable[[], tuple[T
     return Drawn(count, shape, batches(), grid=lambda images: made[0][1], nrow=nrow, names=names, in_memory=True)
 
 
+Draw = Callable[[DictConfig, Mapping[str, Any], DictConfig, torch.device], Drawn]
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """gan-sample's entry for a task: `draw(train_cfg, state, cfg, device)` makes what the sample
+    config `cfg` asks from a checkpoint (`state`, trained with `train_cfg`); `options` are the
+    sample keys it reads beyond out, device, batch_size, nrow, layout and upscale."""
+
+    options: tuple[str, ...]
+    draw: Draw
+
+
 @runtime_checkable
 class Evaluation(Protocol):
     """What a task's evaluation scores, on rank 0: `evaluate` -> {"metrics/...": value}."""
@@ -127,13 +146,7 @@ class Task(Protocol):
         """Built once before the loop on rank 0 (trains or loads feature caches)."""
         ...
 
-    sample_options: tuple[str, ...]  # gan-sample keys this task reads beyond out, device, batch_size, nrow
-
-    @classmethod
-    def draw(cls, train_cfg: DictConfig, state: Mapping[str, Any], cfg: DictConfig, device: torch.device) -> Drawn:
-        """gan-sample: what this task makes from a checkpoint (`state`, trained with `train_cfg`),
-        as the sample config `cfg` asks."""
-        ...
+    sampling: ClassVar[Sampling]  # gan-sample's entry: no training object is built to sample
 
 
 @contextmanager

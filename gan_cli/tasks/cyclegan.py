@@ -15,6 +15,7 @@ cyclegan_folder presets). Data: gan_cli/data/domains.py; networks: gan_cli/model
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -30,11 +31,9 @@ from gan_cli.data.datasets import DeviceSampler, to_float, to_uint8
 from gan_cli.data.domains import Domains, from_dataset, load_images
 from gan_cli.data.image_pool import ImagePool
 from gan_cli.evaluate.metrics import load_test_split
-from gan_cli.loop import distributed
-from gan_cli.loop.checkpoint import load_weights
 from gan_cli.loop.distributed import SINGLE_PROCESS, Ranks
-from gan_cli.tasks.base import Drawn, Phase, Preview, Stats, drawn_at_once, frozen, in_eval_mode
-from gan_cli.tasks.image_gan import make_optimizer, prepare
+from gan_cli.tasks.adversarial import Adversary, mapped, sampling_network, setup_networks
+from gan_cli.tasks.base import Drawn, Phase, Preview, Sampling, Stats, drawn_at_once, frozen, in_eval_mode
 from gan_cli.tasks.translation_eval import TranslationEvaluation
 
 DIRECTIONS = {"a2b": ("g_ab", "a"), "b2a": ("g_ba", "b")}  # direction -> (generator, source domain)
@@ -58,15 +57,41 @@ def domain_channels(cfg: DictConfig, domain_a: str, domain_b: str) -> int:
     return 3 if "colorize" in (domain_a, domain_b) else cfg.dataset.channels
 
 
+def draw(train_cfg: DictConfig, state: Mapping[str, Any], cfg: DictConfig, device: torch.device) -> Drawn:
+    """gan-sample: translate `input` (a folder, an .npz, or `test`) in `direction`."""
+    if cfg.input is None:
+        raise GanCliError("this checkpoint translates images (task cyclegan): give input=DIR, input=FILE.npz or "
+                          "input=test, and direction=a2b|b2a")
+    task_cfg = train_cfg.task
+    channels = domain_channels(train_cfg, task_cfg.domain_a, task_cfg.domain_b)
+    name, source = DIRECTIONS[cfg.direction]
+    generator = sampling_network(build_networks(train_cfg, channels)[name], state, name, cfg.checkpoint, device)
+    if cfg.input == "test":
+        domains = load_domains(train_cfg, task_cfg.domain_a, task_cfg.domain_b)
+        inputs = getattr(domains, f"test_{source}").images[: cfg.num_samples]
+        names = [f"{index:06d}.png" for index in range(inputs.shape[0])]
+    else:
+        inputs, names = load_images(Path(cfg.input).expanduser(), channels, train_cfg.dataset.image_size)
+    outputs = mapped(lambda chunk: to_uint8(in_eval_mode(generator, to_float(chunk))), inputs, cfg.batch_size, device)
+    pairs = torch.stack([inputs, outputs], 1).flatten(0, 1)  # input, output, input, output, ...
+    return drawn_at_once(len(outputs), tuple(outputs.shape[1:]), lambda: (outputs, pairs), cfg.nrow or 8, names=names)
+
+
+@dataclass(frozen=True)
+class Translated:
+    """What G's phase hands to D's: this step's real batches and G's fakes (detached), by domain."""
+
+    real: dict[str, Tensor]
+    fake: dict[str, Tensor]
+
+
 class CycleGan:
     stat_names = ("loss/g", "loss/cycle", "loss/identity", "loss/d_a", "loss/d_b", "prob/real", "prob/fake")
+    sampling = Sampling(("input", "direction", "num_samples"), draw)  # num_samples: with input=test
 
     def __init__(self, cfg: DictConfig, device: torch.device, ranks: Ranks = SINGLE_PROCESS, *,
                  lambda_cycle: float = 10.0, lambda_identity: float = 0.5, pool_size: int = 50,
                  domain_a: str = "none", domain_b: str = "none", preview_images: int = 8):
-        if cfg.trainer.d_steps != 1:
-            raise GanCliError(f"invalid value trainer.d_steps={cfg.trainer.d_steps}: task=cyclegan updates D "
-                              "once per step on G's latest fakes; allowed is 1")
         if lambda_cycle < 0 or lambda_identity < 0 or pool_size < 0:
             raise GanCliError("invalid task.lambda_cycle / task.lambda_identity / task.pool_size: allowed are >= 0")
         self.cfg, self.device = cfg, device
@@ -77,15 +102,14 @@ class CycleGan:
                                           ranks.world_size)
                          for i, (d, data) in enumerate((("a", self.domains.train_a), ("b", self.domains.train_b)))}
         channels = self.domains.train_a.images.shape[1]
-        nets = {name: prepare(net, device) for name, net in build_networks(cfg, channels).items()}
-        distributed.broadcast_parameters(*nets.values())
+        # InstanceNorm has no running statistics: the EMA copies need no input sampler
+        trained = setup_networks(cfg, build_networks(cfg, channels), device, {"g_ab": None, "g_ba": None},
+                                 {"g": ("g_ab", "g_ba"), "d": ("d_a", "d_b")})
+        nets, self.averages, self.optimizers = trained.networks, trained.averages, trained.optimizers
         self.g_ab, self.g_ba, self.d_a, self.d_b = nets["g_ab"], nets["g_ba"], nets["d_a"], nets["d_b"]
         self.pools = {"a": ImagePool(pool_size).to(device), "b": ImagePool(pool_size).to(device)}
-        self.averages = {name: build(cfg.ema, nets[name]) for name in ("g_ab", "g_ba")}
         self.networks = {**nets, "pool_a": self.pools["a"], "pool_b": self.pools["b"]}
-        self.optimizers = {"g": make_optimizer(cfg.optim.g, nn.ModuleList([self.g_ab, self.g_ba])),
-                           "d": make_optimizer(cfg.optim.d, nn.ModuleList([self.d_a, self.d_b]))}
-        self.loss_fn, self.reg = build(cfg.loss), build(cfg.reg)
+        self.adversary = Adversary(cfg)
         self.phases = (Phase("g", "g", self.g_loss),
                        Phase("d", "d", self.d_loss, after_update=self.after_d_update))
         self.batches_per_epoch = max(s.batches_per_epoch for s in self.samplers.values())
@@ -93,40 +117,35 @@ class CycleGan:
         count = min(preview_images, self.domains.test_a.images.shape[0], self.domains.test_b.images.shape[0])
         self.preview_a, self.preview_b = (to_float(d.images[:count]).to(device)
                                           for d in (self.domains.test_a, self.domains.test_b))
-        self._batch: dict[str, Tensor] = {}  # this step's real and fake batches, from G's phase to D's
 
-    def g_loss(self, step: int, repeat: int) -> tuple[Tensor, Stats]:
+    def g_loss(self, step: int, repeat: int, handed: object) -> tuple[Tensor, Stats, Translated]:
         real_a, _ = self.samplers["a"].batch(step)  # (B, C, H, W) in [-1, 1]
         real_b, _ = self.samplers["b"].batch(step)
         fake_b, fake_a = self.g_ab(real_a), self.g_ba(real_b)
         with frozen(self.d_a, self.d_b):  # G's phase reads D; D's weights get no gradient here
-            adversarial = self.loss_fn.g_loss(self.d_b(fake_b)) + self.loss_fn.g_loss(self.d_a(fake_a))
+            adversarial = self.adversary.g_loss(self.d_b(fake_b)) + self.adversary.g_loss(self.d_a(fake_a))
         cycle = F.l1_loss(self.g_ba(fake_b), real_a) + F.l1_loss(self.g_ab(fake_a), real_b)
         identity = torch.zeros((), device=real_a.device)
         if self.lambda_identity > 0:
             identity = F.l1_loss(self.g_ab(real_b), real_b) + F.l1_loss(self.g_ba(real_a), real_a)
-        self._batch = {"real_a": real_a, "real_b": real_b, "fake_a": fake_a.detach(), "fake_b": fake_b.detach()}
         total = adversarial + self.lambda_cycle * (cycle + self.lambda_identity * identity)
-        return total, {"loss/g": adversarial.detach(), "loss/cycle": cycle.detach(),
-                       "loss/identity": identity.detach()}
+        stats = {"loss/g": adversarial.detach(), "loss/cycle": cycle.detach(), "loss/identity": identity.detach()}
+        return total, stats, Translated({"a": real_a, "b": real_b}, {"a": fake_a.detach(), "b": fake_b.detach()})
 
-    def d_loss(self, step: int, repeat: int) -> tuple[Tensor, Stats]:
-        batch, losses, probs = self._batch, {}, []
+    def d_loss(self, step: int, repeat: int, handed: object) -> tuple[Tensor, Stats, None]:
+        assert isinstance(handed, Translated), "the D phase follows G's"
+        losses, bare, probs = {}, {}, []
         for domain, critic in (("a", self.d_a), ("b", self.d_b)):
-            real, fake = batch[f"real_{domain}"], self.pools[domain].query(batch[f"fake_{domain}"])
-            real_logits, fake_logits = critic(real), critic(fake)
-            penalties = [self.loss_fn.penalty(critic, real, fake, step), self.reg.penalty(critic, real, fake, step)]
-            losses[domain] = self.loss_fn.d_loss(real_logits, fake_logits)
-            losses[domain] = losses[domain] + sum(p for p in penalties if p is not None)
-            probs.append(torch.stack([torch.sigmoid(real_logits.detach()).mean(),
-                                      torch.sigmoid(fake_logits.detach()).mean()]))
+            real, fake = handed.real[domain], self.pools[domain].query(handed.fake[domain])
+            losses[domain], bare[domain], domain_probs = self.adversary.d_loss(critic, real, fake, critic(real),
+                                                                               critic(fake), step)
+            probs.append(torch.stack([domain_probs["prob/real"], domain_probs["prob/fake"]]))
         prob_real, prob_fake = torch.stack(probs).mean(0)
-        return losses["a"] + losses["b"], {"loss/d_a": losses["a"].detach(), "loss/d_b": losses["b"].detach(),
-                                           "prob/real": prob_real, "prob/fake": prob_fake}
+        return losses["a"] + losses["b"], {"loss/d_a": bare["a"], "loss/d_b": bare["b"],
+                                           "prob/real": prob_real, "prob/fake": prob_fake}, None
 
-    def after_d_update(self) -> None:
-        self.loss_fn.after_d_step(self.d_a)
-        self.loss_fn.after_d_step(self.d_b)
+    def after_d_update(self, step: int) -> None:
+        self.adversary.after_d_step(self.d_a, self.d_b)
 
     def translate(self, direction: str, images: Tensor) -> Tensor:
         """[-1, 1] images of the source domain -> the other, with the EMA generator in eval mode."""
@@ -146,33 +165,3 @@ class CycleGan:
 
     def evaluation(self, cfg: DictConfig) -> TranslationEvaluation:
         return TranslationEvaluation(cfg, self.domains, self.translate, self.device)
-
-    sample_options = ("input", "direction", "num_samples")  # num_samples: with input=test
-
-    @classmethod
-    def draw(cls, train_cfg: DictConfig, state: Mapping[str, Any], cfg: DictConfig, device: torch.device) -> Drawn:
-        return draw(train_cfg, state, cfg, device)
-
-
-def draw(train_cfg: DictConfig, state: Mapping[str, Any], cfg: DictConfig, device: torch.device) -> Drawn:
-    """gan-sample: translate `input` (a folder, an .npz, or `test`) in `direction`."""
-    if cfg.input is None:
-        raise GanCliError("this checkpoint translates images (task cyclegan): give input=DIR, input=FILE.npz or "
-                          "input=test, and direction=a2b|b2a")
-    task_cfg = train_cfg.task
-    channels = domain_channels(train_cfg, task_cfg.domain_a, task_cfg.domain_b)
-    name, source = DIRECTIONS[cfg.direction]
-    generator = build_networks(train_cfg, channels)[name]
-    load_weights(generator, state["averages"].get(name, state["networks"][name]), cfg.checkpoint, name)
-    generator = generator.to(device)
-    if cfg.input == "test":
-        domains = load_domains(train_cfg, task_cfg.domain_a, task_cfg.domain_b)
-        inputs = getattr(domains, f"test_{source}").images[: cfg.num_samples]
-        names = [f"{index:06d}.png" for index in range(inputs.shape[0])]
-    else:
-        inputs, names = load_images(Path(cfg.input).expanduser(), channels, train_cfg.dataset.image_size)
-    outputs = torch.cat([to_uint8(in_eval_mode(generator, to_float(chunk).to(device))).cpu()
-                         for chunk in inputs.split(cfg.batch_size)])
-    pairs = torch.stack([inputs, outputs], 1).flatten(0, 1)  # input, output, input, output, ...
-    return drawn_at_once(len(outputs), tuple(outputs.shape[1:]), lambda: (outputs, pairs), cfg.nrow or 8, names=names)
-

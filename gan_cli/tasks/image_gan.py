@@ -11,83 +11,31 @@ branches on which were chosen:
   diversity.penalty(G, fake, z, labels, step) adds a term to G's loss (mode seeking, path
   length) or returns None.
 
-Sampling G (latents, labels, eval mode, uint8) is `draw_latents` + `generate`: the preview, the
-evaluation and gan-sample all go through them.
+Sampling G (latents, labels, eval mode, uint8) is gan_cli/sampling/generate.py: the preview, the
+evaluation and gan-sample (image_sampling.py) all go through it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
 
 import torch
 from omegaconf import DictConfig
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
-from gan_cli.components.ema import GeneratorEMA, InputSampler
+from gan_cli.components.ema import GeneratorEMA
 from gan_cli.core.config import build
 from gan_cli.core.errors import GanCliError
-from gan_cli.data.datasets import DeviceSampler, ImageData, to_uint8
+from gan_cli.data.datasets import DeviceSampler, ImageData
 from gan_cli.evaluate.metrics import Evaluator
-from gan_cli.loop import distributed
 from gan_cli.loop.distributed import SINGLE_PROCESS, Ranks
 from gan_cli.models.layers import MinibatchStd
-from gan_cli.tasks.base import Drawn, Phase, Preview, Stats, frozen, in_eval_mode
-
-
-def make_optimizer(node: DictConfig, module: nn.Module) -> torch.optim.Optimizer:
-    """Fused Adam where the class and device have it: one kernel over all tensors per step
-    instead of ~10 ops per tensor, the same update. A `fused` key in the config wins."""
-    make, params = build(node), list(module.parameters())
-    if "fused" not in node:
-        try:
-            return make(params, fused=True)
-        except (TypeError, RuntimeError, ValueError):  # no fused kernel for this class or device
-            pass
-    return make(params)
-
-
-def prepare(network: nn.Module, device: torch.device) -> nn.Module:
-    """On the device, in NHWC where that helps: oneDNN (CPU) and cuDNN skip their layout reorders,
-    the same math; DCGAN at 28 px trains ~1.3x faster on CPU. Only 4-D weights change."""
-    network = network.to(device)
-    return network.to(memory_format=torch.channels_last) if device.type in ("cpu", "cuda") else network
-
-
-@dataclass
-class Pair:
-    """A generator and a discriminator ready to train (the tasks with one of each share this)."""
-
-    generator: nn.Module
-    discriminator: nn.Module
-    ema: GeneratorEMA
-    optimizers: dict[str, torch.optim.Optimizer]  # "g", "d"
-
-    @property
-    def networks(self) -> dict[str, nn.Module]:
-        return {"generator": self.generator, "discriminator": self.discriminator}
-
-    @property
-    def averages(self) -> dict[str, GeneratorEMA]:
-        return {"generator": self.ema}
-
-
-def setup_pair(cfg: DictConfig, networks: Mapping[str, nn.Module], device: torch.device,
-               inputs: InputSampler) -> Pair:
-    """`networks["generator"]` and `["discriminator"]` on the device, equal on every rank, G's EMA
-    copy (drawing `inputs` to re-estimate BatchNorm), compiled when asked, and their optimizers."""
-    generator, discriminator = (prepare(networks[k], device) for k in ("generator", "discriminator"))
-    distributed.broadcast_parameters(generator, discriminator)
-    # From the uncompiled G: the copy must not share compiled code.
-    ema = build(cfg.ema, generator, inputs)
-    if cfg.trainer.compile:  # in place, so state_dict keys and attributes (G.z_dim) stay unchanged
-        generator.compile()
-        discriminator.compile()
-    return Pair(generator, discriminator, ema,
-                {"g": make_optimizer(cfg.optim.g, generator), "d": make_optimizer(cfg.optim.d, discriminator)})
+from gan_cli.sampling.generate import class_count, draw_latents, generate, preview_latents, z_dim
+from gan_cli.tasks import image_sampling
+from gan_cli.tasks.adversarial import Adversary, setup_networks
+from gan_cli.tasks.base import Phase, Preview, Sampling, Stats, frozen, in_eval_mode
 
 
 def scores_each_image_alone(discriminator: nn.Module) -> bool:
@@ -98,55 +46,25 @@ def scores_each_image_alone(discriminator: nn.Module) -> bool:
                    for m in discriminator.modules())
 
 
-def class_count(generator: nn.Module) -> int:
-    """The classes G is conditioned on (0 = unconditional): the one place that asks."""
-    return int(getattr(generator, "num_classes", 0) or 0)
+@dataclass(frozen=True)
+class Fakes:
+    """What a D update hands to the next phase: its fake batch (graph into G kept), latents, labels."""
 
-
-def draw_latents(count: int, z_dim: int, seed: int, chunk: int | None = None) -> Tensor:
-    """(count, z_dim) normal latents on the CPU from `seed` alone, drawn `chunk` rows at a time
-    (None: all at once, so they do not depend on any batch size). Evaluation draws in chunks of
-    eval.batch_size, as it always has, so its numbers stay comparable across versions."""
-    noise = torch.Generator().manual_seed(seed)
-    chunk = chunk or count
-    return torch.cat([torch.randn(min(chunk, count - start), z_dim, generator=noise)
-                      for start in range(0, count, chunk)])
-
-
-@torch.no_grad()
-def generate(generator: nn.Module, z: Tensor, labels: Tensor | None, batch_size: int,
-             truncation: float = 1.0) -> Tensor:
-    """uint8 images (N, C, H, W) on G's device: G in eval mode, `batch_size` latents at a time;
-    `truncation` (psi) reaches G only when set, as only a StyleGAN takes it."""
-    device = next(generator.parameters()).device
-    label_parts = labels.split(batch_size) if labels is not None else [None] * len(z.split(batch_size))
-    psi = () if truncation == 1.0 else (truncation,)
-    return torch.cat([to_uint8(in_eval_mode(generator, zs.to(device), None if ys is None else ys.to(device), *psi))
-                      for zs, ys in zip(z.split(batch_size), label_parts, strict=True)])
-
-
-def preview_latents(generator: nn.Module, count: int, seed: int) -> tuple[Tensor, Tensor | None, int]:
-    """The sample grid's latents (and labels: one row per class when conditional) and its row width."""
-    classes = class_count(generator)
-    if not classes:
-        return draw_latents(count, generator.z_dim, seed), None, max(int(count**0.5), 1)
-    per_class = max(count // classes, 1)
-    labels = torch.arange(classes).repeat_interleave(per_class)
-    return draw_latents(len(labels), generator.z_dim, seed), labels, per_class
-
-
-def build_networks(cfg: DictConfig) -> dict[str, nn.Module]:
-    """The networks a checkpoint of this task holds, by name (gan-sample rebuilds G alone)."""
-    return {"generator": build(cfg.model.generator), "discriminator": build(cfg.model.discriminator)}
+    images: Tensor
+    z: Tensor
+    labels: Tensor | None
 
 
 class ImageGan:
     """z (+ label) -> image. Networks `generator` and `discriminator`, optimizers `g` and `d`,
-    an EMA copy of the generator; phases D (`trainer.d_steps` updates) then G."""
+    an EMA copy of the generator; phases D (`d_steps` updates, each on a new real batch) then G."""
 
     stat_names = ("loss/d", "loss/g", "prob/real", "prob/fake")
+    sampling = Sampling(image_sampling.OPTIONS, image_sampling.draw)
 
-    def __init__(self, cfg: DictConfig, device: torch.device, ranks: Ranks = SINGLE_PROCESS):
+    def __init__(self, cfg: DictConfig, device: torch.device, ranks: Ranks = SINGLE_PROCESS, *, d_steps: int = 1):
+        if d_steps < 1:
+            raise GanCliError(f"invalid value task.d_steps={d_steps}: allowed is an integer >= 1 (D updates per step)")
         self.cfg = cfg
         self.data: ImageData = build(cfg.dataset)
         if cfg.model.conditional and self.data.num_classes != cfg.dataset.num_classes:
@@ -155,25 +73,24 @@ class ImageGan:
                               "for a conditional model")
         self.sampler = DeviceSampler(self.data, device, cfg.trainer.batch_size, cfg.trainer.seed + ranks.rank,
                                      cfg.dataset.hflip, ranks.rank, ranks.world_size)
-        pair = setup_pair(cfg, build_networks(cfg), device, self.latent_inputs)
-        self.generator, self.discriminator, self.ema = pair.generator, pair.discriminator, pair.ema
-        self.networks, self.averages, self.optimizers = pair.networks, pair.averages, pair.optimizers
-        self.loss_fn, self.reg = build(cfg.loss), build(cfg.reg)
+        trained = setup_networks(cfg, image_sampling.build_networks(cfg), device, {"generator": self.latent_inputs})
+        self.networks, self.averages, self.optimizers = trained.networks, trained.averages, trained.optimizers
+        self.generator, self.discriminator = self.networks["generator"], self.networks["discriminator"]
+        self.ema: GeneratorEMA = self.averages["generator"]
+        self.adversary = Adversary(cfg)
         self.augment, self.diversity = build(cfg.augment), build(cfg.diversity)
-        self.d_steps = cfg.trainer.d_steps
-        self.phases = (Phase("d", "d", self.d_loss, self.d_steps, partial(self.loss_fn.after_d_step,
-                                                                           self.discriminator)),
-                       Phase("g", "g", self.g_loss))
-        self.batches_per_epoch, self.batches_per_step = self.sampler.batches_per_epoch, self.d_steps
-        self.images_per_step = cfg.trainer.batch_size * self.d_steps
+        self.d_steps = d_steps
+        clip = lambda step: self.adversary.after_d_step(self.discriminator)  # noqa: E731  WGAN's clipping
+        self.phases = (Phase("d", "d", self.d_loss, d_steps, clip), Phase("g", "g", self.g_loss))
+        self.batches_per_epoch, self.batches_per_step = self.sampler.batches_per_epoch, d_steps
+        self.images_per_step = cfg.trainer.batch_size * d_steps
         self.joint_d_forward = scores_each_image_alone(self.discriminator)
         z, labels, self.preview_nrow = preview_latents(self.generator, cfg.log.num_samples, cfg.trainer.seed)
         self.preview_z, self.preview_labels = z.to(device), None if labels is None else labels.to(device)
-        self._last: tuple[Tensor, Tensor, Tensor | None] | None = None  # the last D update's fakes, for G's
 
     def latent_inputs(self, count: int, noise: torch.Generator) -> tuple[Tensor, Tensor | None]:
         """Random G inputs from a private generator (the EMA's BatchNorm re-estimation)."""
-        z = torch.randn(count, self.generator.z_dim, device=noise.device, generator=noise)
+        z = torch.randn(count, z_dim(self.generator), device=noise.device, generator=noise)
         classes = class_count(self.generator)
         return z, torch.randint(classes, (count,), device=noise.device, generator=noise) if classes else None
 
@@ -185,33 +102,27 @@ class ImageGan:
         if not self.joint_d_forward:
             return self.discriminator(real, labels=labels), self.discriminator(fake, labels=labels)
         both_labels = None if labels is None else torch.cat([labels, labels])
-        return self.discriminator(torch.cat([real, fake]), labels=both_labels).split(real.shape[0])
+        real_logits, fake_logits = self.discriminator(torch.cat([real, fake]), labels=both_labels).split(real.shape[0])
+        return real_logits, fake_logits
 
-    def d_loss(self, step: int, repeat: int) -> tuple[Tensor, Stats]:
+    def d_loss(self, step: int, repeat: int, handed: object) -> tuple[Tensor, Stats, Fakes]:
         d_step = step * self.d_steps + repeat
         real, labels = self.sampler.batch(d_step)  # (B, C, H, W) in [-1, 1], (B,)
         labels = labels if class_count(self.generator) else None  # fakes take the real batch's labels
-        z = torch.randn(real.shape[0], self.generator.z_dim, device=real.device)
-        critic = partial(self.discriminator, labels=labels)
+        z = torch.randn(real.shape[0], z_dim(self.generator), device=real.device)
         fake = self.generator(z, labels)
         real_seen, fake_seen = self.augment(real), self.augment(fake.detach())
         real_logits, fake_logits = self.score_real_and_fake(real_seen, fake_seen, labels)
-        d_loss = self.loss_fn.d_loss(real_logits, fake_logits)
-        penalties = [self.loss_fn.penalty(critic, real_seen, fake_seen, d_step),
-                     self.reg.penalty(critic, real_seen, fake_seen, d_step)]
-        self._last = (fake, z, labels)
-        probs = {"prob/real": torch.sigmoid(real_logits.detach()).mean(),
-                 "prob/fake": torch.sigmoid(fake_logits.detach()).mean()}
-        return d_loss + sum(p for p in penalties if p is not None), {"loss/d": d_loss.detach(), **probs}
+        loss, d_loss, probs = self.adversary.d_loss(partial(self.discriminator, labels=labels), real_seen, fake_seen,
+                                                    real_logits, fake_logits, d_step)
+        return loss, {"loss/d": d_loss, **probs}, Fakes(fake, z, labels)
 
-    def g_loss(self, step: int, repeat: int) -> tuple[Tensor, Stats]:
-        assert self._last is not None, "the G phase follows a D phase"
-        fake, z, labels = self._last
+    def g_loss(self, step: int, repeat: int, handed: object) -> tuple[Tensor, Stats, None]:
+        assert isinstance(handed, Fakes), "the G phase follows a D phase"
         with frozen(self.discriminator):  # D's parameter gradients are not needed for G's update
-            g_loss = self.loss_fn.g_loss(self.discriminator(self.augment(fake), labels=labels))
-        diversity = self.diversity.penalty(self.generator, fake, z, labels, step)
-        self._last = None
-        return g_loss if diversity is None else g_loss + diversity, {"loss/g": g_loss.detach()}
+            g_loss = self.adversary.g_loss(self.discriminator(self.augment(handed.images), labels=handed.labels))
+        diversity = self.diversity.penalty(self.generator, handed.images, handed.z, handed.labels, step)
+        return g_loss if diversity is None else g_loss + diversity, {"loss/g": g_loss.detach()}, None
 
     def preview(self) -> Preview:
         images = in_eval_mode(self.ema.module, self.preview_z, self.preview_labels)
@@ -222,14 +133,6 @@ class ImageGan:
 
     def evaluation(self, cfg: DictConfig) -> SampledEvaluation:
         return SampledEvaluation(Evaluator(cfg, self.data, self.sampler.device), self.ema, cfg.eval)
-
-    sample_options = ("num_samples", "seed", "seeds", "truncation", "class", "interpolate", "fps", "mix", "mix_seeds")
-
-    @classmethod
-    def draw(cls, train_cfg: DictConfig, state: Mapping[str, Any], cfg: DictConfig, device: torch.device) -> Drawn:
-        from gan_cli.tasks.image_sampling import draw  # it builds on this module's generate()
-
-        return draw(train_cfg, state, cfg, device)
 
 
 class SampledEvaluation:
@@ -246,5 +149,5 @@ class SampledEvaluation:
         count, batch = self.settings.num_samples, self.settings.batch_size
         classes = class_count(generator)
         labels = torch.arange(count) % classes if classes else None
-        z = draw_latents(count, generator.z_dim, 0, chunk=batch)
+        z = draw_latents(count, z_dim(generator), 0, chunk=batch)
         return self.evaluator.evaluate(lambda: generate(generator, z, labels, batch), step)

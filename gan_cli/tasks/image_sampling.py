@@ -12,11 +12,20 @@ import torch
 from omegaconf import DictConfig
 from torch import Tensor, nn
 
+from gan_cli.core.config import build
 from gan_cli.core.errors import GanCliError
-from gan_cli.loop.checkpoint import load_weights
 from gan_cli.sampling import latent_tools
+from gan_cli.sampling.generate import class_count, generate, z_dim
+from gan_cli.tasks.adversarial import sampling_network
 from gan_cli.tasks.base import Drawn, drawn_at_once
-from gan_cli.tasks.image_gan import build_networks, class_count, generate
+
+# the sample keys a z -> image checkpoint reads (gan-sample's common keys aside)
+OPTIONS = ("num_samples", "seed", "seeds", "truncation", "class", "interpolate", "fps", "mix", "mix_seeds")
+
+
+def build_networks(cfg: DictConfig) -> dict[str, nn.Module]:
+    """The networks a checkpoint of image_gan holds, by name (gan-sample rebuilds G alone)."""
+    return {"generator": build(cfg.model.generator), "discriminator": build(cfg.model.discriminator)}
 
 
 def check_class(classes: int, which: int | str | None) -> None:
@@ -39,11 +48,10 @@ def draw(train_cfg: DictConfig, state: Mapping[str, Any], cfg: DictConfig, devic
     """gan-sample for a z -> image checkpoint, from the EMA generator: `num_samples` images from
     `seed`, or one per seed of `seeds`, drawn a batch at a time as they are written; with `mix` a
     style-mixing grid, with `interpolate` the frames of a walk through the seeds (latent_tools.py)."""
-    generator = build_networks(train_cfg)["generator"]
-    load_weights(generator, state["averages"]["generator"], cfg.checkpoint, "generator")
-    generator = generator.to(device).eval()
+    generator = sampling_network(build(train_cfg.model.generator), state, "generator", cfg.checkpoint, device)
     latent_tools.check_options(cfg, generator)
     classes, seeds, which = class_count(generator), latent_tools.parse_seeds(cfg.seeds), cfg["class"]
+    z_size = z_dim(generator)
     check_class(classes, which)
     size = train_cfg.dataset.image_size
     shape = (train_cfg.dataset.channels, size, size)
@@ -51,13 +59,13 @@ def draw(train_cfg: DictConfig, state: Mapping[str, Any], cfg: DictConfig, devic
         assert seeds is not None  # check_options
         rows, columns = seeds, latent_tools.parse_seeds(cfg.mix_seeds) or []
         return drawn_at_once(len(rows) * len(columns), shape, lambda: latent_tools.mixing_grid(
-            generator, seeded(rows, generator.z_dim, classes, which), seeded(columns, generator.z_dim, classes, which),
+            generator, seeded(rows, z_size, classes, which), seeded(columns, z_size, classes, which),
             latent_tools.parse_mix(cfg.mix), cfg.truncation, cfg.batch_size), len(columns) + 1)
     if cfg.interpolate:
         assert seeds is not None  # check_options
 
         def walk() -> tuple[Tensor, Tensor]:
-            frames = latent_tools.walk(generator, *seeded(seeds, generator.z_dim, classes, which), cfg.interpolate,
+            frames = latent_tools.walk(generator, *seeded(seeds, z_size, classes, which), cfg.interpolate,
                                        cfg.truncation, cfg.batch_size)
             return frames, frames
 
@@ -90,12 +98,12 @@ def sampled(generator: nn.Module, cfg: DictConfig, seeds: Sequence[int] | None, 
     which = cfg["class"]
     latent_noise = torch.Generator().manual_seed(cfg.seed)
     label_noise = torch.Generator().manual_seed(cfg.seed + 1)
-    for start, stop in chunks(count, cfg.batch_size, generator.z_dim):
+    for start, stop in chunks(count, cfg.batch_size, z_dim(generator)):
         if seeds is None:
-            z = torch.randn(stop - start, generator.z_dim, generator=latent_noise)
+            z = torch.randn(stop - start, z_dim(generator), generator=latent_noise)
             labels = torch.randint(classes, (stop - start,), generator=label_noise) if classes else None
         else:
-            z, labels = latent_tools.seed_inputs(seeds[start:stop], generator.z_dim, classes)
+            z, labels = latent_tools.seed_inputs(seeds[start:stop], z_dim(generator), classes)
         if classes and which is not None:
             labels = chosen_labels(classes, which, start, stop, count)
         yield generate(generator, z, labels, cfg.batch_size, cfg.truncation).cpu(), labels

@@ -50,8 +50,9 @@ def pixel_scores(images: Tensor, targets: Tensor, batch: int) -> dict[str, float
 
 
 class SrEvaluation:
-    def __init__(self, cfg: DictConfig, train: ImageData, test: ImageData, upscale: Upscale, device: torch.device):
-        self.upscale, self.device, self.batch, self.scale = upscale, device, cfg.eval.batch_size, cfg.sr.scale
+    def __init__(self, cfg: DictConfig, train: ImageData, test: ImageData, upscale: Upscale, scale: int,
+                 device: torch.device):
+        self.upscale, self.device, self.batch, self.scale = upscale, device, cfg.eval.batch_size, scale
         count = min(cfg.eval.num_samples, test.images.shape[0])
         self.hr, self.labels = test.images[:count], test.labels[:count] if test.num_classes else None
         self.lr = torch.cat([downsample(to_float(chunk).to(device), self.scale).cpu()

@@ -1,16 +1,16 @@
 """`task=srgan`: single-image super-resolution (Ledig et al. 2017): SRResNet G, VGG-style D.
 
-Each step draws a batch of high-resolution (HR) images (random `sr.hr_size` crops for image
-folders), makes their low-resolution (LR) inputs on the device (antialiased bicubic, gan_cli/
+Each step draws a batch of high-resolution (HR) images (random `task.hr_size` crops for image
+folders), makes their low-resolution (LR) inputs on the device (antialiased bicubic, gan_cli/data/
 lowres.py) and runs two phases, as the paper (and image_gan) do: D on HR vs G(LR), then G with
 
-    content_weight x content(G(LR), HR)          pixel MSE or L1 (`sr.content`)
-  + perceptual_weight x MSE(phi(G(LR)), phi(HR))  phi: a frozen network (`sr.perceptual`, perceptual.py)
+    content_weight x content(G(LR), HR)          pixel MSE or L1 (`task.content`)
+  + perceptual_weight x MSE(phi(G(LR)), phi(HR))  phi: a frozen network (`task.perceptual`, perceptual.py)
   + adversarial_weight x loss.g_loss(D(G(LR)))    the paper's 1e-3 with BCE
 
-For the first `sr.pretrain_steps` steps G trains on the content loss alone (SRResNet, the paper's
+For the first `task.pretrain_steps` steps G trains on the content loss alone (SRResNet, the paper's
 initialisation for SRGAN) and D's phase returns a constant zero loss without running D: its
-optimizer sees no gradients and leaves D as it is. With `sr.pretrain_steps` >= the run's steps the
+optimizer sees no gradients and leaves D as it is. With `task.pretrain_steps` >= the run's steps the
 same command trains the content-only SRResNet baseline. Networks: gan_cli/models/srgan.py;
 evaluation: sr_eval.py.
 """
@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -34,10 +36,9 @@ from gan_cli.data.datasets import DeviceSampler, ImageData, to_float, to_uint8
 from gan_cli.data.domains import load_images
 from gan_cli.data.lowres import bicubic, center_crop, downsample, nearest, random_crops
 from gan_cli.evaluate.metrics import load_test_split
-from gan_cli.loop.checkpoint import load_weights
 from gan_cli.loop.distributed import SINGLE_PROCESS, Ranks
-from gan_cli.tasks.base import Drawn, Phase, Preview, Stats, drawn_at_once, frozen, in_eval_mode
-from gan_cli.tasks.image_gan import setup_pair
+from gan_cli.tasks.adversarial import Adversary, mapped, sampling_network, setup_networks
+from gan_cli.tasks.base import Drawn, Phase, Preview, Sampling, Stats, drawn_at_once, frozen, in_eval_mode
 from gan_cli.tasks.sr_eval import SrEvaluation
 
 log = logging.getLogger("gan_cli")
@@ -45,26 +46,48 @@ log = logging.getLogger("gan_cli")
 CONTENT_LOSSES = {"mse": F.mse_loss, "l1": F.l1_loss}
 
 
-def check_settings(cfg: DictConfig) -> int:
-    """The `sr` keys against each other and the data; returns the HR crop size."""
-    sr, size = cfg.sr, cfg.dataset.image_size
-    hr_size = sr.hr_size or size
-    problems = [
-        (sr.scale not in (2, 4), f"sr.scale={sr.scale}: allowed are 2 and 4"),
-        (sr.content not in CONTENT_LOSSES, f"sr.content={sr.content!r}: allowed are {', '.join(CONTENT_LOSSES)}"),
-        (hr_size % sr.scale or hr_size > size,
-         f"sr.hr_size={hr_size}: allowed is a multiple of sr.scale={sr.scale} up to dataset.image_size={size}"),
-        (size % sr.scale, f"dataset.image_size={size}: allowed is a multiple of sr.scale={sr.scale}"),
-        (min(sr.content_weight, sr.perceptual_weight, sr.adversarial_weight) < 0,
-         "sr.content_weight / sr.perceptual_weight / sr.adversarial_weight: allowed are numbers >= 0"),
-        (sr.pretrain_steps < 0, f"sr.pretrain_steps={sr.pretrain_steps}: allowed is an integer >= 0"),
-        (cfg.trainer.d_steps != 1, f"trainer.d_steps={cfg.trainer.d_steps}: task=srgan updates D once per step; "
-                                   "allowed is 1"),
-    ]
-    for bad, message in problems:
-        if bad:
-            raise GanCliError(f"invalid value {message}")
-    return hr_size
+@dataclass(frozen=True)
+class SrSettings:
+    """task=srgan's options (conf/task/srgan.yaml explains each), checked against each other and
+    the data in one place."""
+
+    scale: int = 4
+    hr_size: int | None = None
+    pretrain_steps: int = 0
+    content: str = "mse"
+    content_weight: float = 1.0
+    perceptual: str = "classifier"
+    perceptual_weight: float = 1.0
+    adversarial_weight: float = 1e-3
+    vgg19_weights: str | None = None
+    vgg19_layers: int = 36
+
+    def check(self, image_size: int) -> int:
+        """One line for the first option that does not fit; returns the HR crop size."""
+        hr_size = self.hr_size or image_size
+        problems = [
+            (self.scale not in (2, 4), f"task.scale={self.scale}: allowed are 2 and 4"),
+            (self.content not in CONTENT_LOSSES,
+             f"task.content={self.content!r}: allowed are {', '.join(CONTENT_LOSSES)}"),
+            (hr_size % self.scale or hr_size > image_size,
+             f"task.hr_size={hr_size}: allowed is a multiple of task.scale={self.scale} up to "
+             f"dataset.image_size={image_size}"),
+            (image_size % self.scale,
+             f"dataset.image_size={image_size}: allowed is a multiple of task.scale={self.scale}"),
+            (min(self.content_weight, self.perceptual_weight, self.adversarial_weight) < 0,
+             "task.content_weight / task.perceptual_weight / task.adversarial_weight: allowed are numbers >= 0"),
+            (self.pretrain_steps < 0, f"task.pretrain_steps={self.pretrain_steps}: allowed is an integer >= 0"),
+        ]
+        for bad, message in problems:
+            if bad:
+                raise GanCliError(f"invalid value {message}")
+        return hr_size
+
+
+def settings_of(task_node: DictConfig) -> SrSettings:
+    """The SrSettings of a stored or composed `task` node (its other keys are SrGan's own)."""
+    known = {key: task_node[key] for key in SrSettings.__dataclass_fields__ if key in task_node}
+    return SrSettings(**known)
 
 
 def load_test(cfg: DictConfig, train: ImageData | None) -> ImageData:
@@ -76,18 +99,61 @@ def load_test(cfg: DictConfig, train: ImageData | None) -> ImageData:
     return test if test is not None else (train if train is not None else build(cfg.dataset))
 
 
-def build_networks(cfg: DictConfig) -> dict[str, nn.Module]:
+def build_networks(cfg: DictConfig, scale: int) -> dict[str, nn.Module]:
     channels = cfg.dataset.channels
-    return {"generator": build(cfg.model.generator, channels=channels, scale=cfg.sr.scale),
+    return {"generator": build(cfg.model.generator, channels=channels, scale=scale),
             "discriminator": build(cfg.model.discriminator, channels=channels)}
+
+
+def draw(train_cfg: DictConfig, state: Mapping[str, Any], cfg: DictConfig, device: torch.device) -> Drawn:
+    """gan-sample: upscale `input` (LR images: a folder or an .npz, any size) or, with input=test,
+    the LR versions of the first `num_samples` test images (grid rows LR | bicubic | SR | HR)."""
+    if cfg.input is None:
+        raise GanCliError("this checkpoint upscales images (task srgan): give input=DIR or input=FILE.npz "
+                          "(low-resolution images), or input=test")
+    scale = settings_of(train_cfg.task).scale
+    generator = sampling_network(build_networks(train_cfg, scale)["generator"], state, "generator", cfg.checkpoint,
+                                 device)
+    upscale = lambda images: mapped(partial(in_eval_mode, generator), images, cfg.batch_size, device)  # noqa: E731
+    if cfg.input == "test":
+        hr = to_float(load_test(train_cfg, None).images[: cfg.num_samples])
+        lr = torch.cat([downsample(chunk, scale) for chunk in hr.split(cfg.batch_size)])
+        outputs = to_uint8(upscale(lr))
+        rows = [to_uint8(nearest(lr, scale)), to_uint8(bicubic(lr, scale)), outputs, to_uint8(hr)]
+        return drawn_at_once(len(outputs), tuple(outputs.shape[1:]), lambda: (outputs, torch.cat(rows)),
+                             cfg.nrow or hr.shape[0])
+    inputs, names = load_images(Path(cfg.input).expanduser(), train_cfg.dataset.channels, None)
+    outputs = to_uint8(upscale(to_float(inputs)))
+    shown = to_uint8(nearest(to_float(inputs), scale))
+    pairs = torch.stack([shown, outputs], 1).flatten(0, 1)  # input (nearest-upsampled), output, ...
+    return drawn_at_once(len(outputs), tuple(outputs.shape[1:]), lambda: (outputs, pairs), cfg.nrow or 8, names=names)
+
+
+@dataclass(frozen=True)
+class Pending:
+    """What D's phase hands to G's: HR and LR batches and G's output on them (None in the warm-up,
+    where D's phase runs no G)."""
+
+    hr: Tensor
+    lr: Tensor
+    sr: Tensor | None
 
 
 class SrGan:
     stat_names = ("loss/d", "loss/g", "loss/content", "loss/perceptual", "prob/real", "prob/fake")
+    sampling = Sampling(("input", "num_samples"), draw)  # num_samples: with input=test
 
     def __init__(self, cfg: DictConfig, device: torch.device, ranks: Ranks = SINGLE_PROCESS, *,
+                 scale: int = SrSettings.scale, hr_size: int | None = SrSettings.hr_size,
+                 pretrain_steps: int = SrSettings.pretrain_steps, content: str = SrSettings.content,
+                 content_weight: float = SrSettings.content_weight, perceptual: str = SrSettings.perceptual,
+                 perceptual_weight: float = SrSettings.perceptual_weight,
+                 adversarial_weight: float = SrSettings.adversarial_weight,
+                 vgg19_weights: str | None = SrSettings.vgg19_weights, vgg19_layers: int = SrSettings.vgg19_layers,
                  preview_images: int = 8):
-        self.hr_size, sr = check_settings(cfg), cfg.sr
+        sr = SrSettings(scale, hr_size, pretrain_steps, content, content_weight, perceptual, perceptual_weight,
+                        adversarial_weight, vgg19_weights, vgg19_layers)
+        self.hr_size = sr.check(cfg.dataset.image_size)
         self.cfg, self.device, self.scale, self.pretrain_steps = cfg, device, sr.scale, sr.pretrain_steps
         self.weights = (sr.content_weight, sr.perceptual_weight, sr.adversarial_weight)
         self.content_loss = CONTENT_LOSSES[sr.content]
@@ -95,20 +161,21 @@ class SrGan:
         self.test = load_test(cfg, self.data)
         self.sampler = DeviceSampler(self.data, device, cfg.trainer.batch_size, cfg.trainer.seed + ranks.rank,
                                      cfg.dataset.hflip, ranks.rank, ranks.world_size)
-        pair = setup_pair(cfg, build_networks(cfg), device, self.lr_inputs)
-        self.generator, self.discriminator, self.ema = pair.generator, pair.discriminator, pair.ema
-        self.networks, self.averages, self.optimizers = pair.networks, pair.averages, pair.optimizers
-        self.loss_fn, self.reg = build(cfg.loss), build(cfg.reg)
+        trained = setup_networks(cfg, build_networks(cfg, sr.scale), device, {"generator": self.lr_inputs})
+        self.networks, self.averages, self.optimizers = trained.networks, trained.averages, trained.optimizers
+        self.generator, self.discriminator = self.networks["generator"], self.networks["discriminator"]
+        self.ema = self.averages["generator"]
+        self.adversary = Adversary(cfg)
         labelled = self.test if self.test.num_classes else None
-        self.perceptual = build_perceptual(cfg, self.data, labelled, device) if sr.perceptual_weight > 0 else None
+        self.perceptual = build_perceptual(sr.perceptual, (sr.vgg19_weights, sr.vgg19_layers), cfg, self.data,
+                                           labelled, device) if sr.perceptual_weight > 0 else None
         self.phases = (Phase("d", "d", self.d_loss, after_update=self.after_d_update), Phase("g", "g", self.g_loss))
         self.batches_per_epoch, self.batches_per_step = self.sampler.batches_per_epoch, 1
         self.images_per_step = cfg.trainer.batch_size
         count = min(preview_images, self.test.images.shape[0])
         self.preview_hr = center_crop(to_float(self.test.images[:count]), self.hr_size).to(device)
-        self._pending: tuple[Tensor, Tensor, Tensor | None] | None = None  # (HR, LR, SR) from D's phase to G's
         if self.pretrain_steps:
-            log.info("sr.pretrain_steps=%d: steps 1..%d train G on the content loss alone (SRResNet warm-up: "
+            log.info("task.pretrain_steps=%d: steps 1..%d train G on the content loss alone (SRResNet warm-up: "
                      "d_loss, g_loss and D's outputs read 0 there); the adversarial phase begins at step %d",
                      self.pretrain_steps, self.pretrain_steps, self.pretrain_steps + 1)
 
@@ -123,47 +190,40 @@ class SrGan:
         hr = random_crops(to_float(self.sampler.images[rows.to(self.sampler.images.device)]), self.hr_size, noise)
         return (downsample(hr, self.scale),)
 
-    def d_loss(self, step: int, repeat: int) -> tuple[Tensor, Stats]:
+    def d_loss(self, step: int, repeat: int, handed: object) -> tuple[Tensor, Stats, Pending]:
         hr, lr = self.batch(step)
         if step == self.pretrain_steps and step:
             log.info("step %d: the SRResNet warm-up is over, the adversarial phase begins", step + 1)
         if step < self.pretrain_steps:  # content-only warm-up: D is neither run nor changed
-            self._pending = (hr, lr, None)
             zero = torch.zeros((), device=hr.device)
-            return zero.requires_grad_(), {"loss/d": zero, "prob/real": zero, "prob/fake": zero}
+            return zero.requires_grad_(), {"loss/d": zero, "prob/real": zero, "prob/fake": zero}, Pending(hr, lr, None)
         sr = self.generator(lr)
         # Two forwards: D has BatchNorm, and real and fake must not share batch statistics.
         real_logits, fake_logits = self.discriminator(hr), self.discriminator(sr.detach())
-        d_loss = self.loss_fn.d_loss(real_logits, fake_logits)
-        penalties = [self.loss_fn.penalty(self.discriminator, hr, sr.detach(), step),  # WGAN-GP, R1 or None
-                     self.reg.penalty(self.discriminator, hr, sr.detach(), step)]
-        self._pending = (hr, lr, sr)
-        stats = {"loss/d": d_loss.detach(), "prob/real": torch.sigmoid(real_logits.detach()).mean(),
-                 "prob/fake": torch.sigmoid(fake_logits.detach()).mean()}
-        return d_loss + sum(p for p in penalties if p is not None), stats
+        loss, d_loss, probs = self.adversary.d_loss(self.discriminator, hr, sr.detach(), real_logits, fake_logits, step)
+        return loss, {"loss/d": d_loss, **probs}, Pending(hr, lr, sr)
 
-    def after_d_update(self) -> None:
-        if self._pending is not None and self._pending[2] is not None:  # D was trained this step
-            self.loss_fn.after_d_step(self.discriminator)
+    def after_d_update(self, step: int) -> None:
+        if step >= self.pretrain_steps:  # D was trained this step
+            self.adversary.after_d_step(self.discriminator)
 
-    def g_loss(self, step: int, repeat: int) -> tuple[Tensor, Stats]:
-        assert self._pending is not None, "the G phase follows a D phase"
-        hr, lr, sr = self._pending
-        self._pending = None
-        sr = self.generator(lr) if sr is None else sr  # the warm-up's D phase ran no G
+    def g_loss(self, step: int, repeat: int, handed: object) -> tuple[Tensor, Stats, None]:
+        assert isinstance(handed, Pending), "the G phase follows a D phase"
+        hr, lr = handed.hr, handed.lr
+        sr = self.generator(lr) if handed.sr is None else handed.sr  # the warm-up's D phase ran no G
         content = self.content_loss(sr, hr)
         zero = torch.zeros((), device=hr.device)
         if step < self.pretrain_steps:
-            return content, {"loss/content": content.detach(), "loss/perceptual": zero, "loss/g": zero}
+            return content, {"loss/content": content.detach(), "loss/perceptual": zero, "loss/g": zero}, None
         content_weight, perceptual_weight, adversarial_weight = self.weights
         perceptual = zero
         if self.perceptual is not None:
             perceptual = F.mse_loss(self.perceptual(sr), self.perceptual(hr).detach())
         with frozen(self.discriminator):  # D's weights get no gradient from G's phase
-            adversarial = self.loss_fn.g_loss(self.discriminator(sr))
+            adversarial = self.adversary.g_loss(self.discriminator(sr))
         total = content_weight * content + perceptual_weight * perceptual + adversarial_weight * adversarial
         return total, {"loss/content": content.detach(), "loss/perceptual": perceptual.detach(),
-                       "loss/g": adversarial.detach()}
+                       "loss/g": adversarial.detach()}, None
 
     def upscale(self, lr: Tensor) -> Tensor:
         """[-1, 1] LR images -> SR images, with the EMA generator in eval mode."""
@@ -180,37 +240,4 @@ class SrGan:
         return Preview(center_crop(to_float(self.sampler.images[:count]), self.hr_size), count)
 
     def evaluation(self, cfg: DictConfig) -> SrEvaluation:
-        return SrEvaluation(cfg, self.data, self.test, self.upscale, self.device)
-
-    sample_options = ("input", "num_samples")  # num_samples: with input=test
-
-    @classmethod
-    def draw(cls, train_cfg: DictConfig, state: Mapping[str, Any], cfg: DictConfig, device: torch.device) -> Drawn:
-        return draw(train_cfg, state, cfg, device)
-
-
-def draw(train_cfg: DictConfig, state: Mapping[str, Any], cfg: DictConfig, device: torch.device) -> Drawn:
-    """gan-sample: upscale `input` (LR images: a folder or an .npz, any size) or, with input=test,
-    the LR versions of the first `num_samples` test images (grid rows LR | bicubic | SR | HR)."""
-    if cfg.input is None:
-        raise GanCliError("this checkpoint upscales images (task srgan): give input=DIR or input=FILE.npz "
-                          "(low-resolution images), or input=test")
-    scale = train_cfg.sr.scale
-    generator = build_networks(train_cfg)["generator"]
-    load_weights(generator, state["averages"].get("generator", state["networks"]["generator"]), cfg.checkpoint,
-                 "generator")
-    generator = generator.to(device)
-    upscale = lambda images: torch.cat([in_eval_mode(generator, chunk.to(device)).cpu()  # noqa: E731
-                                        for chunk in images.split(cfg.batch_size)])
-    if cfg.input == "test":
-        hr = to_float(load_test(train_cfg, None).images[: cfg.num_samples])
-        lr = torch.cat([downsample(chunk, scale) for chunk in hr.split(cfg.batch_size)])
-        outputs = to_uint8(upscale(lr))
-        rows = [to_uint8(nearest(lr, scale)), to_uint8(bicubic(lr, scale)), outputs, to_uint8(hr)]
-        return drawn_at_once(len(outputs), tuple(outputs.shape[1:]), lambda: (outputs, torch.cat(rows)),
-                             cfg.nrow or hr.shape[0])
-    inputs, names = load_images(Path(cfg.input).expanduser(), train_cfg.dataset.channels, None)
-    outputs = to_uint8(upscale(to_float(inputs)))
-    shown = to_uint8(nearest(to_float(inputs), scale))
-    pairs = torch.stack([shown, outputs], 1).flatten(0, 1)  # input (nearest-upsampled), output, ...
-    return drawn_at_once(len(outputs), tuple(outputs.shape[1:]), lambda: (outputs, pairs), cfg.nrow or 8, names=names)
+        return SrEvaluation(cfg, self.data, self.test, self.upscale, self.scale, self.device)
