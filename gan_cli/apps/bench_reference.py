@@ -46,8 +46,8 @@ class ReferenceLoop:
 
     def __init__(self, cfg: DictConfig, images: Tensor, labels: Tensor, device: torch.device, num_workers: int):
         self.device = device
-        self.generator = build(cfg.model.generator).to(device)
-        self.discriminator = nn.Sequential(build(cfg.model.discriminator), nn.Sigmoid()).to(device)
+        self.generator = build(cfg.model.generator, expect=nn.Module).to(device)
+        self.discriminator = nn.Sequential(build(cfg.model.discriminator, expect=nn.Module), nn.Sigmoid()).to(device)
         self.criterion = nn.BCELoss()
         self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=cfg.optim.g.lr, betas=tuple(cfg.optim.g.betas))
         self.opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=cfg.optim.d.lr,
