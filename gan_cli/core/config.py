@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar, overload
+from typing import TYPE_CHECKING, Any, TypeVar, cast, overload
 
 import torch
 from hydra.errors import InstantiationException
@@ -266,6 +266,13 @@ def build(node: DictConfig, *args: Any, expect: Any = None, **kwargs: Any) -> An
     return made
 
 
+def plain_dict(node: DictConfig) -> dict[str, Any]:
+    """A node of keys as resolved plain Python values (dicts, lists, scalars)."""
+    own = OmegaConf.to_container(node, resolve=True)
+    assert isinstance(own, dict), "a component is a node of keys"
+    return cast("dict[str, Any]", own)  # a config's keys are strings
+
+
 def _a(name: str) -> str:
     return f"{'an' if name[:1].lower() in 'aeiou' else 'a'} {name}"
 
@@ -273,9 +280,7 @@ def _a(name: str) -> str:
 def _instantiate(node: DictConfig, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     plain = {key: OmegaConf.to_container(value, resolve=True) if isinstance(value, (DictConfig, ListConfig)) else value
              for key, value in kwargs.items()}
-    own = OmegaConf.to_container(node, resolve=True)
-    assert isinstance(own, dict), "a component is a node of keys"
-    config = {**own, **plain}
+    config = {**plain_dict(node), **plain}
     try:
         return instantiate(config, *args, _recursive_=False, _convert_="all")
     except InstantiationException as err:

@@ -217,7 +217,9 @@ def resume_command(run_dir: Path) -> str:
 def final_metrics(meter: Meter, steps: int, start: int, seconds: float, device: torch.device, outputs: Outputs,
                   skipped: int) -> dict[str, Any]:
     images_this_session = (steps - start) * meter.images_per_step
-    best = {f"best_{outputs.evaluation.primary.split('/')[-1]}": outputs.best} if outputs.best < math.inf else {}
+    evaluation = outputs.evaluation  # a best score needs one
+    best = ({f"best_{evaluation.primary.split('/')[-1]}": outputs.best}
+            if evaluation is not None and outputs.best < math.inf else {})
     return {
         "steps": steps,
         "images_seen": steps * meter.images_per_step,  # real images D has seen, across resumes
