@@ -262,7 +262,7 @@ def build(node: DictConfig, *args: Any, expect: Any = None, **kwargs: Any) -> An
     made = _instantiate(node, args, kwargs)
     if expect is not None and not isinstance(made, expect):
         raise GanCliError(f"cannot build {node.get('_target_', '?')} from the config: it made "
-                          f"{_a(type(made).__qualname__)}, not {_a(getattr(expect, '__name__', str(expect)))}")
+                          f"{type(made).__qualname__}, not {getattr(expect, '__name__', expect)}")
     return made
 
 
@@ -271,10 +271,6 @@ def plain_dict(node: DictConfig) -> dict[str, Any]:
     own = OmegaConf.to_container(node, resolve=True)
     assert isinstance(own, dict), "a component is a node of keys"
     return cast("dict[str, Any]", own)  # a config's keys are strings
-
-
-def _a(name: str) -> str:
-    return f"{'an' if name[:1].lower() in 'aeiou' else 'a'} {name}"
 
 
 def _instantiate(node: DictConfig, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
