@@ -30,6 +30,7 @@ test-fast: install   # without the end-to-end tests marked slow (sweeps, resume,
 
 lint: install
 	$(BIN)/ruff check gan_cli tests
+	$(BIN)/mypy gan_cli
 
 tensorboard: install
 	$(BIN)/tensorboard --logdir outputs

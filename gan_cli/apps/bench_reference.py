@@ -10,7 +10,7 @@ config nodes, with the same Adam settings; the math per step is the same as gan-
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Generator
 from typing import Any
 
 import numpy as np
@@ -60,7 +60,7 @@ class ReferenceLoop:
         self.loader = DataLoader(dataset, batch_size=cfg.trainer.batch_size, shuffle=True, num_workers=num_workers)
         self.batches = self._epochs()
 
-    def _epochs(self) -> Iterator[tuple[Tensor, Tensor]]:
+    def _epochs(self) -> Generator[tuple[Tensor, Tensor], None, None]:
         while True:  # for epoch in range(num_epochs): for i, data in enumerate(dataloader, 0): ...
             yield from self.loader
 

@@ -5,7 +5,7 @@ transforms are differentiable, G's gradient passes through them to the fakes. Au
 the reals would teach G to draw the augmentations; augmenting both keeps D from memorizing the
 training set without changing what G learns. Operations follow the authors' reference code
 (mit-han-lab/data-efficient-gans, DiffAugment_pytorch.py) on images in [-1, 1], batched on the
-device with one random draw per image.
+device with one random draw per image. The contract of an `augment` option is contracts.Augmentation.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@ seeking for varied samples, StyleGAN2's path length for a smooth w -> image map)
 
 Hook: `penalty(generator, fake, z, labels, step) -> Tensor | None`, called in G's step with the
 batch G just drew (`fake` = G(z, labels), still attached to G's graph); `step` counts G steps
-(0-based), for lazy terms. None means no term this step.
+(0-based), for lazy terms. None means no term this step. The contract is contracts.DiversityTerm.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from gan_cli.core.errors import GanCliError
+from gan_cli.models.abilities import is_style_generator
 
 
 class NoDiversityTerm:
@@ -72,7 +73,7 @@ class PathLength:
                 step: int) -> Tensor | None:
         if step % self.every_n_steps != 0 or self.weight == 0:
             return None
-        if not all(hasattr(generator, name) for name in ("mapping_ws", "synthesis", "pl_mean")):
+        if not is_style_generator(generator):
             raise GanCliError(f"diversity=path_length needs a generator with a mapping network and "
                               f"w (model=stylegan2); {type(generator).__name__} has none")
         count = max(z.shape[0] // self.batch_shrink, 1)

@@ -16,7 +16,7 @@ is copied from G at every update, as stylegan2-ada-pytorch does for G_ema.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -67,7 +67,8 @@ class GeneratorEMA:
     def update(self, step: int) -> None:
         if self._average is self.generator:
             return
-        averaged, current = list(self._average.parameters()), list(self.generator.parameters())
+        averaged: list[torch.Tensor] = list(self._average.parameters())
+        current: list[torch.Tensor] = list(self.generator.parameters())
         if step < self.start_step:  # a plain copy: G's statistics are right for these weights
             for mine, theirs in ((averaged, current), (list(self._average.buffers()), list(self.generator.buffers()))):
                 if mine:  # _foreach ops refuse empty lists (an MLP G has no buffers)
@@ -108,6 +109,6 @@ class GeneratorEMA:
     def state_dict(self) -> dict[str, Any]:
         return self.module.state_dict()
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self._average.load_state_dict(state)
         self._stale = False

@@ -8,17 +8,16 @@ Two hooks let the loop treat every loss alike, with no branching on the loss's n
   penalty(critic, real, fake, step) -> Tensor | None: a term added to the D loss (WGAN-GP);
   after_d_step(discriminator): called after each D optimizer step (WGAN weight clipping).
 Both do nothing on `GanLoss`. `critic` is D with the batch's labels bound, images -> logits (B,).
+The contract is contracts.AdversarialLoss, which the builder checks.
 """
 
 from __future__ import annotations
-
-from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-Critic = Callable[[Tensor], Tensor]  # images (B, C, H, W) -> logits (B,)
+from gan_cli.components.contracts import Critic
 
 
 class GanLoss:

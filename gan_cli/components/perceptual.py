@@ -46,6 +46,9 @@ class ClassifierMaps(nn.Module):
 class VGG19Maps(nn.Module):
     """ImageNet-normalized RGB (gray images are repeated) through VGG19's first `layers` modules."""
 
+    mean: Tensor  # buffers (1, 3, 1, 1)
+    std: Tensor
+
     def __init__(self, features: nn.Sequential):
         super().__init__()
         self.features = features

@@ -4,7 +4,7 @@ Same hook as the losses' `penalty`: `penalty(critic, real, fake, step) -> Tensor
 `critic` is D with the batch's labels bound (images -> logits (B,)), `real` / `fake` are the
 images D just saw (after augmentation) and `step` counts D steps. None means "nothing this step",
 so the loop adds the term only when there is one. Spectral norm is not here: it is a property of
-D's layers (`model.discriminator.spectral_norm`).
+D's layers (`model.discriminator.spectral_norm`). The contract is contracts.Regularizer.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from gan_cli.components.losses import Critic
+from gan_cli.components.contracts import Critic
 from gan_cli.core.errors import GanCliError
 
 

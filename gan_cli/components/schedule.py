@@ -7,21 +7,21 @@ multiplies the configured learning rate of every optimizer of the task.
 
 Progress is step / total steps of the run (`trainer.epochs` or `trainer.max_steps`), so the same
 schedule fits a 10-minute CPU run and a 200-epoch GPU run. The schedulers are torch's LambdaLR,
-stepped once per training step; their state is in the checkpoint.
+stepped once per training step; their state is in the checkpoint. The contract of an option is
+contracts.LrSchedule: progress in [0, 1] -> learning-rate factor.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 from torch.optim.lr_scheduler import LambdaLR
 
+from gan_cli.components.contracts import LrSchedule
 from gan_cli.core.errors import GanCliError
-
-Factor = Callable[[float], float]  # progress in [0, 1] -> learning-rate factor
 
 
 class Constant:
@@ -52,7 +52,7 @@ class Cosine:
 class Schedules:
     """A LambdaLR per optimizer; `step()` after each training step."""
 
-    def __init__(self, factor: Factor, optimizers: Mapping[str, torch.optim.Optimizer], total_steps: int):
+    def __init__(self, factor: LrSchedule, optimizers: Mapping[str, torch.optim.Optimizer], total_steps: int):
         self.factor, self.total_steps = factor, max(total_steps, 1)
         self.schedulers = {name: LambdaLR(optimizer, self.at_step) for name, optimizer in optimizers.items()}
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar, cast, overload
 
 import torch
 from hydra.errors import InstantiationException
@@ -24,6 +24,9 @@ from omegaconf.errors import OmegaConfBaseException
 from gan_cli.core.errors import GanCliError
 from gan_cli.core.schema import DEFAULT_EPOCHS, SampleSchema, TrainSchema
 from gan_cli.core.schema_check import config_problem
+
+if TYPE_CHECKING:
+    from typing_extensions import TypeForm  # PEP 747: a class or a Protocol, as `expect=` takes
 
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 DEVICES_ALLOWED = "auto, cpu, cuda, cuda:N, mps"
@@ -110,7 +113,7 @@ REQUIRED = {
 INTERPOLATION = re.compile(r"^\$\{([\w.]+)\}$")  # `${optim.lr}`: the value is another key's
 
 
-def source_key(raw: dict[str, Any], path: str) -> str:
+def source_key(raw: object, path: str) -> str:
     """The key a value was set through: `optim.g.lr` is `${optim.lr}` unless set on its own."""
     for _ in range(8):  # a short chain of plain interpolations
         node: Any = raw
@@ -235,16 +238,44 @@ def resolve_device(spec: str) -> torch.device:
     return torch.device("cpu")
 
 
-def build(node: DictConfig, *args: Any, **kwargs: Any) -> Any:
+Built = TypeVar("Built")
+
+
+@overload
+def build(node: DictConfig, *args: Any, expect: TypeForm[Built], **kwargs: Any) -> Built: ...
+
+
+@overload
+def build(node: DictConfig, *args: Any, **kwargs: Any) -> Any: ...
+
+
+def build(node: DictConfig, *args: Any, expect: Any = None, **kwargs: Any) -> Any:
     """hydra.utils.instantiate, never recursive: the node's values and `kwargs` reach the target as
     plain Python values (a nested `_target_` is data, never built), so only the node's own target is
     called, also for a config read from a checkpoint. A GanCliError raised by a component comes
-    through as itself (Hydra would wrap it), anything else names the config node."""
-    plain = {key: OmegaConf.to_container(value, resolve=True) if isinstance(value, (DictConfig, ListConfig)) else value
-             for key, value in kwargs.items()}
+    through as itself (Hydra would wrap it), anything else names the config node.
+
+    `expect`: what the node must make, a class or a runtime-checkable Protocol (components/
+    contracts.py); the result is checked and typed as that, and anything else fails in one line.
+    Without it the result is Any."""
+    made = _instantiate(node, args, kwargs)
+    if expect is not None and not isinstance(made, expect):
+        raise GanCliError(f"cannot build {node.get('_target_', '?')} from the config: it made "
+                          f"{type(made).__qualname__}, not {getattr(expect, '__name__', expect)}")
+    return made
+
+
+def plain_dict(node: DictConfig) -> dict[str, Any]:
+    """A node of keys as resolved plain Python values (dicts, lists, scalars)."""
     own = OmegaConf.to_container(node, resolve=True)
     assert isinstance(own, dict), "a component is a node of keys"
-    config = {**own, **plain}
+    return cast("dict[str, Any]", own)  # a config's keys are strings
+
+
+def _instantiate(node: DictConfig, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    plain = {key: OmegaConf.to_container(value, resolve=True) if isinstance(value, (DictConfig, ListConfig)) else value
+             for key, value in kwargs.items()}
+    config = {**plain_dict(node), **plain}
     try:
         return instantiate(config, *args, _recursive_=False, _convert_="all")
     except InstantiationException as err:

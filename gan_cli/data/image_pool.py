@@ -11,11 +11,15 @@ checkpoint and a resumed run continues bitwise.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor, nn
 
 
 class ImagePool(nn.Module):
+    images: Tensor  # a buffer (B, C, H, W) once the first batch is in; empty before
+
     def __init__(self, size: int = 50):
         super().__init__()
         self.size = size
@@ -28,7 +32,7 @@ class ImagePool(nn.Module):
     def set_extra_state(self, state: int) -> None:
         self.filled = int(state)
 
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
         stored = state_dict.get(prefix + "images")
         if stored is not None:  # the pool's shape follows the images, known only after the first batch
             self.images = torch.empty_like(stored, device=self.images.device)

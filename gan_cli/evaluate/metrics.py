@@ -32,13 +32,15 @@ import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypedDict
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from torch import Tensor, nn
 from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.kid import KernelInceptionDistance
 
+from gan_cli.core.config import plain_dict
 from gan_cli.data.datasets import ImageData, load_torchvision
 from gan_cli.evaluate import classifier
 from gan_cli.evaluate.classifier import ClassifierFeatures, save_atomic
@@ -54,10 +56,18 @@ METRIC_NAMES = {
 }
 
 
+class MetricSync(TypedDict):
+    """torchmetrics' options for where a metric's state is synchronized."""
+
+    sync_on_compute: bool
+    dist_sync_on_step: bool
+    distributed_available_fn: Callable[[], bool]
+
+
 # Only rank 0 evaluates (it holds every sample it scores), so the metrics must never sync their
 # state across the process group: torchmetrics would otherwise gather from ranks that are in the
 # training loop's all_reduce, and the job fails or deadlocks under torchrun.
-RANK_LOCAL = {"sync_on_compute": False, "dist_sync_on_step": False, "distributed_available_fn": lambda: False}
+RANK_LOCAL = MetricSync(sync_on_compute=False, dist_sync_on_step=False, distributed_available_fn=lambda: False)
 
 
 class MetricUnavailable(Exception):
@@ -68,7 +78,7 @@ def load_test_split(dataset: DictConfig) -> ImageData | None:
     """The test split of a torchvision dataset option (one with `dataset_class`), else None."""
     if not dataset.get("dataset_class"):
         return None
-    options = {k: v for k, v in OmegaConf.to_container(dataset, resolve=True).items() if k != "_target_"}
+    options = {k: v for k, v in plain_dict(dataset).items() if k != "_target_"}
     return load_torchvision(**options, train=False)
 
 
@@ -80,8 +90,7 @@ def cache_dir(cfg: DictConfig) -> Path:
 
 def dataset_key(dataset: DictConfig) -> str:
     """`<name>_<C>x<S>_<hash of the options that change the images>`, e.g. mnist_1x28_3f09a1c2."""
-    options = OmegaConf.to_container(dataset, resolve=True)
-    options = {k: v for k, v in options.items() if k not in ("download", "hflip")}  # same images either way
+    options = {k: v for k, v in plain_dict(dataset).items() if k not in ("download", "hflip")}  # same images either way
     root = options.get("root")
     options["root"] = str(Path(root).expanduser().resolve()) if root else ""
     digest = hashlib.sha1(json.dumps(options, sort_keys=True, default=str).encode()).hexdigest()[:8]
@@ -190,7 +199,8 @@ class Evaluator:
         """Both metrics hold the reference once (reset_real_features=False) and see features, not
         images: their `feature` module is the identity."""
         identity = nn.Identity()
-        identity.num_features = reference.shape[1]  # FID sizes its state from this
+        # FID sizes its state from this; torch types a Module's attributes as Tensor | Module
+        identity.num_features = reference.shape[1]  # type: ignore[assignment]
         fid = FrechetInceptionDistance(feature=identity, reset_real_features=False, **RANK_LOCAL)
         subset_size = min(self.settings.kid_subset_size, reference.shape[0], self.settings.num_samples)
         with warnings.catch_warnings():  # "KID will save all extracted features in buffer": intended

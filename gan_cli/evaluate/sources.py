@@ -73,9 +73,9 @@ def draw_samples(checkpoint: Checkpoint, num_samples: int, seed: int, batch_size
     with torch.no_grad():
         drawn = image_sampling.draw(checkpoint.config, checkpoint.state, sample_cfg, device)
         batches = list(drawn.batches)  # drawn a batch at a time; judged all at once
-    labels = [labels for _, labels in batches]
+    labels = [labels for _, labels in batches if labels is not None]  # none from an unconditional G
     return Judged(str(checkpoint.path), torch.cat([images for images, _ in batches]),
-                  None if labels[0] is None else torch.cat(labels), checkpoint.step)
+                  torch.cat(labels) if labels else None, checkpoint.step)
 
 
 def load_images(spec: str, channels: int, image_size: int) -> Judged:

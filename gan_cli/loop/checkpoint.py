@@ -18,7 +18,7 @@ import pickle
 import random
 import tempfile
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -47,7 +47,9 @@ def upgrade(state: dict[str, Any]) -> dict[str, Any]:
 
 
 def rng_state() -> dict[str, Any]:
-    kind, keys, position, has_gauss, cached = np.random.get_state()
+    state = np.random.get_state()
+    assert isinstance(state, tuple), "numpy's legacy form, its default"
+    kind, keys, position, has_gauss, cached = state
     return {
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
@@ -264,7 +266,7 @@ HYPERPARAMETERS = ("lr", "betas", "weight_decay", "eps", "momentum", "alpha")
 KNOWN_OPTIMIZERS = ("Adam", "AdamW", "RMSprop", "SGD", "Adagrad", "Adadelta", "Adamax", "NAdam", "RAdam")
 
 
-def hyperparameter_names(kind: type[torch.optim.Optimizer]) -> frozenset[str]:
+def hyperparameter_names(kind: Callable[[list[torch.Tensor]], torch.optim.Optimizer]) -> frozenset[str]:
     return frozenset(kind([torch.zeros(1, requires_grad=True)]).defaults)
 
 

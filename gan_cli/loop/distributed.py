@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import partial
 from typing import TypeVar
 
 import torch
@@ -155,7 +156,7 @@ def broadcast_parameters(*modules: torch.nn.Module) -> None:
     if dist.is_initialized():
         for module in modules:
             for tensor in [*module.parameters(), *module.buffers()]:
-                collective(lambda tensor=tensor: dist.broadcast(tensor.data, src=0))
+                collective(partial(dist.broadcast, tensor.data, src=0))
 
 
 def average_gradients(optimizer: torch.optim.Optimizer) -> None:

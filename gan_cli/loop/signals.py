@@ -113,7 +113,7 @@ class GracefulStop:
 
     def hand_over(self) -> None:
         """After the checkpoint: let the launcher's preemption handler requeue the job (it exits)."""
-        previous = self._previous.get(self.signum) if self.signum == PREEMPT else None
+        previous = self._previous.get(self.signum) if self.signum is not None and self.signum == PREEMPT else None
         if callable(previous):
             log.warning("checkpoint written; handing the preemption over to the launcher to requeue")
             previous(self.signum, None)

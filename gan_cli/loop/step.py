@@ -45,7 +45,7 @@ class Updater:
 
 def build_task(cfg: DictConfig, device: torch.device, ranks: Ranks = SINGLE_PROCESS) -> Task:
     """The configured task (`task._target_`) with its networks, optimizers and data on `device`."""
-    return build(cfg.task, cfg, device, ranks)
+    return build(cfg.task, cfg, device, ranks, expect=Task)
 
 
 def build_updater(cfg: DictConfig, device: torch.device, ranks: Ranks = SINGLE_PROCESS) -> Updater:

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
+from gan_cli.components.contracts import LrSchedule
 from gan_cli.components.schedule import Schedules
 from gan_cli.core.config import build, resolve_device, run_length, validate
 from gan_cli.loop import distributed
@@ -147,7 +148,7 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, Any]:
     resumed = find_resume(cfg.trainer.resume, checkpoints)  # checked (trusted.py) before anything is built
     task, updater = build_task(cfg, device, ranks), build_updater(cfg, device, ranks)
     steps, ends = run_length(cfg.trainer, task.batches_per_epoch, task.batches_per_step)
-    schedules = Schedules(build(cfg.lr_schedule), task.optimizers, steps)
+    schedules = Schedules(build(cfg.lr_schedule, expect=LrSchedule), task.optimizers, steps)
     start = restore(task, schedules, cfg, *resumed) if resumed else 0
     if ranks.enabled:  # each rank its own noise (a resumed run restored rank 0's RNG everywhere)
         torch.manual_seed(cfg.trainer.seed + 1_000_003 * ranks.rank + start)
@@ -216,7 +217,9 @@ def resume_command(run_dir: Path) -> str:
 def final_metrics(meter: Meter, steps: int, start: int, seconds: float, device: torch.device, outputs: Outputs,
                   skipped: int) -> dict[str, Any]:
     images_this_session = (steps - start) * meter.images_per_step
-    best = {f"best_{outputs.evaluation.primary.split('/')[-1]}": outputs.best} if outputs.best < math.inf else {}
+    evaluation = outputs.evaluation  # a best score needs one
+    best = ({f"best_{evaluation.primary.split('/')[-1]}": outputs.best}
+            if evaluation is not None and outputs.best < math.inf else {})
     return {
         "steps": steps,
         "images_seen": steps * meter.images_per_step,  # real images D has seen, across resumes

@@ -103,6 +103,12 @@ class SynthesisNetwork(nn.Module):
 
 
 class Generator(nn.Module):
+    """A StyleGenerator (models/abilities.py): the StyleGAN tools (truncation, walks in w, mixing
+    grids, path length) work with it."""
+
+    w_avg: Tensor  # buffers: (w_dim,) and 0-dim
+    pl_mean: Tensor
+
     def __init__(
         self,
         z_dim: int = 512,

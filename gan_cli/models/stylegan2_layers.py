@@ -111,6 +111,8 @@ class StyledConv(nn.Module):
     strength (starts at 0), bias, leaky ReLU. Noise is fresh in training mode and a fixed buffer
     in eval mode, so a sample depends on its latent alone (seeds, truncation strips, walks)."""
 
+    noise_const: Tensor  # a buffer (1, 1, resolution, resolution)
+
     def __init__(self, in_channels: int, out_channels: int, w_dim: int, resolution: int, up: bool = False):
         super().__init__()
         self.conv = ModulatedConv2d(in_channels, out_channels, 3, w_dim, up=up)

@@ -205,7 +205,8 @@ class Reporter:
         # of every run's keys; an `experiment` summary would fix them to the first run it reads.
         _, session_start, session_end = hparams_summary({**run_hparams(cfg), **baseline}, {})
         for summary in (session_start, session_end):
-            self.writer.file_writer.add_summary(summary, step)
+            # torch's SummaryWriter is unannotated: mypy infers file_writer from its `= None` in __init__
+            self.writer.file_writer.add_summary(summary, step)  # type: ignore[attr-defined]
 
     def close(self, failing: bool = False) -> None:
         """Flush TensorBoard and stop the display. A write error here is one line, unless the run

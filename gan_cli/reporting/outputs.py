@@ -160,7 +160,7 @@ def write_npz(batches: Batches, count: int, shape: tuple[int, ...], path: Path) 
 
 def write_header(member: IO[bytes], dtype: type, shape: tuple[int, ...]) -> None:
     header = {"descr": npy.dtype_to_descr(np.dtype(dtype)), "fortran_order": False, "shape": shape}
-    npy.write_array_header_1_0(member, header)  # type: ignore[arg-type]
+    npy.write_array_header_1_0(member, header)
 
 
 def npz_bytes(count: int, shape: tuple[int, ...], labeled: bool) -> int:

@@ -77,7 +77,7 @@ def _console_handlers_through(console: Console, terminal: tuple[object, ...]
     redirected = []
     for handler in handlers:
         if type(handler) is logging.StreamHandler and handler.stream in terminal:
-            redirected.append((handler, handler.setStream(ConsoleWriter(console))))  # type: ignore[arg-type]
+            redirected.append((handler, handler.setStream(ConsoleWriter(console))))
     return redirected
 
 

@@ -1,8 +1,9 @@
 """gan-sample's latent tools for z -> image generators (stylegan2-ada-pytorch's conventions):
 seeds (one image per seed, from that seed's own RNG), truncation, latent walks and style-mixing
 grids. What a generator offers is read from what it has: every generator maps (z, labels) to
-images; a StyleGAN-like one also has `mapping_ws` (z, labels, truncation -> ws (B, num_ws, w_dim)),
-`synthesis` (ws -> images), `w_avg` and `synthesis.ws_resolutions`.
+images; a StyleGAN-like one (models/abilities.py: StyleGenerator) also has `mapping_ws` (z, labels,
+truncation -> ws (B, num_ws, w_dim)), `synthesis` (ws -> images), `w_avg` and
+`synthesis.ws_resolutions`.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from torch import Tensor, nn
 from gan_cli.core.config import SEED_LIMIT
 from gan_cli.core.errors import GanCliError
 from gan_cli.data.datasets import to_uint8
+from gan_cli.models.abilities import StyleGenerator, is_style_generator
 from gan_cli.sampling.generate import generate
 
 SEED_RANGE = re.compile(r"^(\d+)-(\d+)$")
@@ -60,14 +62,12 @@ def seed_inputs(seeds: Sequence[int], z_dim: int, classes: int) -> tuple[Tensor,
     return torch.stack(latents), torch.tensor(labels) if classes else None
 
 
-def has_w(generator: nn.Module) -> bool:
-    return all(hasattr(generator, name) for name in ("mapping_ws", "synthesis", "w_avg"))
-
-
-def require_w(generator: nn.Module, key: str) -> None:
-    if not has_w(generator):
+def require_w(generator: nn.Module, key: str) -> StyleGenerator:
+    """`generator`, typed as what it is, or a one-line error: option `key` needs a StyleGenerator."""
+    if not is_style_generator(generator):
         raise GanCliError(f"{key}: this generator ({type(generator).__module__.split('.')[-1]}) has no mapping "
                           "network and no w average; it works with StyleGAN checkpoints (model=stylegan2)")
+    return generator
 
 
 def check_options(cfg: DictConfig, generator: nn.Module) -> None:
@@ -95,12 +95,12 @@ def check_options(cfg: DictConfig, generator: nn.Module) -> None:
                               f"{cfg.interpolate} seeds, or more frames")
 
 
-def device_of(generator: nn.Module) -> torch.device:
+def device_of(generator: nn.Module | StyleGenerator) -> torch.device:
     return next(generator.parameters()).device
 
 
 @torch.no_grad()
-def ws_of(generator: nn.Module, z: Tensor, labels: Tensor | None, truncation: float, batch_size: int) -> Tensor:
+def ws_of(generator: StyleGenerator, z: Tensor, labels: Tensor | None, truncation: float, batch_size: int) -> Tensor:
     """(N, num_ws, w_dim) on the CPU, in eval mode (no w_avg update, no mixing)."""
     generator.eval()
     device, parts = device_of(generator), []
@@ -111,7 +111,7 @@ def ws_of(generator: nn.Module, z: Tensor, labels: Tensor | None, truncation: fl
 
 
 @torch.no_grad()
-def synthesize(generator: nn.Module, ws: Tensor, batch_size: int) -> Tensor:
+def synthesize(generator: StyleGenerator, ws: Tensor, batch_size: int) -> Tensor:
     """uint8 images (N, C, H, W) on the CPU from ws, `batch_size` at a time, eval mode (fixed noise)."""
     generator.eval()
     device = device_of(generator)
@@ -143,7 +143,7 @@ def walk(generator: nn.Module, z: Tensor, labels: Tensor | None, frames: int, tr
     StyleGAN (w space is what the mapping network made smooth), spherical in z otherwise (a
     conditional z-model takes the label of the nearer seed)."""
     positions = walk_positions(len(z), frames)
-    if has_w(generator):
+    if is_style_generator(generator):
         ws = ws_of(generator, z, labels, truncation, batch_size)
         path = torch.stack([torch.lerp(ws[s], ws[s + 1], t) for s, t in positions])
         return synthesize(generator, path, batch_size)
@@ -177,14 +177,15 @@ def mixing_grid(generator: nn.Module, rows: tuple[Tensor, Tensor | None], column
     """Row seeds give every layer's style but the chosen groups', which come from the column seeds.
     Returns the mixed images (rows x columns, row-major) and the paper's grid: a blank corner, the
     column images on top, the row images on the left, the mixes inside."""
-    row_ws = ws_of(generator, *rows, truncation, batch_size)  # (R, num_ws, w_dim)
-    column_ws = ws_of(generator, *columns, truncation, batch_size)  # (K, num_ws, w_dim)
-    chosen = [i for name, indices in layer_groups(generator.synthesis.ws_resolutions).items() if name in groups
+    style = require_w(generator, f"mix={','.join(groups)}")
+    row_ws = ws_of(style, *rows, truncation, batch_size)  # (R, num_ws, w_dim)
+    column_ws = ws_of(style, *columns, truncation, batch_size)  # (K, num_ws, w_dim)
+    chosen = [i for name, indices in layer_groups(style.synthesis.ws_resolutions).items() if name in groups
               for i in indices]
     mixed = row_ws[:, None].repeat(1, len(column_ws), 1, 1)  # (R, K, num_ws, w_dim)
     mixed[:, :, chosen] = column_ws[None, :, chosen]
-    cells = synthesize(generator, mixed.flatten(0, 1), batch_size)
-    row_images, column_images = synthesize(generator, row_ws, batch_size), synthesize(generator, column_ws, batch_size)
+    cells = synthesize(style, mixed.flatten(0, 1), batch_size)
+    row_images, column_images = synthesize(style, row_ws, batch_size), synthesize(style, column_ws, batch_size)
     blank = torch.zeros_like(row_images[:1])  # the empty corner: black, not a white square beside dark images
     lines = [torch.cat([blank, column_images])]
     lines += [torch.cat([row_images[r:r + 1], cells[r * len(column_ws):(r + 1) * len(column_ws)]])

@@ -8,6 +8,7 @@ import os
 import tempfile
 from dataclasses import fields
 from pathlib import Path
+from typing import cast
 
 import torch
 from hydra.utils import get_class
@@ -23,7 +24,7 @@ from gan_cli.loop.checkpoint import load_checkpoint
 from gan_cli.loop.resume import LEGACY_TASK
 from gan_cli.reporting.outputs import check_disk, check_fits_in_memory, npz_bytes, staged, write_folder, write_npz
 from gan_cli.sampling.latent_tools import write_animation
-from gan_cli.tasks.base import Drawn
+from gan_cli.tasks.base import Drawn, Task
 
 log = logging.getLogger("gan_cli")
 
@@ -110,7 +111,8 @@ def sample(cfg: DictConfig) -> Path:
     check_writable(out, cfg.out)
     state = load_checkpoint(cfg.checkpoint)
     train_cfg = stored_config(state, cfg.checkpoint)  # only gan-cli's own classes, plain values (trusted.py)
-    task = get_class(OmegaConf.select(train_cfg, "task._target_", default=LEGACY_TASK))
+    # stored_config admits only a `task._target_` that conf/task/ registers: one of gan-cli's Task classes
+    task = cast("type[Task]", get_class(OmegaConf.select(train_cfg, "task._target_", default=LEGACY_TASK)))
     check_applies(cfg, task)
     with torch.no_grad():
         drawn = task.sampling.draw(train_cfg, state, cfg, device)
