@@ -25,6 +25,7 @@ from gan_cli.data.domains import image_files, read_images
 from gan_cli.loop.checkpoint import load_checkpoint
 from gan_cli.loop.resume import LEGACY_TASK
 from gan_cli.tasks import image_sampling
+from gan_cli.tasks.base import sampling_of
 
 
 @dataclass
@@ -54,7 +55,7 @@ def open_checkpoint(path: str | Path) -> Checkpoint:
     state = load_checkpoint(path)
     config = stored_config(state, path)  # only gan-cli's own classes, plain values (trusted.py)
     target = OmegaConf.select(config, "task._target_", default=LEGACY_TASK)
-    if get_class(target).sampling.draw is not image_sampling.draw:  # it draws z -> image samples
+    if sampling_of(get_class(target)).draw is not image_sampling.draw:  # it draws z -> image samples
         raise GanCliError(f"checkpoint {path} is a {target.rsplit('.', 1)[-1]} (an image -> image task): gan-eval "
                           "judges z -> image generators; its translation or super-resolution metrics against "
                           "doing nothing are in the run's TensorBoard (metrics/*, baseline/*)")

@@ -17,8 +17,12 @@ def class_count(generator: nn.Module) -> int:
 
 
 def z_dim(generator: nn.Module) -> int:
-    """The length of G's latent vector (every z -> image generator declares `z_dim`)."""
-    return int(generator.z_dim)
+    """The length of G's latent vector (every z -> image generator declares `z_dim`, a plain int
+    attribute: nn.Module keeps those in the instance dict, beside its parameters and submodules)."""
+    value = vars(generator).get("z_dim")
+    if not isinstance(value, int):
+        raise TypeError(f"{type(generator).__name__} declares no integer z_dim: it is no z -> image generator")
+    return value
 
 
 def draw_latents(count: int, z_size: int, seed: int, chunk: int | None = None) -> Tensor:

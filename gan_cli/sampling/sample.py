@@ -24,7 +24,7 @@ from gan_cli.loop.checkpoint import load_checkpoint
 from gan_cli.loop.resume import LEGACY_TASK
 from gan_cli.reporting.outputs import check_disk, check_fits_in_memory, npz_bytes, staged, write_folder, write_npz
 from gan_cli.sampling.latent_tools import write_animation
-from gan_cli.tasks.base import Drawn, Task
+from gan_cli.tasks.base import Drawn, Task, sampling_of
 
 log = logging.getLogger("gan_cli")
 
@@ -115,7 +115,7 @@ def sample(cfg: DictConfig) -> Path:
     task = cast("type[Task]", get_class(OmegaConf.select(train_cfg, "task._target_", default=LEGACY_TASK)))
     check_applies(cfg, task)
     with torch.no_grad():
-        drawn = task.sampling.draw(train_cfg, state, cfg, device)
+        drawn = sampling_of(task).draw(train_cfg, state, cfg, device)
         write(drawn, out, cfg.out, cfg.fps, by_class=cfg.layout == "classes", upscale=cfg.upscale)  # draws as it writes
     log.info("wrote %d images %s to %s", drawn.count, drawn.shape, out)
     return out
@@ -129,7 +129,7 @@ def check_applies(cfg: DictConfig, task: type) -> None:
     """A key the user set (not at its default) that this checkpoint's task does not read would be
     silently ignored: one line saying so, and what the task does take."""
     defaults = {field.name: field.default for field in fields(SampleSchema)} | {"class": None}
-    options, name = task.sampling.options, task.__module__.rsplit(".", 1)[-1]
+    options, name = sampling_of(task).options, task.__module__.rsplit(".", 1)[-1]
     for key, default in defaults.items():
         if key in COMMON_OPTIONS or key in options or cfg.get(key) == default:
             continue

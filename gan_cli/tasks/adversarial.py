@@ -23,11 +23,12 @@ import torch
 from omegaconf import DictConfig
 from torch import Tensor, nn
 
+from gan_cli.components.contracts import AdversarialLoss, Critic, Regularizer
 from gan_cli.components.ema import GeneratorEMA, InputSampler
 from gan_cli.core.config import build
 from gan_cli.loop import distributed
 from gan_cli.loop.checkpoint import load_weights
-from gan_cli.tasks.base import Critic, Stats
+from gan_cli.tasks.base import Stats
 
 OptimizerGroups = Mapping[str, Sequence[str]]  # optimizer name (a key of cfg.optim) -> the networks it updates
 GAN_GROUPS: OptimizerGroups = {"g": ("generator",), "d": ("discriminator",)}
@@ -69,7 +70,7 @@ def setup_networks(cfg: DictConfig, networks: Mapping[str, nn.Module], device: t
     placed = {name: prepare(network, device) for name, network in networks.items()}
     distributed.broadcast_parameters(*placed.values())
     # From the uncompiled networks: a copy must not share compiled code.
-    averages = {name: build(cfg.ema, placed[name], inputs) for name, inputs in averaged.items()}
+    averages = {name: build(cfg.ema, placed[name], inputs, expect=GeneratorEMA) for name, inputs in averaged.items()}
     if cfg.trainer.compile:  # in place, so state_dict keys and attributes (G.z_dim) stay unchanged
         for network in placed.values():
             network.compile()
@@ -89,7 +90,8 @@ class Adversary:
     and `reg` (R1 or none), built from the config once."""
 
     def __init__(self, cfg: DictConfig):
-        self.loss, self.reg = build(cfg.loss), build(cfg.reg)
+        self.loss = build(cfg.loss, expect=AdversarialLoss)
+        self.reg = build(cfg.reg, expect=Regularizer)
 
     def d_loss(self, critic: Critic, real: Tensor, fake: Tensor, real_logits: Tensor, fake_logits: Tensor,
                step: int) -> tuple[Tensor, Tensor, Stats]:

@@ -35,7 +35,6 @@ Stats = dict[str, Tensor]  # named 0-dim device tensors ("loss/d", "loss/cycle")
 
 # (step, repeat, what the previous phase handed on) -> (loss, statistics, what to hand on)
 PhaseLoss = Callable[[int, int, object], "tuple[Tensor, Stats, object]"]
-Critic = Callable[[Tensor], Tensor]  # images -> D's logits (labels, when D takes them, already bound)
 
 
 def nothing(step: int) -> None:
@@ -125,11 +124,18 @@ class Evaluation(Protocol):
 
 @runtime_checkable
 class Task(Protocol):
-    networks: Mapping[str, nn.Module]  # every trained network, by its checkpoint name
-    optimizers: Mapping[str, torch.optim.Optimizer]  # by the name phases refer to
-    averages: Mapping[str, GeneratorEMA]  # EMA copies, by the name of the network they average
-    phases: Sequence[Phase]
-    stat_names: Sequence[str]  # every statistic the phases report, in log order
+    # Read-only for the loop (properties here, so a task may hold a dict or a tuple)
+    @property
+    def networks(self) -> Mapping[str, nn.Module]: ...  # every trained network, by its checkpoint name
+    @property
+    def optimizers(self) -> Mapping[str, torch.optim.Optimizer]: ...  # by the name phases refer to
+    @property
+    def averages(self) -> Mapping[str, GeneratorEMA]: ...  # EMA copies, by the name of the network they average
+    @property
+    def phases(self) -> Sequence[Phase]: ...
+    @property
+    def stat_names(self) -> Sequence[str]: ...  # every statistic the phases report, in log order
+
     batches_per_epoch: int  # of the data stream that defines an epoch
     batches_per_step: int  # batches one step draws from that stream (d_steps for image_gan)
     images_per_step: int  # real images one step draws on this rank, all streams
@@ -147,6 +153,15 @@ class Task(Protocol):
         ...
 
     sampling: ClassVar[Sampling]  # gan-sample's entry: no training object is built to sample
+
+
+def sampling_of(task_class: type) -> Sampling:
+    """The gan-sample entry of a task class (a checkpoint's `task._target_`, already checked to be
+    one of gan-cli's tasks)."""
+    sampling = getattr(task_class, "sampling", None)
+    if not isinstance(sampling, Sampling):
+        raise TypeError(f"{task_class.__qualname__} declares no `sampling: ClassVar[Sampling]`")
+    return sampling
 
 
 @contextmanager

@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -87,7 +87,8 @@ class Translated:
 
 class CycleGan:
     stat_names = ("loss/g", "loss/cycle", "loss/identity", "loss/d_a", "loss/d_b", "prob/real", "prob/fake")
-    sampling = Sampling(("input", "direction", "num_samples"), draw)  # num_samples: with input=test
+    # num_samples: with input=test
+    sampling: ClassVar[Sampling] = Sampling(("input", "direction", "num_samples"), draw)
 
     def __init__(self, cfg: DictConfig, device: torch.device, ranks: Ranks = SINGLE_PROCESS, *,
                  lambda_cycle: float = 10.0, lambda_identity: float = 0.5, pool_size: int = 50,

@@ -19,12 +19,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import partial
+from typing import ClassVar
 
 import torch
 from omegaconf import DictConfig
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
+from gan_cli.components.contracts import Augmentation, DiversityTerm
 from gan_cli.components.ema import GeneratorEMA
 from gan_cli.core.config import build
 from gan_cli.core.errors import GanCliError
@@ -60,13 +62,13 @@ class ImageGan:
     an EMA copy of the generator; phases D (`d_steps` updates, each on a new real batch) then G."""
 
     stat_names = ("loss/d", "loss/g", "prob/real", "prob/fake")
-    sampling = Sampling(image_sampling.OPTIONS, image_sampling.draw)
+    sampling: ClassVar[Sampling] = Sampling(image_sampling.OPTIONS, image_sampling.draw)
 
     def __init__(self, cfg: DictConfig, device: torch.device, ranks: Ranks = SINGLE_PROCESS, *, d_steps: int = 1):
         if d_steps < 1:
             raise GanCliError(f"invalid value task.d_steps={d_steps}: allowed is an integer >= 1 (D updates per step)")
         self.cfg = cfg
-        self.data: ImageData = build(cfg.dataset)
+        self.data = build(cfg.dataset, expect=ImageData)
         if cfg.model.conditional and self.data.num_classes != cfg.dataset.num_classes:
             raise GanCliError(f"dataset.num_classes={cfg.dataset.num_classes} but the data has "
                               f"{self.data.num_classes} classes: set dataset.num_classes={self.data.num_classes} "
@@ -78,7 +80,8 @@ class ImageGan:
         self.generator, self.discriminator = self.networks["generator"], self.networks["discriminator"]
         self.ema: GeneratorEMA = self.averages["generator"]
         self.adversary = Adversary(cfg)
-        self.augment, self.diversity = build(cfg.augment), build(cfg.diversity)
+        self.augment = build(cfg.augment, expect=Augmentation)
+        self.diversity = build(cfg.diversity, expect=DiversityTerm)
         self.d_steps = d_steps
         clip = lambda step: self.adversary.after_d_step(self.discriminator)  # noqa: E731  WGAN's clipping
         self.phases = (Phase("d", "d", self.d_loss, d_steps, clip), Phase("g", "g", self.g_loss))
@@ -107,8 +110,8 @@ class ImageGan:
 
     def d_loss(self, step: int, repeat: int, handed: object) -> tuple[Tensor, Stats, Fakes]:
         d_step = step * self.d_steps + repeat
-        real, labels = self.sampler.batch(d_step)  # (B, C, H, W) in [-1, 1], (B,)
-        labels = labels if class_count(self.generator) else None  # fakes take the real batch's labels
+        real, real_labels = self.sampler.batch(d_step)  # (B, C, H, W) in [-1, 1], (B,)
+        labels = real_labels if class_count(self.generator) else None  # fakes take the real batch's labels
         z = torch.randn(real.shape[0], z_dim(self.generator), device=real.device)
         fake = self.generator(z, labels)
         real_seen, fake_seen = self.augment(real), self.augment(fake.detach())

@@ -40,11 +40,15 @@ Upscale = Callable[[Tensor], Tensor]  # [-1, 1] LR images -> [-1, 1] SR images
 def pixel_scores(images: Tensor, targets: Tensor, batch: int) -> dict[str, float]:
     """PSNR (dB), SSIM and MSE of uint8 images against uint8 targets (N, C, H, W), each image
     scored alone and the scores averaged (the SR papers' convention), `batch` images at a time."""
-    psnr, ssim, mse = [], [], []
+    psnr: list[Tensor] = []
+    ssim: list[Tensor] = []
+    mse: list[Tensor] = []
     for image, target in zip(images.split(batch), targets.split(batch), strict=True):
         image, target = image.float() / 255, target.float() / 255
         psnr.append(peak_signal_noise_ratio(image, target, data_range=1.0, reduction="none", dim=(1, 2, 3)))
-        ssim.append(structural_similarity_index_measure(image, target, data_range=1.0, reduction="none"))
+        similarity = structural_similarity_index_measure(image, target, data_range=1.0, reduction="none")
+        assert isinstance(similarity, Tensor)  # a tuple only with return_full_image / return_contrast_sensitivity
+        ssim.append(similarity)
         mse.append((image - target).pow(2).mean((1, 2, 3)))
     return {name: float(torch.cat(values).mean()) for name, values in (("psnr", psnr), ("ssim", ssim), ("mse", mse))}
 

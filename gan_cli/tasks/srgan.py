@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -141,7 +141,7 @@ class Pending:
 
 class SrGan:
     stat_names = ("loss/d", "loss/g", "loss/content", "loss/perceptual", "prob/real", "prob/fake")
-    sampling = Sampling(("input", "num_samples"), draw)  # num_samples: with input=test
+    sampling: ClassVar[Sampling] = Sampling(("input", "num_samples"), draw)  # num_samples: with input=test
 
     def __init__(self, cfg: DictConfig, device: torch.device, ranks: Ranks = SINGLE_PROCESS, *,
                  scale: int = SrSettings.scale, hr_size: int | None = SrSettings.hr_size,
@@ -157,7 +157,7 @@ class SrGan:
         self.cfg, self.device, self.scale, self.pretrain_steps = cfg, device, sr.scale, sr.pretrain_steps
         self.weights = (sr.content_weight, sr.perceptual_weight, sr.adversarial_weight)
         self.content_loss = CONTENT_LOSSES[sr.content]
-        self.data: ImageData = build(cfg.dataset)
+        self.data = build(cfg.dataset, expect=ImageData)
         self.test = load_test(cfg, self.data)
         self.sampler = DeviceSampler(self.data, device, cfg.trainer.batch_size, cfg.trainer.seed + ranks.rank,
                                      cfg.dataset.hflip, ranks.rank, ranks.world_size)
