@@ -38,6 +38,8 @@ TINY = [
     # machine stall at every parallel region (measured: 0.85 s instead of 6 ms per step).
     "trainer.num_threads=1",
 ]
+IMAGE_TO_IMAGE_MODELS = ("cyclegan", "srgan", "pix2pix")  # model options whose G takes images, not z
+
 TINY_FAKE = ["dataset=fake", "dataset.num_samples=64", *TINY]
 
 

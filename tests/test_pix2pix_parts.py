@@ -10,12 +10,10 @@ import pytest
 import torch
 from PIL import Image
 
-from gan_cli.config import build
-from gan_cli.data import ImageData, load_torchvision
-from gan_cli.errors import GanCliError
-from gan_cli.models.cyclegan import Discriminator
-from gan_cli.models.pix2pix import PatchDiscriminator, UNetGenerator
-from gan_cli.paired import (
+from gan_cli.core.config import build
+from gan_cli.core.errors import GanCliError
+from gan_cli.data.datasets import ImageData, load_torchvision
+from gan_cli.data.paired import (
     PAIR_TRANSFORMS,
     blur,
     downsample,
@@ -26,6 +24,8 @@ from gan_cli.paired import (
     pair_transform_for,
     pairs_from_dataset,
 )
+from gan_cli.models.cyclegan import Discriminator
+from gan_cli.models.pix2pix import PatchDiscriminator, UNetGenerator
 from tests.conftest import compose_train, make_mnist
 
 NOISE = torch.Generator().manual_seed(0)
@@ -223,9 +223,9 @@ def test_patchgan_scores_patches_of_input_and_output_together(layers: int) -> No
 def test_config_options_build_the_networks_and_the_pairs(tmp_path: Path) -> None:
     write_side_by_side(tmp_path / "train", 2, left=20, right=200)
     cfg = compose_train(["model=pix2pix", "dataset=aligned", f"dataset.root={tmp_path}", "dataset.image_size=28",
-                         "model.generator.ngf=2", "model.discriminator.ndf=2", "dataset.direction=b2a"])
+                         "model.generator.ngf=2", "model.discriminator.ndf=2"])
     pairs = build(cfg.dataset)
-    assert pairs.train_a.shape == (2, 3, 28, 28) and pairs.train_a[:, 0, 0, 0].tolist() == [200, 201]
+    assert pairs.train_a.shape == (2, 3, 28, 28) and pairs.train_a[:, 0, 0, 0].tolist() == [20, 21]
     generator = build(cfg.model.generator, channels_in=pairs.channels_a, channels_out=pairs.channels_b)
     discriminator = build(cfg.model.discriminator, channels_in=pairs.channels_a, channels_out=pairs.channels_b)
     fake = generator(pairs.train_a.float() / 127.5 - 1)

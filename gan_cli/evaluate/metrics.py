@@ -232,8 +232,7 @@ class Evaluator:
         """Fraction of images per predicted class, and its largest deviation from uniform."""
         assert self.classifier is not None
         batch, classes = self.settings.batch_size, self.classifier.head.out_features
-        predicted = torch.cat([self.classifier(images[i : i + batch].to(self.device)).argmax(1).cpu()
-                               for i in range(0, images.shape[0], batch)])
+        predicted = predicted_labels(self.classifier, images, batch, self.device)
         fractions = torch.bincount(predicted, minlength=classes).float() / predicted.numel()
         return fractions.tolist(), float((fractions - 1.0 / classes).abs().max())
 
@@ -242,9 +241,24 @@ class Evaluator:
         `perf/eval_seconds`; {} when the metrics are off."""
         if not self.enabled:
             return {}
-        started = time.perf_counter()
-        values = self.score(make_images())
-        seconds = time.perf_counter() - started
-        self.total_seconds += seconds
-        log.info("eval at step %d: %s (%.1f s)", step, "  ".join(f"{k}={v:.4g}" for k, v in values.items()), seconds)
-        return {**values, "perf/eval_seconds": seconds}
+        values = timed(step, lambda: self.score(make_images()))
+        self.total_seconds += values["perf/eval_seconds"]
+        return values
+
+
+@torch.no_grad()
+def predicted_labels(classifier: nn.Module, images: Tensor, batch: int, device: torch.device) -> Tensor:
+    """The class the feature classifier reads in each uint8 image (N, C, H, W), on the CPU."""
+    return torch.cat([classifier(chunk.to(device)).argmax(1).cpu() for chunk in images.split(batch)])
+
+
+def timed(step: int, compute: Callable[[], dict[str, float]],
+          shown: Callable[[str, float], str] = lambda key, value: f"{key.removeprefix('metrics/')}={value:.4g}",
+          ) -> dict[str, float]:
+    """Every evaluation's wrapper: `compute()`'s metrics, timed, logged as one line (`shown`
+    writes each value), plus `perf/eval_seconds`."""
+    started = time.perf_counter()
+    values = compute()
+    seconds = time.perf_counter() - started
+    log.info("eval at step %d: %s (%.1f s)", step, "  ".join(shown(k, v) for k, v in values.items()), seconds)
+    return {**values, "perf/eval_seconds": seconds}

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from gan_cli.errors import GanCliError
+from gan_cli.core.errors import GanCliError
 from gan_cli.models.cyclegan import pix2pix_init
 
 NORMS = ("batch", "instance")

@@ -20,37 +20,21 @@ weights).
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 
 import torch
 from omegaconf import DictConfig
 from torch import Tensor
-from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
 
 from gan_cli.data.datasets import ImageData, to_float, to_uint8
 from gan_cli.data.lowres import bicubic, downsample
-from gan_cli.evaluate.metrics import Evaluator
+from gan_cli.evaluate.metrics import Evaluator, predicted_labels, timed
+from gan_cli.evaluate.pixels import pixel_scores
+from gan_cli.tasks.adversarial import mapped
 
 log = logging.getLogger("gan_cli")
 
 Upscale = Callable[[Tensor], Tensor]  # [-1, 1] LR images -> [-1, 1] SR images
-
-
-def pixel_scores(images: Tensor, targets: Tensor, batch: int) -> dict[str, float]:
-    """PSNR (dB), SSIM and MSE of uint8 images against uint8 targets (N, C, H, W), each image
-    scored alone and the scores averaged (the SR papers' convention), `batch` images at a time."""
-    psnr: list[Tensor] = []
-    ssim: list[Tensor] = []
-    mse: list[Tensor] = []
-    for image, target in zip(images.split(batch), targets.split(batch), strict=True):
-        image, target = image.float() / 255, target.float() / 255
-        psnr.append(peak_signal_noise_ratio(image, target, data_range=1.0, reduction="none", dim=(1, 2, 3)))
-        similarity = structural_similarity_index_measure(image, target, data_range=1.0, reduction="none")
-        assert isinstance(similarity, Tensor)  # a tuple only with return_full_image / return_contrast_sensitivity
-        ssim.append(similarity)
-        mse.append((image - target).pow(2).mean((1, 2, 3)))
-    return {name: float(torch.cat(values).mean()) for name, values in (("psnr", psnr), ("ssim", ssim), ("mse", mse))}
 
 
 class SrEvaluation:
@@ -72,18 +56,11 @@ class SrEvaluation:
             scored = self.features.score(images)
             values.update({k: scored[k] for k in (self.features.fd_name, self.features.kd_name)})
         if self.features.classifier is not None and self.labels is not None:
-            predicted = torch.cat([self.features.classifier(chunk.to(self.device)).argmax(1).cpu()
-                                   for chunk in images.split(self.batch)])
+            predicted = predicted_labels(self.features.classifier, images, self.batch, self.device)
             values["metrics/accuracy"] = float((predicted == self.labels).float().mean())
         return values
 
-    @torch.no_grad()
     def evaluate(self, step: int) -> dict[str, float]:
-        started = time.perf_counter()
-        images = torch.cat([to_uint8(self.upscale(chunk.to(self.device))).cpu() for chunk in self.lr.split(self.batch)])
-        values = self.scores(images)
-        seconds = time.perf_counter() - started
-        log.info("eval at step %d: %s (%.1f s)", step, "  ".join(
-            f"{k.removeprefix('metrics/')}={v:.4g} (bicubic {self.baseline[k + '_bicubic']:.4g})"
-            for k, v in values.items()), seconds)
-        return {**values, "perf/eval_seconds": seconds}
+        return timed(step, lambda: self.scores(mapped(lambda lr: to_uint8(self.upscale(lr)), self.lr, self.batch,
+                                                      self.device)),
+                     lambda k, v: f"{k.removeprefix('metrics/')}={v:.4g} (bicubic {self.baseline[k + '_bicubic']:.4g})")

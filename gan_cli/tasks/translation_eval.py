@@ -15,7 +15,6 @@ best.pt minimizes.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 
 import torch
@@ -24,7 +23,8 @@ from torch import Tensor
 
 from gan_cli.data.datasets import ImageData, to_float, to_uint8
 from gan_cli.data.domains import Domains
-from gan_cli.evaluate.metrics import Evaluator, dataset_key
+from gan_cli.evaluate.metrics import Evaluator, dataset_key, predicted_labels, timed
+from gan_cli.tasks.adversarial import mapped
 
 log = logging.getLogger("gan_cli")
 
@@ -57,26 +57,21 @@ class TranslationEvaluation:
                   for name, value in evaluator.score(images).items()}
         values[f"ink_ratio_{direction}"] = float(images.float().mean() / target.images.float().mean())
         if evaluator.classifier is not None:
-            predicted = torch.cat([evaluator.classifier(chunk.to(self.device)).argmax(1).cpu()
-                                   for chunk in images.split(self.batch)])
+            predicted = predicted_labels(evaluator.classifier, images, self.batch, self.device)
             values[f"label_kept_{direction}"] = float((predicted == source.labels.cpu()).float().mean())
         return values
 
-    @torch.no_grad()
     def evaluate(self, step: int) -> dict[str, float]:
-        if not self.enabled:
-            return {}
-        started = time.perf_counter()
+        return timed(step, self.scores_of_both) if self.enabled else {}
+
+    def scores_of_both(self) -> dict[str, float]:
         values: dict[str, float] = {}
         for direction, (source, _, _) in self.directions.items():
-            translated = torch.cat([to_uint8(self.translate(direction, to_float(chunk).to(self.device))).cpu()
-                                    for chunk in source.images.split(self.batch)])
+            translated = mapped(lambda images: to_uint8(self.translate(direction, to_float(images))),  # noqa: B023
+                                source.images, self.batch, self.device)
             values.update({f"metrics/{k}": v for k, v in self.scores(direction, translated).items()})
         values[self.primary] = (values[f"{self.fd_name}_a2b"] + values[f"{self.fd_name}_b2a"]) / 2
-        seconds = time.perf_counter() - started
-        log.info("eval at step %d: %s (%.1f s)", step,
-                 "  ".join(f"{k.removeprefix('metrics/')}={v:.4g}" for k, v in values.items()), seconds)
-        return {**values, "perf/eval_seconds": seconds}
+        return values
 
 
 def cut(data: ImageData, count: int) -> ImageData:

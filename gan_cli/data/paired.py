@@ -32,9 +32,9 @@ from PIL import Image
 from torch import Tensor
 from torchvision import transforms
 
-from gan_cli.data import LOAD_ERRORS, ImageData
-from gan_cli.domains import Transform, colorize, dilate, erode, image_files, invert, read_images
-from gan_cli.errors import GanCliError
+from gan_cli.core.errors import GanCliError
+from gan_cli.data.datasets import LOAD_ERRORS, ImageData
+from gan_cli.data.domains import Transform, colorize, dilate, erode, image_files, invert, read_images
 
 DIRECTIONS = ("a2b", "b2a")
 DOWNSAMPLE_FACTOR = 4
