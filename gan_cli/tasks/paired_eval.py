@@ -23,8 +23,8 @@ from torch import Tensor
 
 from gan_cli.data.datasets import ImageData, to_float, to_uint8
 from gan_cli.data.paired import Pairs
-from gan_cli.evaluate.metrics import Evaluator, dataset_key, predicted_labels, timed
-from gan_cli.evaluate.pixels import pixel_scores
+from gan_cli.evaluate.metrics import Evaluator, dataset_key, timed
+from gan_cli.evaluate.pixels import AgainstTargets
 from gan_cli.tasks.adversarial import mapped
 
 Translate = Callable[[Tensor], Tensor]  # [-1, 1] inputs -> [-1, 1] outputs
@@ -42,19 +42,11 @@ class PairedEvaluation:
         # pairs made from a dataset (B = the image) that is the dataset's own cached classifier.
         self.features = Evaluator(cfg, train, device, test=test, name=dataset_key(cfg.dataset) + cache_name)
         self.primary = self.features.fd_name if self.features.enabled else "metrics/l1"
+        self.scores = AgainstTargets(self.features, self.targets, self.labels, self.batch, device, "metrics/label_kept")
         same_shape = self.inputs.shape[1:] == self.targets.shape[1:]  # colorize: 1-channel in, 3 out
         self.baseline = {f"baseline/{k.removeprefix('metrics/')}_input": v
                          for k, v in self.scores(self.inputs).items()} if same_shape else {}
 
-    def scores(self, images: Tensor) -> dict[str, float]:
-        values = {f"metrics/{k}": v for k, v in pixel_scores(images, self.targets, self.batch).items()}
-        if self.features.enabled:
-            scored = self.features.score(images)
-            values.update({k: scored[k] for k in (self.features.fd_name, self.features.kd_name)})
-        if self.features.classifier is not None and self.labels is not None:
-            predicted = predicted_labels(self.features.classifier, images, self.batch, self.device)
-            values["metrics/label_kept"] = float((predicted == self.labels).float().mean())
-        return values
 
     def evaluate(self, step: int) -> dict[str, float]:
         def outputs() -> Tensor:

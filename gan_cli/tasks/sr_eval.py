@@ -28,8 +28,8 @@ from torch import Tensor
 
 from gan_cli.data.datasets import ImageData, to_float, to_uint8
 from gan_cli.data.lowres import bicubic, downsample
-from gan_cli.evaluate.metrics import Evaluator, predicted_labels, timed
-from gan_cli.evaluate.pixels import pixel_scores
+from gan_cli.evaluate.metrics import Evaluator, timed
+from gan_cli.evaluate.pixels import AgainstTargets
 from gan_cli.tasks.adversarial import mapped
 
 log = logging.getLogger("gan_cli")
@@ -47,18 +47,10 @@ class SrEvaluation:
                              for chunk in self.hr.split(self.batch)])  # (N, C, h, w) in [-1, 1]
         self.features = Evaluator(cfg, train, device, test=test)  # FD against the whole test split
         self.primary = self.features.fd_name if self.features.enabled else "metrics/mse"
+        self.scores = AgainstTargets(self.features, self.hr, self.labels, self.batch, device, "metrics/accuracy")
         bicubic_images = to_uint8(torch.cat([bicubic(chunk, self.scale) for chunk in self.lr.split(self.batch)]))
         self.baseline = {f"{name}_bicubic": value for name, value in self.scores(bicubic_images).items()}
 
-    def scores(self, images: Tensor) -> dict[str, float]:
-        values = {f"metrics/{k}": v for k, v in pixel_scores(images, self.hr, self.batch).items()}
-        if self.features.enabled:
-            scored = self.features.score(images)
-            values.update({k: scored[k] for k in (self.features.fd_name, self.features.kd_name)})
-        if self.features.classifier is not None and self.labels is not None:
-            predicted = predicted_labels(self.features.classifier, images, self.batch, self.device)
-            values["metrics/accuracy"] = float((predicted == self.labels).float().mean())
-        return values
 
     def evaluate(self, step: int) -> dict[str, float]:
         return timed(step, lambda: self.scores(mapped(lambda lr: to_uint8(self.upscale(lr)), self.lr, self.batch,
