@@ -104,14 +104,18 @@ V2_RUNS = {
 }
 
 
+@pytest.mark.parametrize("version", ["v2", "v3"])
 @pytest.mark.parametrize("task", sorted(V2_RUNS))
-def test_checkpoints_of_every_task_from_before_the_schema_check_sample_and_resume(tmp_path: Path, task: str) -> None:
+def test_checkpoints_of_every_task_from_earlier_layouts_sample_and_resume(tmp_path: Path, task: str,
+                                                                          version: str) -> None:
+    """v2: before the whole stored config was checked; v3: before the modules moved into packages
+    and each family's options under `task:` (SRGAN's `sr:`, image_gan's `trainer.d_steps`)."""
     from omegaconf import OmegaConf
     from PIL import Image
 
     from gan_cli.sampling.sample import sample
 
-    checkpoint = FIXTURES / f"v2_{task}.pt"
+    checkpoint = FIXTURES / f"{version}_{task}.pt"
     (tmp_path / "images").mkdir()
     Image.new("L", (7, 7)).save(tmp_path / "images" / "a.png")
     for source in [None] if task == "image_gan" else ["test", str(tmp_path / "images")]:
@@ -121,3 +125,15 @@ def test_checkpoints_of_every_task_from_before_the_schema_check_sample_and_resum
     resumed = train(compose_train([*V2_BASE, *V2_RUNS[task], "trainer.max_steps=2", f"trainer.resume={checkpoint}"]),
                     run_dir=tmp_path / "run")
     assert resumed["steps"] == 2
+
+
+def test_options_of_earlier_layouts_move_under_their_task() -> None:
+    from gan_cli.core.trusted import stored_config
+
+    image_gan = stored_config(load_checkpoint(FIXTURES / "v3_image_gan.pt"), "v3_image_gan.pt")
+    assert image_gan.task.d_steps == 2 and "d_steps" not in image_gan.trainer
+    assert image_gan.loss._target_ == "gan_cli.components.losses.NonSaturatingLoss"  # was gan_cli.losses
+    srgan = stored_config(load_checkpoint(FIXTURES / "v3_srgan.pt"), "v3_srgan.pt")
+    assert "sr" not in srgan and srgan.task.scale == 4 and srgan.task.perceptual_weight == 0
+    cyclegan = stored_config(load_checkpoint(FIXTURES / "v3_cyclegan.pt"), "v3_cyclegan.pt")
+    assert "sr" not in cyclegan and "d_steps" not in cyclegan.task  # d_steps was image_gan's alone
