@@ -23,9 +23,9 @@ from gan_cli.core.config import validate, validate_sample
 from gan_cli.core.errors import GanCliError
 from gan_cli.loop.train import train
 from gan_cli.reporting.outputs import write_npz
+from gan_cli.sampling.generate import draw_latents
 from gan_cli.sampling.latent_tools import parse_seeds
 from gan_cli.sampling.sample import sample
-from gan_cli.tasks.image_gan import draw_latents
 from gan_cli.tasks.image_sampling import chunks
 from tests.conftest import BIN, REPO, TINY_FAKE, compose_train, run_cli, tmpfs
 from tests.test_srgan import TINY_SR

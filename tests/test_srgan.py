@@ -19,11 +19,11 @@ from gan_cli.core.config import validate
 from gan_cli.core.errors import GanCliError
 from gan_cli.data.lowres import bicubic, downsample, random_crops
 from gan_cli.evaluate.classifier import SmallCNN
+from gan_cli.evaluate.pixels import pixel_scores
 from gan_cli.loop.checkpoint import load_checkpoint
 from gan_cli.loop.step import build_task, build_updater, train_step
 from gan_cli.loop.train import seed_everything, train
 from gan_cli.models.srgan import Discriminator, Generator
-from gan_cli.tasks.sr_eval import pixel_scores
 from gan_cli.tasks.srgan import SrGan
 from tests.conftest import compose_train, run_cli
 
