@@ -167,3 +167,20 @@ def cifar_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
     monkeypatch.setattr(cifar, "check_integrity", lambda path, md5=None: Path(path).is_file())
     return make_cifar10(tmp_path / "data")
+
+
+def assert_same_weights(expected_run: Path, resumed_run: Path, step: int) -> None:
+    """The two runs' last.pt hold the same step and bitwise the same weights of every network and
+    EMA copy (buffers included): how every resume test says "the same run"."""
+    import torch
+
+    from gan_cli.loop.checkpoint import load_checkpoint
+
+    expected = load_checkpoint(expected_run / "checkpoints" / "last.pt")
+    resumed = load_checkpoint(resumed_run / "checkpoints" / "last.pt")
+    assert resumed["step"] == expected["step"] == step
+    for kind in ("networks", "averages"):
+        for name, weights in expected[kind].items():
+            for key, value in weights.items():
+                if isinstance(value, torch.Tensor):
+                    assert torch.equal(value, resumed[kind][name][key]), f"{kind}.{name}.{key}"

@@ -19,7 +19,7 @@ from gan_cli.data.image_pool import ImagePool
 from gan_cli.loop.checkpoint import load_checkpoint
 from gan_cli.loop.train import train
 from gan_cli.models.cyclegan import Discriminator, Generator
-from tests.conftest import compose_train, run_cli
+from tests.conftest import assert_same_weights, compose_train, run_cli
 
 # A tiny CycleGAN on the fake dataset: domain B is domain A inverted.
 TINY_CYCLE = ["task=cyclegan", "dataset=fake", "dataset.num_samples=64", "trainer.device=cpu", "trainer.batch_size=8",
@@ -196,14 +196,7 @@ def test_cyclegan_resume_is_bitwise(tmp_path: Path) -> None:
     # Continue from the straight run's step-3 checkpoint: the same run, interrupted there.
     middle = tmp_path / "straight" / "checkpoints" / "step_0000003.pt"
     train(compose_train([*straight, f"trainer.resume={middle}"]), run_dir=tmp_path / "resumed")
-    expected = load_checkpoint(tmp_path / "straight" / "checkpoints" / "last.pt")
-    resumed = load_checkpoint(tmp_path / "resumed" / "checkpoints" / "last.pt")
-    assert resumed["step"] == expected["step"] == 6
-    for kind in ("networks", "averages"):
-        for name, weights in expected[kind].items():
-            for key, value in weights.items():
-                if isinstance(value, torch.Tensor):
-                    assert torch.equal(value, resumed[kind][name][key]), f"{kind}.{name}.{key}"
+    assert_same_weights(tmp_path / "straight", tmp_path / "resumed", 6)
 
 
 @pytest.mark.slow
@@ -267,10 +260,4 @@ def test_cyclegan_sigkill_then_resume_auto_is_bitwise(tmp_path: Path) -> None:
     newest = max(int(p.stem.split("_")[1]) for p in (killed / "checkpoints").glob("step_*.pt"))
     assert 20 <= newest < 80, "the kill must land mid-run"
     run_cli("gan-train", [*LONG, *cycle, f"hydra.run.dir={killed}", "trainer.resume=auto"], cwd=tmp_path)
-    expected = load_checkpoint(tmp_path / "reference" / "checkpoints" / "last.pt")
-    resumed = load_checkpoint(killed / "checkpoints" / "last.pt")
-    assert resumed["step"] == expected["step"] == 80
-    for kind in ("networks", "averages"):
-        for name, weights in expected[kind].items():
-            assert all(torch.equal(v, resumed[kind][name][k]) for k, v in weights.items()
-                       if isinstance(v, torch.Tensor)), f"{kind}.{name}"
+    assert_same_weights(tmp_path / "reference", killed, 80)

@@ -14,11 +14,10 @@ from PIL import Image
 
 from gan_cli.core.config import validate
 from gan_cli.core.errors import GanCliError
-from gan_cli.loop.checkpoint import load_checkpoint
 from gan_cli.loop.step import build_task
 from gan_cli.loop.train import seed_everything, train
 from gan_cli.tasks.pix2pix import Pix2Pix
-from tests.conftest import compose_train, run_cli
+from tests.conftest import assert_same_weights, compose_train, run_cli
 
 TINY_P2P = ["task=pix2pix", "task.transform=mask_bottom", "dataset=fake", "dataset.num_samples=64",
             "trainer.device=cpu", "trainer.batch_size=8", "trainer.max_steps=4", "trainer.num_threads=1",
@@ -86,13 +85,7 @@ def test_pix2pix_trains_logs_input_output_target_rows_and_resumes_bitwise(tmp_pa
     assert grid.size == (3 * 30 + 2, 3 * 30 + 2)  # rows input | output | target, 28 px + padding
     middle = tmp_path / "straight" / "checkpoints" / "step_0000003.pt"
     train(compose_train([*straight, f"trainer.resume={middle}"]), run_dir=tmp_path / "resumed")
-    expected = load_checkpoint(tmp_path / "straight" / "checkpoints" / "last.pt")
-    resumed = load_checkpoint(tmp_path / "resumed" / "checkpoints" / "last.pt")
-    assert resumed["step"] == expected["step"] == 6
-    for kind in ("networks", "averages"):
-        for name, weights in expected[kind].items():
-            for key, value in weights.items():
-                assert torch.equal(value, resumed[kind][name][key]), f"{kind}.{name}.{key}"
+    assert_same_weights(tmp_path / "straight", tmp_path / "resumed", 6)
 
 
 def test_evaluation_scores_outputs_beside_the_input_as_it_is(tmp_path: Path) -> None:
