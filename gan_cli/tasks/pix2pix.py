@@ -38,8 +38,9 @@ from gan_cli.tasks.base import Drawn, Phase, Preview, Sampling, Stats, drawn_at_
 from gan_cli.tasks.paired_eval import PairedEvaluation
 
 
-def load_pairs(cfg: DictConfig, transform: str, direction: str) -> Pairs:
-    """A paired dataset's pairs, or pairs made by `transform` from any other dataset; oriented."""
+def load_pairs(cfg: DictConfig, transform: str, direction: str, device: torch.device) -> Pairs:
+    """A paired dataset's pairs, or pairs made by `transform` from any other dataset (on `device`,
+    a batch of images at a time); oriented."""
     check_direction(direction, "task.direction")
     loaded = build(cfg.dataset)
     if isinstance(loaded, Pairs):
@@ -51,7 +52,7 @@ def load_pairs(cfg: DictConfig, transform: str, direction: str) -> Pairs:
                           "task.transform (mask_bottom, edges, blur, downsample, dilate, erode, invert, colorize) "
                           "or use dataset=aligned / dataset=paired")
     return pairs_from_dataset(loaded, load_test_split(cfg.dataset), transform, direction=direction,
-                              seed=cfg.trainer.seed)
+                              seed=cfg.trainer.seed, device=device)
 
 
 def build_networks(cfg: DictConfig, channels_a: int, channels_b: int) -> dict[str, nn.Module]:
@@ -78,7 +79,7 @@ def draw(train_cfg: DictConfig, state: Any, cfg: DictConfig, device: torch.devic
                                  cfg.checkpoint, device)
     targets: list[Tensor] = []
     if cfg.input == "test":
-        pairs = load_pairs(train_cfg, train_cfg.task.transform, trained)
+        pairs = load_pairs(train_cfg, train_cfg.task.transform, trained, device)
         inputs, targets = pairs.test_a[: cfg.num_samples], [pairs.test_b[: cfg.num_samples]]
         names = [f"{index:06d}.png" for index in range(inputs.shape[0])]
     else:
@@ -115,7 +116,7 @@ class Pix2Pix:
             raise GanCliError(f"invalid value task.lambda_l1={lambda_l1} / task.adversarial_weight="
                               f"{adversarial_weight}: allowed are numbers >= 0")
         self.device, self.lambda_l1, self.adversarial_weight = device, lambda_l1, adversarial_weight
-        self.pairs = load_pairs(cfg, transform, direction)
+        self.pairs = load_pairs(cfg, transform, direction, device)
         self.channels_a = self.pairs.channels_a
         # A and B side by side on channels: one sampler draws aligned batches, and flips both alike
         self.sampler = DeviceSampler(self.pairs.joined("train"), device, cfg.trainer.batch_size,
