@@ -4,6 +4,7 @@ each set of images with one Judge per dataset, and report (report.py)."""
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -12,8 +13,9 @@ import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from gan_cli.apps.cli import CONFIG_DIR
-from gan_cli.core.errors import GanCliError, interrupted, reported
+from gan_cli.apps.cli import CONFIG_DIR, check_keys
+from gan_cli.core.errors import GanCliError, interrupted, interrupts_deferred, reported
+from gan_cli.core.schema import EvaluateSchema
 
 log = logging.getLogger("gan_cli")
 
@@ -153,7 +155,9 @@ def _main(cfg: DictConfig) -> None:
 
 
 def main() -> None:
-    try:
+    try:  # Ctrl-C before Hydra called the task: one line, exit 130
+        with interrupts_deferred():
+            check_keys(sys.argv[1:], "evaluate", EvaluateSchema, "gan-eval")  # a typo: one line, exit 2
         _main()
     except KeyboardInterrupt:
         interrupted()
