@@ -27,10 +27,12 @@ class Session:
 
     def __init__(self, cfg: DictConfig):
         from gan_cli.core.config import resolve_device
+        from gan_cli.evaluate.own_metrics import OwnEvaluations
 
         self.cfg, self.device = cfg, resolve_device(cfg.device)
         self.judges: dict[str, Any] = {}
         self.last_judge: Any = None  # the judge of the last scored set (its copies grid goes to out)
+        self.own = OwnEvaluations(cfg, self.device)  # image -> image checkpoints: their task's own evaluation
 
     def dataset(self, node: DictConfig) -> DictConfig:
         copy = OmegaConf.create(OmegaConf.to_container(node, resolve=True))
@@ -54,6 +56,9 @@ class Session:
         from gan_cli.evaluate.sources import draw_samples, open_checkpoint
 
         checkpoint = open_checkpoint(path)
+        if not checkpoint.draws_samples:
+            self.last_judge = None  # no samples of z, no copies grid
+            return {"name": str(path), "step": checkpoint.step, **self.own.score(checkpoint)}
         judge = self.judge(checkpoint.config.dataset)
         judged = draw_samples(checkpoint, self.cfg.num_samples, self.cfg.seed, self.cfg.batch_size, self.device)
         return {"name": str(path), "step": checkpoint.step, **judge.score(judged)}
