@@ -26,6 +26,7 @@ from gan_cli.data.datasets import fit_images, load_image_folder
 from gan_cli.data.domains import image_files, read_images
 from gan_cli.loop.checkpoint import load_checkpoint
 from gan_cli.loop.resume import LEGACY_TASK
+from gan_cli.reporting.progress import TaskProgress
 from gan_cli.tasks import image_sampling
 from gan_cli.tasks.base import sampling_of
 
@@ -77,7 +78,11 @@ def draw_samples(checkpoint: Checkpoint, num_samples: int, seed: int, batch_size
                            "batch_size": batch_size, "class": "all" if conditional else None})
     with torch.no_grad():
         drawn = image_sampling.draw(checkpoint.config, checkpoint.state, sample_cfg, device)
-        batches = list(drawn.batches)  # drawn a batch at a time; judged all at once
+        batches = []  # drawn a batch at a time; judged all at once
+        with TaskProgress(f"drawing samples of step {checkpoint.step}", drawn.count) as progress:
+            for batch in drawn.batches:
+                batches.append(batch)
+                progress.advance(len(batch[0]))
     labels = [labels for _, labels in batches if labels is not None]  # none from an unconditional G
     return Judged(str(checkpoint.path), torch.cat([images for images, _ in batches]),
                   torch.cat(labels) if labels else None, checkpoint.step)
