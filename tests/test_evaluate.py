@@ -160,3 +160,22 @@ def test_help_page_and_one_mode_required(tmp_path: Path) -> None:
     result = gan_eval(["num_threads=1"], tmp_path, check=False)
     assert result.returncode == 2 and "set exactly one of" in result.stderr
     assert "metrics" in gan_eval(["images=x.npz", "metrics=[fd,nope]"], tmp_path, check=False).stderr
+
+
+def test_nearest_neighbour_passes_advance_one_progress_bar(caplog: pytest.LogCaptureFixture,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """precision/recall and density/coverage run 4 passes over the reals and 3 over the samples
+    (the count judge.prdc's bar expects); off a terminal a short task logs nothing, a long one its quarters."""
+    from gan_cli.reporting.progress import TaskProgress
+
+    real, _ = clusters(30, list(range(10)), seed=0)
+    fake, _ = clusters(20, list(range(10)), seed=1)
+    with caplog.at_level("INFO", logger="gan_cli"), TaskProgress("prdc", 4 * 300 + 3 * 200) as progress:
+        measures.precision_recall(real, fake, 3, progress)
+        measures.density_coverage(real, fake, 5, progress)
+    assert progress.done == progress.total and not caplog.records  # quick: quiet
+    monkeypatch.setattr(TaskProgress, "QUIET_SECONDS", 0.0)  # as if each step took long
+    with caplog.at_level("INFO", logger="gan_cli"), TaskProgress("slow", 8) as slow:
+        for _ in range(8):
+            slow.advance()
+    assert [record.getMessage().split(":")[0] for record in caplog.records] == ["slow"] * 3  # at 2, 4 and 6 of 8

@@ -139,3 +139,55 @@ class SampleSchema:
     mix: Any = None  # coarse | middle | fine | a list of them
     mix_seeds: Any = None
     layout: str = "flat"  # classes: out=DIR/<class>/*.png (an ImageFolder tree)
+
+
+@dataclass
+class PrdcSchema:
+    pr_k: int = 3
+    dc_k: int = 5
+
+
+@dataclass
+class MemorizationSchema:
+    quantile: float = 0.01
+    probe: int = 2000
+
+
+@dataclass
+class UsefulnessSchema:
+    steps: int = 400
+    batch_size: int = 128
+    percents: list[float] = field(default_factory=lambda: [1.0, 10.0])
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+
+
+@dataclass
+class EvaluateSchema:
+    """gan-eval's keys (conf/evaluate.yaml): the command line is checked against them."""
+
+    dataset: DatasetSchema = component(default_factory=DatasetSchema)
+    checkpoint: str | None = None
+    run: str | None = None
+    sweep: str | None = None
+    images: str | None = None
+    root: str | None = None
+    reference: str | None = None
+    metrics: list[str] = field(default_factory=lambda: ["fd", "kd", "is", "prdc", "classes", "memorization", "cas",
+                                                        "augment_gain"])
+    num_samples: int = 10000
+    seed: int = 0
+    out: str | None = None
+    csv: str | None = None
+    tensorboard: bool = True
+    device: str = "auto"
+    num_threads: int | None = None
+    features: str = "classifier"
+    inception_weights: str | None = None
+    classifier_epochs: int = 4
+    cache_dir: str | None = None
+    batch_size: int = 250
+    kid_subsets: int = 100
+    kid_subset_size: int = 1000
+    prdc: PrdcSchema = field(default_factory=PrdcSchema)
+    memorization: MemorizationSchema = field(default_factory=MemorizationSchema)
+    usefulness: UsefulnessSchema = field(default_factory=UsefulnessSchema)

@@ -32,6 +32,7 @@ from gan_cli.evaluate.metrics import (
     load_test_split,
 )
 from gan_cli.evaluate.sources import Judged, load_images
+from gan_cli.reporting.progress import TaskProgress
 
 log = logging.getLogger("gan_cli")
 
@@ -77,8 +78,8 @@ class Judge:
         self.extractor, self.logit_model = self._extractors()
         self.fd_name, self.kd_name = (name.removeprefix("metrics/") for name in METRIC_NAMES[cfg.features])
         self.last: Scored | None = None
-        self.reference_features = self.batched(self.extractor, self.reference.images)
-        self.reference_logits = self.batched(self.logit_model, self.reference.images)
+        self.reference_features = self.batched(self.extractor, self.reference.images, "features of the reference")
+        self.reference_logits = self.batched(self.logit_model, self.reference.images, "classes of the reference")
         self.recipe = usefulness.Recipe(cfg.usefulness.steps, cfg.usefulness.batch_size)
 
     def _reference(self, dataset: DictConfig) -> ImageData:
@@ -107,15 +108,19 @@ class Judge:
         return pool, rgb  # type: ignore[return-value]
 
     @torch.no_grad()
-    def batched(self, model: Callable[[Tensor], Tensor], images: Tensor) -> Tensor:
-        step = self.cfg.batch_size
-        return torch.cat([model(images[i : i + step].to(self.device)).float().cpu()
-                          for i in range(0, images.shape[0], step)])
+    def batched(self, model: Callable[[Tensor], Tensor], images: Tensor, title: str) -> Tensor:
+        """`model` over uint8 `images` (N, C, H, W) a batch at a time, with a progress bar; on the CPU."""
+        outputs = []
+        with TaskProgress(title, images.shape[0]) as progress:
+            for chunk in images.split(self.cfg.batch_size):
+                outputs.append(model(chunk.to(self.device)).float().cpu())
+                progress.advance(chunk.shape[0])
+        return torch.cat(outputs)
 
     def score(self, judged: Judged) -> dict[str, Any]:
         """Every metric of `metrics=[...]` for these images, as one flat dict."""
-        scored = Scored(judged, self.batched(self.extractor, judged.images),
-                        self.batched(self.classifier, judged.images))
+        scored = Scored(judged, self.batched(self.extractor, judged.images, "features of the samples"),
+                        self.batched(self.classifier, judged.images, "classes of the samples"))
         values: dict[str, Any] = {"num_images": len(judged.images)}
         for name in self.cfg.metrics:
             log.info("gan-eval: %s of %s", name, judged.name)
@@ -135,15 +140,17 @@ def kd(judge: Judge, scored: Scored) -> dict[str, Any]:
 
 
 def inception_score(judge: Judge, scored: Scored) -> dict[str, Any]:
-    logits = scored.logits if judge.cfg.features == "classifier" else judge.batched(judge.logit_model,
-                                                                                   scored.judged.images)
+    logits = scored.logits if judge.cfg.features == "classifier" else \
+        judge.batched(judge.logit_model, scored.judged.images, "Inception classes of the samples")
     return {"inception_score": measures.inception_score(logits, seed=judge.cfg.seed)}
 
 
 def prdc(judge: Judge, scored: Scored) -> dict[str, Any]:
     real, fake = judge.reference_features, scored.features
-    return {**measures.precision_recall(real, fake, judge.cfg.prdc.pr_k),
-            **measures.density_coverage(real, fake, judge.cfg.prdc.dc_k)}
+    count, reals = fake.shape[0], real.shape[0]  # nearest-neighbour passes: rows of each, as measures.py runs them
+    with TaskProgress("precision, recall, density, coverage", 4 * reals + 3 * count) as progress:
+        return {**measures.precision_recall(real, fake, judge.cfg.prdc.pr_k, progress),
+                **measures.density_coverage(real, fake, judge.cfg.prdc.dc_k, progress)}
 
 
 def classes(judge: Judge, scored: Scored) -> dict[str, Any]:

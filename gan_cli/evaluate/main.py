@@ -4,6 +4,7 @@ each set of images with one Judge per dataset, and report (report.py)."""
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -12,8 +13,9 @@ import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from gan_cli.apps.cli import CONFIG_DIR
-from gan_cli.core.errors import GanCliError, interrupted, reported
+from gan_cli.apps.cli import CONFIG_DIR, check_keys
+from gan_cli.core.errors import GanCliError, interrupted, interrupts_deferred, reported
+from gan_cli.core.schema import EvaluateSchema
 
 log = logging.getLogger("gan_cli")
 
@@ -25,10 +27,12 @@ class Session:
 
     def __init__(self, cfg: DictConfig):
         from gan_cli.core.config import resolve_device
+        from gan_cli.evaluate.own_metrics import OwnEvaluations
 
         self.cfg, self.device = cfg, resolve_device(cfg.device)
         self.judges: dict[str, Any] = {}
         self.last_judge: Any = None  # the judge of the last scored set (its copies grid goes to out)
+        self.own = OwnEvaluations(cfg, self.device)  # image -> image checkpoints: their task's own evaluation
 
     def dataset(self, node: DictConfig) -> DictConfig:
         copy = OmegaConf.create(OmegaConf.to_container(node, resolve=True))
@@ -52,6 +56,9 @@ class Session:
         from gan_cli.evaluate.sources import draw_samples, open_checkpoint
 
         checkpoint = open_checkpoint(path)
+        if not checkpoint.draws_samples:
+            self.last_judge = None  # no samples of z, no copies grid
+            return {"name": str(path), "step": checkpoint.step, **self.own.score(checkpoint)}
         judge = self.judge(checkpoint.config.dataset)
         judged = draw_samples(checkpoint, self.cfg.num_samples, self.cfg.seed, self.cfg.batch_size, self.device)
         return {"name": str(path), "step": checkpoint.step, **judge.score(judged)}
@@ -153,7 +160,9 @@ def _main(cfg: DictConfig) -> None:
 
 
 def main() -> None:
-    try:
+    try:  # Ctrl-C before Hydra called the task: one line, exit 130
+        with interrupts_deferred():
+            check_keys(sys.argv[1:], "evaluate", EvaluateSchema, "gan-eval")  # a typo: one line, exit 2
         _main()
     except KeyboardInterrupt:
         interrupted()

@@ -13,7 +13,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-# Columns of the run=/sweep= tables (every key is in the JSON and CSV); those a row lacks are left out.
+# Columns of the run=/sweep= tables (every key is in the JSON and CSV); those no row has are left out.
 TABLE_KEYS = ("fd_classifier", "fid", "kd_classifier", "kid", "inception_score", "precision", "recall", "density",
               "coverage", "class_share_max_dev", "as_asked", "memorized", "cas", "augment_gain_k1", "augment_gain_k10")
 
@@ -53,11 +53,20 @@ def print_values(values: dict[str, Any], title: str, console: Console | None = N
     (console or terminal()).print(table)
 
 
-def print_rows(rows: list[dict[str, Any]], title: str, label: str, console: Console | None = None) -> None:
+def columns(rows: list[dict[str, Any]]) -> list[str]:
+    """The TABLE_KEYS the rows have, then every number of the rows a task's own evaluation scored
+    (image -> image checkpoints, which carry `task`), under the task's names."""
     keys = [key for key in TABLE_KEYS if any(key in row for row in rows)]
+    own = [key for row in rows if "task" in row for key, value in row.items()
+           if isinstance(value, (int, float)) and not isinstance(value, bool) and key not in (*keys, "step")]
+    return keys + list(dict.fromkeys(own))
+
+
+def print_rows(rows: list[dict[str, Any]], title: str, label: str, console: Console | None = None) -> None:
+    keys = columns(rows)
     table = Table(title=title, show_header=True, header_style="bold")
-    for column in (label, *keys):
-        table.add_column(column, justify="left" if column == label else "right")
+    for column in (label, *keys):  # long names (a task's baseline/*) fold over lines rather than end in ...
+        table.add_column(column, justify="left" if column == label else "right", overflow="fold")
     for row in rows:
         table.add_row(str(row.get(label, "")), *[shown(row[key]) if key in row else "" for key in keys])
     (console or terminal()).print(table)

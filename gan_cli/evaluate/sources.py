@@ -1,6 +1,8 @@
 """What gan-eval judges, as uint8 images with optional labels: samples of a checkpoint's EMA
 generator (drawn through gan-sample's own path: load_checkpoint + stored_config, then the task's
-`draw`), or images from a file or folder. `run=` and `sweep=` list checkpoints.
+`draw`), or images from a file or folder. `run=` and `sweep=` list checkpoints. Checkpoints of
+image -> image tasks (whose `draw` is not image_sampling's) draw no samples of z: own_metrics.py
+scores them with the task's own evaluation.
 
 A checkpoint is data: its config is read through gan_cli.core.trusted.stored_config, which admits
 only gan-cli's own classes, and nothing is built from it here but through the task's `draw`.
@@ -24,6 +26,7 @@ from gan_cli.data.datasets import fit_images, load_image_folder
 from gan_cli.data.domains import image_files, read_images
 from gan_cli.loop.checkpoint import load_checkpoint
 from gan_cli.loop.resume import LEGACY_TASK
+from gan_cli.reporting.progress import TaskProgress
 from gan_cli.tasks import image_sampling
 from gan_cli.tasks.base import sampling_of
 
@@ -43,6 +46,11 @@ class Checkpoint:
     path: Path
     state: dict[str, Any]
     config: DictConfig  # the training config stored in it, checked
+    draws_samples: bool  # a z -> image task (image_sampling's draw); else an image -> image one
+
+    @property
+    def task_name(self) -> str:
+        return str(OmegaConf.select(self.config, "task._target_", default=LEGACY_TASK)).rsplit(".", 1)[-1]
 
     @property
     def step(self) -> int:
@@ -55,11 +63,8 @@ def open_checkpoint(path: str | Path) -> Checkpoint:
     state = load_checkpoint(path)
     config = stored_config(state, path)  # only gan-cli's own classes, plain values (trusted.py)
     target = OmegaConf.select(config, "task._target_", default=LEGACY_TASK)
-    if sampling_of(get_class(target)).draw is not image_sampling.draw:  # it draws z -> image samples
-        raise GanCliError(f"checkpoint {path} is a {target.rsplit('.', 1)[-1]} (an image -> image task): gan-eval "
-                          "judges z -> image generators; its translation or super-resolution metrics against "
-                          "doing nothing are in the run's TensorBoard (metrics/*, baseline/*)")
-    return Checkpoint(Path(path), state, config)
+    draws_samples = sampling_of(get_class(target)).draw is image_sampling.draw  # z -> image samples
+    return Checkpoint(Path(path), state, config, draws_samples)
 
 
 def draw_samples(checkpoint: Checkpoint, num_samples: int, seed: int, batch_size: int,
@@ -73,7 +78,11 @@ def draw_samples(checkpoint: Checkpoint, num_samples: int, seed: int, batch_size
                            "batch_size": batch_size, "class": "all" if conditional else None})
     with torch.no_grad():
         drawn = image_sampling.draw(checkpoint.config, checkpoint.state, sample_cfg, device)
-        batches = list(drawn.batches)  # drawn a batch at a time; judged all at once
+        batches = []  # drawn a batch at a time; judged all at once
+        with TaskProgress(f"drawing samples of step {checkpoint.step}", drawn.count) as progress:
+            for batch in drawn.batches:
+                batches.append(batch)
+                progress.advance(len(batch[0]))
     labels = [labels for _, labels in batches if labels is not None]  # none from an unconditional G
     return Judged(str(checkpoint.path), torch.cat([images for images, _ in batches]),
                   torch.cat(labels) if labels else None, checkpoint.step)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +65,24 @@ def find_resume(spec: str | None, checkpoints: CheckpointDir) -> tuple[Path, dic
     return found
 
 
+def check_complete(state: dict[str, Any], path: Path, kinds: dict[str, Mapping[str, Any]]) -> None:
+    """Every name a task declares (`kinds`: "networks" -> its networks, ...) is in the checkpoint."""
+    for kind, names in kinds.items():
+        missing = sorted(set(names) - set(state[kind]))
+        if missing:
+            raise GanCliError(f"checkpoint {path} is damaged or of another task: its {kind} lack {', '.join(missing)}")
+
+
+def load_trained(task: Task, state: dict[str, Any], path: Path) -> None:
+    """The checkpoint's weights of every network of `task` and of their EMA copies (resume, and
+    gan-eval scoring an image -> image checkpoint with the task's own evaluation)."""
+    trained: dict[str, Mapping[str, Any]] = {"networks": task.networks, "averages": task.averages}
+    check_complete(state, path, trained)
+    for kind, targets in trained.items():
+        for name, target in targets.items():
+            load_weights(target, state[kind][name], path, f"{kind[:-1]} {name!r}")
+
+
 def restore(task: Task, schedules: Schedules, cfg: DictConfig, path: Path, state: dict[str, Any]) -> int:
     """Load a checkpoint into `task` and `schedules`; returns the step to continue from."""
     saved = stored_config(state, path)
@@ -72,13 +91,9 @@ def restore(task: Task, schedules: Schedules, cfg: DictConfig, path: Path, state
     differences += config_differences(saved, cfg, "model")
     if differences:
         raise GanCliError(f"checkpoint {path} was trained with another config: {'; '.join(differences)}")
-    for kind, names in (("networks", task.networks), ("averages", task.averages), ("optimizers", task.optimizers)):
-        missing = sorted(set(names) - set(state[kind]))
-        if missing:
-            raise GanCliError(f"checkpoint {path} is damaged or of another task: its {kind} lack {', '.join(missing)}")
-    for kind, targets in (("networks", task.networks), ("averages", task.averages)):
-        for name, target in targets.items():
-            load_weights(target, state[kind][name], path, f"{kind[:-1]} {name!r}")
+    check_complete(state, path, {"networks": task.networks, "averages": task.averages,
+                                 "optimizers": task.optimizers})
+    load_trained(task, state, path)
     for name, optimizer in task.optimizers.items():  # with the config's lr, betas, ... (not the checkpoint's)
         load_optimizer(optimizer, state["optimizers"][name], cfg.optim.get(name) or {}, path, f"optim.{name}")
     schedules.load_state_dict(state.get("schedules", {}), int(state["step"]))

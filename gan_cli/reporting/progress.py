@@ -100,8 +100,12 @@ class LineDisplay:
 
 
 class TaskProgress:
-    """Progress of a long side task before training (the feature classifier): a rich bar on a
-    terminal, else a log line at each quarter. Use as a context manager; `advance` per step."""
+    """Progress of a long side task (the feature classifier before training; gan-eval's samples,
+    features, nearest neighbours and classifiers): a rich bar on a terminal, else a log line at
+    each quarter once the task has run `QUIET_SECONDS` (a short pass, of which gan-eval runs many,
+    says nothing). Use as a context manager; `advance` per step."""
+
+    QUIET_SECONDS = 10.0
 
     def __init__(self, description: str, total: int):
         self.description, self.total, self.done, self.started = description, total, 0, time.perf_counter()
@@ -122,7 +126,7 @@ class TaskProgress:
         self.done += steps
         if self.progress is not None:
             self.progress.update(self.task, completed=self.done, note=note)
-        elif crossed and self.done < self.total:
+        elif crossed and self.done < self.total and time.perf_counter() - self.started >= self.QUIET_SECONDS:
             eta = (time.perf_counter() - self.started) / self.done * (self.total - self.done)
             log.info("%s: %d/%d %s, eta %.0fs", self.description, self.done, self.total, note, eta)
 
