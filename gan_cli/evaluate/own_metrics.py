@@ -70,7 +70,13 @@ class OwnEvaluations:
         key = str(checkpoint.state["config"])
         if key not in self.built:
             config = eval_config(checkpoint.config, self.cfg, self.device)
-            task = build_task(config, self.device)
+            try:
+                task = build_task(config, self.device)
+            except GanCliError as err:
+                if self.cfg.root is not None:
+                    raise
+                raise GanCliError(f"{err} (gan-eval reads the data from the checkpoint's dataset.root="
+                                  f"{config.dataset.get('root')}; give another folder with root=DIR)") from None
             load_trained(task, checkpoint.state, checkpoint.path)
             evaluation = task.evaluation(config)
             if evaluation is None:
