@@ -139,3 +139,4 @@ class SampleSchema:
     mix: Any = None  # coarse | middle | fine | a list of them
     mix_seeds: Any = None
     layout: str = "flat"  # classes: out=DIR/<class>/*.png (an ImageFolder tree)
+    latents: str | None = None  # z -> image: an .npz of saved latents (gan-project's), redrawn as they are
