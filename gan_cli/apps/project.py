@@ -46,7 +46,6 @@ def check_out(cfg: DictConfig) -> Path:
 
 def project(cfg: DictConfig) -> Path:
     """Project cfg.target into cfg.checkpoint's generator and write cfg.out (and cfg.gif)."""
-    import torch
     from hydra.utils import get_class
     from omegaconf import OmegaConf
 
@@ -93,7 +92,6 @@ def project(cfg: DictConfig) -> Path:
     tried = None if not classes else ([int(cfg["class"])] if cfg["class"] is not None else list(range(classes)))
     settings = projection.Settings(space, cfg.starts, cfg.steps, cfg.lr, cfg.seed, cfg.noise_weight, cfg.batch_size,
                                    tried, frames=project_output.GIF_FRAMES if cfg.gif else 0)
-    torch.manual_seed(cfg.seed)
     # drawn as gan-sample latents= draws them at its default batch size: the same bits
     result = projection.project(generator, fit, len(targets), settings, SampleSchema().batch_size)
     project_output.report(result, targets, mask, space, tried, classes)
