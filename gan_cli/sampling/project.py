@@ -3,7 +3,8 @@
 Every target gets `starts` candidates (times every class tried, for a conditional G with no
 `class=`), all optimized together with Adam, a batch of targets at a time; the candidate whose
 image fits best is kept. Each candidate's loss depends on its own latent alone (G and the feature
-classifier in eval mode, Adam per element), so a target's result does not depend on the others.
+classifier in eval mode, Adam per element), so a target's result never depends on the other
+targets' pixels (the random draws do follow the order of the targets and batch_size).
 
   * z (any z -> image G): Adam on z, from normal draws, with a weak Gaussian prior on z;
   * w / w_plus (a StyleGenerator): stylegan2-ada-pytorch's projector.py, batched: the first start
@@ -223,6 +224,7 @@ def optimize(candidates: Candidates, fit: FitLoss, rows: Tensor, settings: Setti
     steps/frames steps, `record` gets the first `recorded` candidates' images (uint8, CPU)."""
     optimizer = torch.optim.Adam(candidates.params, lr=settings.lr, betas=(0.9, 0.999))
     every = -(-settings.steps // max(settings.frames, 1))  # ceil: at most `frames` frames
+    note = ""
     for step in range(settings.steps):
         candidates.progress = step / settings.steps
         for group in optimizer.param_groups:
@@ -236,7 +238,8 @@ def optimize(candidates: Candidates, fit: FitLoss, rows: Tensor, settings: Setti
         candidates.after_step()
         if record is not None and step % every == 0:
             record(to_uint8(images[:recorded].detach()).cpu())
-        note = f"loss {loss.mean().item():.4f}" if (step + 1) % PROGRESS_EVERY == 0 else ""
+        if (step + 1) % PROGRESS_EVERY == 0:
+            note = f"loss {loss.mean().item():.4f}"
         progress.advance(1, note)
 
 
