@@ -22,7 +22,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from gan_cli.core.errors import GanCliError
-from gan_cli.core.schema import DEFAULT_EPOCHS, SampleSchema, TrainSchema
+from gan_cli.core.schema import DEFAULT_EPOCHS, ProjectSchema, SampleSchema, TrainSchema
 from gan_cli.core.schema_check import config_problem
 
 if TYPE_CHECKING:
@@ -104,11 +104,25 @@ SAMPLE_CHECKS: list[Check] = [
     ("device", lambda v: bool(DEVICE_PATTERN.match(v)), DEVICES_ALLOWED),
 ]
 
+PROJECT_CHECKS: list[Check] = [
+    *((key, lambda v: v >= 1, "an integer >= 1") for key in ("starts", "steps", "batch_size", "classifier_epochs")),
+    ("lr", _positive, "a number > 0"),
+    ("seed", lambda v: 0 <= v < SEED_LIMIT, SEED_ALLOWED),
+    *((key, lambda v: v >= 0, "a number >= 0") for key in ("pixel_weight", "perceptual_weight", "noise_weight")),
+    ("space", lambda v: v in ("auto", "z", "w", "w_plus"), "auto, z, w or w_plus"),
+    ("fps", lambda v: 1 <= v <= 100, "an integer in 1..100"),
+    ("upscale", lambda v: 1 <= v <= 32, "null (animations to 256 px) or an integer in 1..32"),
+    ("device", lambda v: bool(DEVICE_PATTERN.match(v)), DEVICES_ALLOWED),
+]
 
 # What a required key (`???`) is for, in the one line that says it is missing.
 REQUIRED = {
     "checkpoint": "the checkpoint to draw from, e.g. gan-sample checkpoint=outputs/DATE/TIME/checkpoints/last.pt",
     "dataset.root": "the folder of class folders of images, e.g. dataset.root=~/celeba",
+}
+PROJECT_REQUIRED = {
+    "checkpoint": "the z -> image checkpoint to project into, e.g. checkpoint=outputs/DATE/TIME/checkpoints/last.pt",
+    "target": "the images to project: an image, a folder of images or an .npz (arr_0 uint8 NHWC)",
 }
 INTERPOLATION = re.compile(r"^\$\{([\w.]+)\}$")  # `${optim.lr}`: the value is another key's
 
@@ -126,7 +140,8 @@ def source_key(raw: object, path: str) -> str:
     return path
 
 
-def _typed(cfg: DictConfig, schema: type, open_nodes: tuple[str, ...]) -> DictConfig:
+def _typed(cfg: DictConfig, schema: type, open_nodes: tuple[str, ...], required: dict[str, str] = REQUIRED
+           ) -> DictConfig:
     base = OmegaConf.structured(schema)
     for key in open_nodes:  # options of these groups add keys of their own ("" = the root)
         OmegaConf.set_struct(base[key] if key else base, False)
@@ -140,7 +155,7 @@ def _typed(cfg: DictConfig, schema: type, open_nodes: tuple[str, ...]) -> DictCo
     assert isinstance(merged, DictConfig)
     missing = sorted(OmegaConf.missing_keys(cfg) | OmegaConf.missing_keys(merged))  # a merge keeps defaults over ???
     if missing:
-        raise GanCliError(f"{missing[0]}= is required: {REQUIRED.get(missing[0], 'set it on the command line')}")
+        raise GanCliError(f"{missing[0]}= is required: {required.get(missing[0], 'set it on the command line')}")
     return merged
 
 
@@ -190,6 +205,15 @@ def validate(cfg: DictConfig) -> DictConfig:
 def validate_sample(cfg: DictConfig) -> DictConfig:
     typed = _typed(cfg, SampleSchema, open_nodes=("",))  # `class` is a Python keyword: no dataclass field
     _run_checks(typed, SAMPLE_CHECKS, cfg)
+    check_device(typed.device, "device")
+    return typed
+
+
+def validate_project(cfg: DictConfig) -> DictConfig:
+    typed = _typed(cfg, ProjectSchema, open_nodes=("",), required=PROJECT_REQUIRED)  # open: `class`
+    _run_checks(typed, PROJECT_CHECKS, cfg)
+    if typed.pixel_weight == 0 and typed.perceptual_weight == 0:
+        raise GanCliError("pixel_weight=0 and perceptual_weight=0 leave nothing to fit: set one of them > 0")
     check_device(typed.device, "device")
     return typed
 

@@ -139,6 +139,7 @@ class SampleSchema:
     mix: Any = None  # coarse | middle | fine | a list of them
     mix_seeds: Any = None
     layout: str = "flat"  # classes: out=DIR/<class>/*.png (an ImageFolder tree)
+    latents: str | None = None  # z -> image: an .npz of saved latents (gan-project's), redrawn as they are
 
 
 @dataclass
@@ -191,3 +192,27 @@ class EvaluateSchema:
     prdc: PrdcSchema = field(default_factory=PrdcSchema)
     memorization: MemorizationSchema = field(default_factory=MemorizationSchema)
     usefulness: UsefulnessSchema = field(default_factory=UsefulnessSchema)
+
+
+@dataclass
+class ProjectSchema:
+    checkpoint: str = "???"
+    target: str = "???"  # an image, a folder of images, or an .npz (arr_0 uint8 NHWC)
+    mask: str = "none"  # none | top_half | bottom_half | left_half | right_half | an image
+    out: str = "projected.png"
+    space: str = "auto"  # auto | z | w | w_plus
+    starts: int = 4
+    steps: int = 300
+    lr: float = 0.1
+    seed: int = 0
+    pixel_weight: float = 1.0
+    perceptual_weight: float = 0.5
+    noise_weight: float = 1e5  # StyleGAN: projector.py's regularize_noise_weight
+    batch_size: int = 64  # targets optimized together
+    device: str = "auto"
+    gif: str | None = None
+    fps: int = 12
+    upscale: int | None = None
+    root: str | None = None  # the dataset's folder, for training its feature classifier when not cached
+    classifier_epochs: int = 4
+    cache_dir: str | None = None

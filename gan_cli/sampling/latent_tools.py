@@ -142,15 +142,18 @@ def walk(generator: nn.Module, z: Tensor, labels: Tensor | None, frames: int, tr
     """`frames` uint8 images along the path through the seeds' latents: linear in w for a
     StyleGAN (w space is what the mapping network made smooth), spherical in z otherwise (a
     conditional z-model takes the label of the nearer seed)."""
-    positions = walk_positions(len(z), frames)
     if is_style_generator(generator):
-        ws = ws_of(generator, z, labels, truncation, batch_size)
-        path = torch.stack([torch.lerp(ws[s], ws[s + 1], t) for s, t in positions])
-        return synthesize(generator, path, batch_size)
-
+        return walk_ws(generator, ws_of(generator, z, labels, truncation, batch_size), frames, batch_size)
+    positions = walk_positions(len(z), frames)
     path_z = torch.stack([slerp(z[s], z[s + 1], t) for s, t in positions])
     path_labels = None if labels is None else torch.stack([labels[s + (t >= 0.5)] for s, t in positions])
     return generate(generator, path_z, path_labels, batch_size).cpu()
+
+
+def walk_ws(generator: StyleGenerator, ws: Tensor, frames: int, batch_size: int) -> Tensor:
+    """`frames` uint8 images along the straight path through `ws` (K, num_ws, w_dim)."""
+    path = torch.stack([torch.lerp(ws[s], ws[s + 1], t) for s, t in walk_positions(len(ws), frames)])
+    return synthesize(generator, path, batch_size)
 
 
 def layer_groups(resolutions: list[int]) -> dict[str, list[int]]:

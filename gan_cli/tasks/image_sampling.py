@@ -14,13 +14,13 @@ from torch import Tensor, nn
 
 from gan_cli.core.config import build
 from gan_cli.core.errors import GanCliError
-from gan_cli.sampling import latent_tools
+from gan_cli.sampling import latent_file, latent_tools
 from gan_cli.sampling.generate import class_count, generate, z_dim
 from gan_cli.tasks.adversarial import sampling_network
 from gan_cli.tasks.base import Drawn, drawn_at_once
 
 # the sample keys a z -> image checkpoint reads (gan-sample's common keys aside)
-OPTIONS = ("num_samples", "seed", "seeds", "truncation", "class", "interpolate", "fps", "mix", "mix_seeds")
+OPTIONS = ("num_samples", "seed", "seeds", "truncation", "class", "interpolate", "fps", "mix", "mix_seeds", "latents")
 
 
 def build_networks(cfg: DictConfig) -> dict[str, nn.Module]:
@@ -49,12 +49,14 @@ def draw(train_cfg: DictConfig, state: Mapping[str, Any], cfg: DictConfig, devic
     `seed`, or one per seed of `seeds`, drawn a batch at a time as they are written; with `mix` a
     style-mixing grid, with `interpolate` the frames of a walk through the seeds (latent_tools.py)."""
     generator = sampling_network(build(train_cfg.model.generator), state, "generator", cfg.checkpoint, device)
+    size = train_cfg.dataset.image_size
+    shape = (train_cfg.dataset.channels, size, size)
+    if cfg.latents is not None:
+        return from_latents(generator, cfg, shape)
     latent_tools.check_options(cfg, generator)
     classes, seeds, which = class_count(generator), latent_tools.parse_seeds(cfg.seeds), cfg["class"]
     z_size = z_dim(generator)
     check_class(classes, which)
-    size = train_cfg.dataset.image_size
-    shape = (train_cfg.dataset.channels, size, size)
     if cfg.mix:
         assert seeds is not None  # check_options
         rows, columns = seeds, latent_tools.parse_seeds(cfg.mix_seeds) or []
@@ -113,3 +115,35 @@ def seeded(seeds: Sequence[int], z_dim: int, classes: int, which: int | str | No
     """One latent per seed; the class from the seed too, unless `class=` picks it."""
     z, labels = latent_tools.seed_inputs(seeds, z_dim, classes)
     return z, labels if which is None or not classes else chosen_labels(classes, which, 0, len(seeds), len(seeds))
+
+
+def from_latents(generator: nn.Module, cfg: DictConfig, shape: tuple[int, ...]) -> Drawn:
+    """`latents=FILE.npz`: the images of saved latents (gan-project's), drawn as gan-project drew
+    them (latent_file.render), or with `interpolate` a walk through them."""
+    conflicting = {"seeds": cfg.seeds, "mix": cfg.mix, "mix_seeds": cfg.mix_seeds, "class": cfg["class"]}
+    for key, value in conflicting.items():
+        if value is not None:
+            raise GanCliError(f"{key}={value} does not go with latents={cfg.latents}: the latents (and their "
+                              "labels) come from the file")
+    if cfg.truncation != 1.0:
+        raise GanCliError(f"truncation={cfg.truncation} does not go with latents={cfg.latents}: saved latents are "
+                          "redrawn as they are")
+    latents = latent_file.read(cfg.latents, generator)
+    if cfg.interpolate:
+        if not 2 <= len(latents) <= cfg.interpolate:
+            raise GanCliError(f"interpolate={cfg.interpolate} walks through the {len(latents)} latents of "
+                              f"{cfg.latents}: it needs 2 or more, and at least as many frames as latents")
+
+        def walk() -> tuple[Tensor, Tensor]:
+            frames = latent_file.walk(generator, latents, cfg.interpolate, cfg.batch_size)
+            return frames, frames
+
+        return drawn_at_once(cfg.interpolate, shape, walk, 0)
+
+    def batches() -> Iterator[tuple[Tensor, Tensor | None]]:
+        for start in range(0, len(latents), cfg.batch_size):
+            part = latent_file.Latents(latents.space, latents.values[start:start + cfg.batch_size],
+                                       None if latents.labels is None else latents.labels[start:start + cfg.batch_size])
+            yield latent_file.render(generator, part, cfg.batch_size), part.labels
+
+    return Drawn(len(latents), shape, batches(), nrow=cfg.nrow)
