@@ -80,7 +80,7 @@ def train_classifier(
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=3e-3, total_steps=total_steps)
     order = torch.Generator(device=device).manual_seed(seed)
     model.train()
-    with TaskProgress("feature classifier (once)", total_steps) as progress:
+    with TaskProgress("feature classifier (once)", total_steps, quiet_seconds=0) as progress:
         for step in range(total_steps):
             position = step % steps_per_epoch
             if position == 0:

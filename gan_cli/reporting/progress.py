@@ -102,13 +102,15 @@ class LineDisplay:
 class TaskProgress:
     """Progress of a long side task (the feature classifier before training; gan-eval's samples,
     features, nearest neighbours and classifiers): a rich bar on a terminal, else a log line at
-    each quarter once the task has run `QUIET_SECONDS` (a short pass, of which gan-eval runs many,
-    says nothing). Use as a context manager; `advance` per step."""
+    each quarter once the task has run `quiet_seconds` (a short pass, of which gan-eval runs many,
+    says nothing; 0: every quarter, as the feature classifier's training, which a user waits on).
+    Use as a context manager; `advance` per step."""
 
     QUIET_SECONDS = 10.0
 
-    def __init__(self, description: str, total: int):
+    def __init__(self, description: str, total: int, quiet_seconds: float | None = None):
         self.description, self.total, self.done, self.started = description, total, 0, time.perf_counter()
+        self.quiet_seconds = self.QUIET_SECONDS if quiet_seconds is None else quiet_seconds
         self.progress: Progress | None = None
         if sys.stdout.isatty():
             self.progress = Progress(TextColumn(description), BarColumn(), MofNCompleteColumn(),
@@ -126,7 +128,7 @@ class TaskProgress:
         self.done += steps
         if self.progress is not None:
             self.progress.update(self.task, completed=self.done, note=note)
-        elif crossed and self.done < self.total and time.perf_counter() - self.started >= self.QUIET_SECONDS:
+        elif crossed and self.done < self.total and time.perf_counter() - self.started >= self.quiet_seconds:
             eta = (time.perf_counter() - self.started) / self.done * (self.total - self.done)
             log.info("%s: %d/%d %s, eta %.0fs", self.description, self.done, self.total, note, eta)
 
