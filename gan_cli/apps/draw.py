@@ -164,6 +164,7 @@ def serve(cfg: DictConfig) -> None:
     from gan_cli.core.config import validate_draw
 
     cfg = validate_draw(cfg)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # Gradio's own start-up requests: not news
     panel = load(cfg)
     app = build_app(cfg, panel)
     try:
