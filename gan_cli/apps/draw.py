@@ -65,7 +65,8 @@ def sketch_panel(gr: Any, sketch: Sketch) -> None:
                                               default_color="#ffffff"))
             with gr.Column():
                 button = gr.Button("Project", variant="primary", elem_id="project")
-                gallery = gr.Gallery(label="Candidates (best fit first)", columns=cfg.candidates, elem_id="candidates",
+                gr.Markdown("**Candidates**, best fit first")
+                gallery = gr.Gallery(show_label=False, columns=cfg.candidates, elem_id="candidates",
                                      object_fit="contain", height="auto")
                 others = [str(n) for n in range(2, cfg.candidates + 1)]
                 other = gr.Radio(others, value=others[0] if others else None, label="Walk from candidate 1 to",
