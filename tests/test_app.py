@@ -28,17 +28,19 @@ from gan_cli.core.config import validate_draw
 from gan_cli.loop.train import train
 from gan_cli.tasks.base import Translator
 from tests.conftest import REPO, TINY_FAKE, compose_train
+from tests.test_cyclegan import TINY_CYCLE
 from tests.test_pix2pix import TINY_P2P
+from tests.test_srgan import TINY_SR
 
 FAST = ["device=cpu", "candidates=3", "starts=2", "steps=30"]
 
 
 @pytest.fixture(scope="module")
 def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """An unconditional DCGAN (z -> image) and a pix2pix (image -> image)."""
+    """An unconditional DCGAN (z -> image) and the image -> image families."""
     torch.set_num_threads(1)  # tiny models: a second thread on a shared 2-core machine only waits
     root = tmp_path_factory.mktemp("runs")
-    runs = {"dcgan": [*TINY_FAKE, "ema.start_step=0"], "pix2pix": TINY_P2P}
+    runs = {"dcgan": [*TINY_FAKE, "ema.start_step=0"], "pix2pix": TINY_P2P, "cyclegan": TINY_CYCLE, "srgan": TINY_SR}
     for name, overrides in runs.items():
         train(compose_train(overrides), run_dir=root / name)
     return {name: root / name / "checkpoints/last.pt" for name in runs}
@@ -100,13 +102,20 @@ def test_each_panel_returns_images_of_the_right_shape(checkpoints: dict[str, Pat
     sketch = sketch_of(checkpoints["dcgan"])
     shown = draw_panels.pictures(draw_panels.samples(sketch, 3, 4, None, 1.0), scale=5)
     assert len(shown) == 4 and shown[0].shape == (140, 140, 3) and shown[0].dtype == np.uint8
-    translator = draw_panels.load(draw_cfg(checkpoints["pix2pix"]))
-    assert isinstance(translator, Translator) and (translator.channels, translator.size) == (1, 28)
-    image = np.random.default_rng(0).integers(0, 256, (40, 50, 3), dtype=np.uint8)  # any size, RGB
-    assert draw_panels.translated(translator, image).shape == (28, 28, 3)
-    assert draw_panels.translated(translator, image[..., 0]).shape == (28, 28, 3)  # grey in
-    for panel in (sketch, translator):
-        build_app(draw_cfg(checkpoints["dcgan"]), panel)  # the page lays out without serving
+    build_app(draw_cfg(checkpoints["dcgan"]), sketch)  # the page lays out without serving
+
+
+@pytest.mark.parametrize("family, size, out", [("pix2pix", 28, 28), ("cyclegan", 28, 28), ("srgan", None, 4 * 40)])
+def test_image_to_image_panels_return_their_outputs(checkpoints: dict[str, Path], family: str, size: int | None,
+                                                    out: int) -> None:
+    """Any input (size, RGB or grey) is brought to the generator's channels and training size
+    (SRGAN: any size, upscaled 4x)."""
+    translator = draw_panels.load(draw_cfg(checkpoints[family]))
+    assert isinstance(translator, Translator) and (translator.channels, translator.size) == (1, size)
+    image = np.random.default_rng(0).integers(0, 256, (40, 40, 3), dtype=np.uint8)
+    assert draw_panels.translated(translator, image).shape == (out, out, 3)
+    assert draw_panels.translated(translator, image[..., 0]).shape == (out, out, 3)  # grey in
+    build_app(draw_cfg(checkpoints[family]), translator)
 
 
 def one_line_error(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], args: list[str]) -> str:
