@@ -221,3 +221,16 @@ def test_drawing_a_stroke_in_a_browser_shows_candidates(checkpoints: dict[str, P
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def test_help_page_and_the_module_as_the_console_script(tmp_path: Path) -> None:
+    """`python -m gan_cli.apps.draw`, what the gan-draw script calls: its --help, and a missing
+    checkpoint as one line, exit 2."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONWARNINGS": "ignore"}
+    env.pop("HYDRA_FULL_ERROR", None)
+    command = [sys.executable, "-m", "gan_cli.apps.draw"]
+    page = subprocess.run([*command, "--help"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert "gan-draw: a local web app" in page.stdout and "powered by Hydra" not in page.stdout
+    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and result.stderr.strip().startswith("error: checkpoint= is required")
+    assert len(result.stderr.strip().splitlines()) == 1
