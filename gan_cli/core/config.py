@@ -22,7 +22,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from gan_cli.core.errors import GanCliError
-from gan_cli.core.schema import DEFAULT_EPOCHS, ProjectSchema, SampleSchema, TrainSchema
+from gan_cli.core.schema import DEFAULT_EPOCHS, DrawSchema, ProjectSchema, SampleSchema, TrainSchema
 from gan_cli.core.schema_check import config_problem
 
 if TYPE_CHECKING:
@@ -115,6 +115,17 @@ PROJECT_CHECKS: list[Check] = [
     ("device", lambda v: bool(DEVICE_PATTERN.match(v)), DEVICES_ALLOWED),
 ]
 
+DRAW_CHECKS: list[Check] = [
+    *((key, lambda v: v >= 1, "an integer >= 1") for key in ("candidates", "starts", "steps", "classifier_epochs")),
+    ("port", lambda v: 1 <= v <= 65535, "a port number in 1..65535"),
+    ("background", lambda v: 0 <= v <= 1, "a number in 0..1"),
+    ("canvas", lambda v: 64 <= v <= 2048, "a size in screen pixels, 64..2048"),
+    ("lr", _positive, "a number > 0"),
+    ("seed", lambda v: 0 <= v < SEED_LIMIT, SEED_ALLOWED),
+    *((key, lambda v: v >= 0, "a number >= 0") for key in ("pixel_weight", "perceptual_weight")),
+    ("device", lambda v: bool(DEVICE_PATTERN.match(v)), DEVICES_ALLOWED),
+]
+
 # What a required key (`???`) is for, in the one line that says it is missing.
 REQUIRED = {
     "checkpoint": "the checkpoint to draw from, e.g. gan-sample checkpoint=outputs/DATE/TIME/checkpoints/last.pt",
@@ -124,6 +135,7 @@ PROJECT_REQUIRED = {
     "checkpoint": "the z -> image checkpoint to project into, e.g. checkpoint=outputs/DATE/TIME/checkpoints/last.pt",
     "target": "the images to project: an image, a folder of images or an .npz (arr_0 uint8 NHWC)",
 }
+DRAW_REQUIRED = {"checkpoint": "the checkpoint to open, e.g. gan-draw checkpoint=outputs/DATE/TIME/checkpoints/last.pt"}
 INTERPOLATION = re.compile(r"^\$\{([\w.]+)\}$")  # `${optim.lr}`: the value is another key's
 
 
@@ -212,6 +224,15 @@ def validate_sample(cfg: DictConfig) -> DictConfig:
 def validate_project(cfg: DictConfig) -> DictConfig:
     typed = _typed(cfg, ProjectSchema, open_nodes=("",), required=PROJECT_REQUIRED)  # open: `class`
     _run_checks(typed, PROJECT_CHECKS, cfg)
+    if typed.pixel_weight == 0 and typed.perceptual_weight == 0:
+        raise GanCliError("pixel_weight=0 and perceptual_weight=0 leave nothing to fit: set one of them > 0")
+    check_device(typed.device, "device")
+    return typed
+
+
+def validate_draw(cfg: DictConfig) -> DictConfig:
+    typed = _typed(cfg, DrawSchema, open_nodes=(), required=DRAW_REQUIRED)
+    _run_checks(typed, DRAW_CHECKS, cfg)
     if typed.pixel_weight == 0 and typed.perceptual_weight == 0:
         raise GanCliError("pixel_weight=0 and perceptual_weight=0 leave nothing to fit: set one of them > 0")
     check_device(typed.device, "device")

@@ -195,6 +195,27 @@ class EvaluateSchema:
 
 
 @dataclass
+class DrawSchema:
+    checkpoint: str = "???"
+    host: str = "127.0.0.1"  # where the app listens: this machine only, unless asked
+    port: int = 7860
+    device: str = "auto"
+    candidates: int = 4  # z -> image: the images shown for a sketch (each the best of `starts`)
+    starts: int = 2
+    steps: int = 60
+    lr: float = 0.1
+    seed: int = 0
+    pixel_weight: float = 1.0
+    perceptual_weight: float = 0.0  # > 0: the dataset's feature classifier (gan-project's term)
+    background: float = 0.3  # the undrawn pixels' weight in the mask, toward the black canvas
+    live: bool = False  # project on every stroke, not only on the Project button
+    canvas: int = 280  # the sketch canvas's side in screen pixels
+    root: str | None = None
+    classifier_epochs: int = 4
+    cache_dir: str | None = None
+
+
+@dataclass
 class ProjectSchema:
     checkpoint: str = "???"
     target: str = "???"  # an image, a folder of images, or an .npz (arr_0 uint8 NHWC)

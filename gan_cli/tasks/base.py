@@ -101,13 +101,30 @@ Draw = Callable[[DictConfig, Mapping[str, Any], DictConfig, torch.device], Drawn
 
 
 @dataclass(frozen=True)
+class Translator:
+    """An image -> image checkpoint's generator as one call (gan-draw's input -> output panel):
+    `apply` maps uint8 (B, channels, H, W) to uint8 outputs; `size` is the input size it was
+    trained on (None: any size, e.g. SRGAN's low-resolution inputs)."""
+
+    channels: int
+    size: int | None
+    apply: Callable[[Tensor], Tensor]
+
+
+# (train_cfg, state, checkpoint path, device) -> the checkpoint's generator as a Translator
+Translate = Callable[[DictConfig, Mapping[str, Any], str, torch.device], Translator]
+
+
+@dataclass(frozen=True)
 class Sampling:
     """gan-sample's entry for a task: `draw(train_cfg, state, cfg, device)` makes what the sample
     config `cfg` asks from a checkpoint (`state`, trained with `train_cfg`); `options` are the
-    sample keys it reads beyond out, device, batch_size, nrow, layout and upscale."""
+    sample keys it reads beyond out, device, batch_size, nrow, layout and upscale. `translate`,
+    for an image -> image task, is the same generator as one uint8 batch -> batch call (gan-draw)."""
 
     options: tuple[str, ...]
     draw: Draw
+    translate: Translate | None = None
 
 
 @runtime_checkable

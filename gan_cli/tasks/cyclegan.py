@@ -33,7 +33,7 @@ from gan_cli.data.image_pool import ImagePool
 from gan_cli.evaluate.metrics import load_test_split
 from gan_cli.loop.distributed import SINGLE_PROCESS, Ranks
 from gan_cli.tasks.adversarial import Adversary, mapped, sampling_network, setup_networks
-from gan_cli.tasks.base import Drawn, Phase, Preview, Sampling, Stats, drawn_at_once, frozen, in_eval_mode
+from gan_cli.tasks.base import Drawn, Phase, Preview, Sampling, Stats, Translator, drawn_at_once, frozen, in_eval_mode
 from gan_cli.tasks.translation_eval import TranslationEvaluation
 
 DIRECTIONS = {"a2b": ("g_ab", "a"), "b2a": ("g_ba", "b")}  # direction -> (generator, source domain)
@@ -77,6 +77,15 @@ def draw(train_cfg: DictConfig, state: Mapping[str, Any], cfg: DictConfig, devic
     return drawn_at_once(len(outputs), tuple(outputs.shape[1:]), lambda: (outputs, pairs), cfg.nrow or 8, names=names)
 
 
+def translate(train_cfg: DictConfig, state: Mapping[str, Any], checkpoint: str, device: torch.device) -> Translator:
+    """gan-draw: G_ab (domain A -> B) as one call on uint8 batches."""
+    task_cfg = train_cfg.task
+    channels = domain_channels(train_cfg, task_cfg.domain_a, task_cfg.domain_b)
+    generator = sampling_network(build_networks(train_cfg, channels)["g_ab"], state, "g_ab", checkpoint, device)
+    return Translator(channels, train_cfg.dataset.image_size,
+                      lambda images: to_uint8(in_eval_mode(generator, to_float(images.to(device)))).cpu())
+
+
 @dataclass(frozen=True)
 class Translated:
     """What G's phase hands to D's: this step's real batches and G's fakes (detached), by domain."""
@@ -88,7 +97,7 @@ class Translated:
 class CycleGan:
     stat_names = ("loss/g", "loss/cycle", "loss/identity", "loss/d_a", "loss/d_b", "prob/real", "prob/fake")
     # num_samples: with input=test
-    sampling: ClassVar[Sampling] = Sampling(("input", "direction", "num_samples"), draw)
+    sampling: ClassVar[Sampling] = Sampling(("input", "direction", "num_samples"), draw, translate)
 
     def __init__(self, cfg: DictConfig, device: torch.device, ranks: Ranks = SINGLE_PROCESS, *,
                  lambda_cycle: float = 10.0, lambda_identity: float = 0.5, pool_size: int = 50,

@@ -34,7 +34,7 @@ from gan_cli.data.paired import Pairs, check_direction, oriented, pairs_from_dat
 from gan_cli.evaluate.metrics import load_test_split
 from gan_cli.loop.distributed import SINGLE_PROCESS, Ranks
 from gan_cli.tasks.adversarial import Adversary, mapped, sampling_network, setup_networks
-from gan_cli.tasks.base import Drawn, Phase, Preview, Sampling, Stats, drawn_at_once, frozen, in_eval_mode
+from gan_cli.tasks.base import Drawn, Phase, Preview, Sampling, Stats, Translator, drawn_at_once, frozen, in_eval_mode
 from gan_cli.tasks.paired_eval import PairedEvaluation
 
 
@@ -93,6 +93,15 @@ def draw(train_cfg: DictConfig, state: Any, cfg: DictConfig, device: torch.devic
                          cfg.nrow or 4 * len(shown), names=names)
 
 
+def translate(train_cfg: DictConfig, state: Any, checkpoint: str, device: torch.device) -> Translator:
+    """gan-draw: G (input A -> output, in the trained direction) as one call on uint8 batches."""
+    channels_a, channels_b = pair_channels(train_cfg)
+    generator = sampling_network(build_networks(train_cfg, channels_a, channels_b)["generator"], state, "generator",
+                                 checkpoint, device)
+    return Translator(channels_a, train_cfg.dataset.image_size,
+                      lambda images: to_uint8(in_eval_mode(generator, to_float(images.to(device)))).cpu())
+
+
 @dataclass(frozen=True)
 class Translated:
     """What D's phase hands to G's: the input, its target and G's output (None when D ran nothing)."""
@@ -107,7 +116,7 @@ class Pix2Pix:
     an EMA copy of G; phases D then G on the same batch of pairs."""
 
     stat_names = ("loss/d", "loss/g", "loss/l1", "prob/real", "prob/fake")
-    sampling: ClassVar[Sampling] = Sampling(("input", "direction", "num_samples"), draw)
+    sampling: ClassVar[Sampling] = Sampling(("input", "direction", "num_samples"), draw, translate)
 
     def __init__(self, cfg: DictConfig, device: torch.device, ranks: Ranks = SINGLE_PROCESS, *,
                  transform: str = "none", direction: str = "a2b", lambda_l1: float = 100.0,

@@ -38,7 +38,7 @@ from gan_cli.data.lowres import bicubic, center_crop, downsample, nearest, rando
 from gan_cli.evaluate.metrics import load_test_split
 from gan_cli.loop.distributed import SINGLE_PROCESS, Ranks
 from gan_cli.tasks.adversarial import Adversary, mapped, sampling_network, setup_networks
-from gan_cli.tasks.base import Drawn, Phase, Preview, Sampling, Stats, drawn_at_once, frozen, in_eval_mode
+from gan_cli.tasks.base import Drawn, Phase, Preview, Sampling, Stats, Translator, drawn_at_once, frozen, in_eval_mode
 from gan_cli.tasks.sr_eval import SrEvaluation
 
 log = logging.getLogger("gan_cli")
@@ -129,6 +129,14 @@ def draw(train_cfg: DictConfig, state: Mapping[str, Any], cfg: DictConfig, devic
     return drawn_at_once(len(outputs), tuple(outputs.shape[1:]), lambda: (outputs, pairs), cfg.nrow or 8, names=names)
 
 
+def translate(train_cfg: DictConfig, state: Mapping[str, Any], checkpoint: str, device: torch.device) -> Translator:
+    """gan-draw: G upscaling low-resolution images of any size, as one call on uint8 batches."""
+    scale = settings_of(train_cfg.task).scale
+    generator = sampling_network(build_networks(train_cfg, scale)["generator"], state, "generator", checkpoint, device)
+    return Translator(train_cfg.dataset.channels, None,
+                      lambda images: to_uint8(in_eval_mode(generator, to_float(images.to(device)))).cpu())
+
+
 @dataclass(frozen=True)
 class Pending:
     """What D's phase hands to G's: HR and LR batches and G's output on them (None in the warm-up,
@@ -141,7 +149,7 @@ class Pending:
 
 class SrGan:
     stat_names = ("loss/d", "loss/g", "loss/content", "loss/perceptual", "prob/real", "prob/fake")
-    sampling: ClassVar[Sampling] = Sampling(("input", "num_samples"), draw)  # num_samples: with input=test
+    sampling: ClassVar[Sampling] = Sampling(("input", "num_samples"), draw, translate)  # num_samples: with input=test
 
     def __init__(self, cfg: DictConfig, device: torch.device, ranks: Ranks = SINGLE_PROCESS, *,
                  scale: int = SrSettings.scale, hr_size: int | None = SrSettings.hr_size,
