@@ -139,3 +139,5 @@ class SampleSchema:
     mix: Any = None  # coarse | middle | fine | a list of them
     mix_seeds: Any = None
     layout: str = "flat"  # classes: out=DIR/<class>/*.png (an ImageFolder tree)
+    text: str | None = None  # task=text2image: one prompt, num_samples (or one per seed) images of it
+    text_file: str | None = None  # task=text2image: one prompt per line, one grid row each
