@@ -83,7 +83,7 @@ def words_from(packed: Tensor) -> list[str]:
 class ImageEncoder(nn.Module):
     """(B, C, H, W) images in [-1, 1] -> (B, text_dim) unit-length embeddings (pretraining only)."""
 
-    def __init__(self, channels: int, text_dim: int = 128, width: int = 32):
+    def __init__(self, channels: int, text_dim: int = 128, width: int = 16):
         super().__init__()
         self.net = nn.Sequential(
             nn.Conv2d(channels, width, 3, 2, 1), nn.ReLU(),  # (B, w, H/2, W/2)

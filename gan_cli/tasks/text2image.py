@@ -109,7 +109,7 @@ class TextToImage:
     def __init__(self, cfg: DictConfig, device: torch.device, ranks: Ranks = SINGLE_PROCESS, *,
                  class_words: str = "digits", captions_per_image: int = 4, drop_attribute: float = 0.3,
                  slant_threshold: float = 0.15, max_words: int = 12, text_width: int = 128, text_dim: int = 128,
-                 text_encoder_steps: int = 1000, interpolation_weight: float = 1.0, interpolation_beta: float = 0.5,
+                 text_encoder_steps: int = 400, interpolation_weight: float = 1.0, interpolation_beta: float = 0.5,
                  prompts: Sequence[str] = (), preview_per_prompt: int = 8):
         for key, value, low in (("captions_per_image", captions_per_image, 1), ("max_words", max_words, 1),
                                 ("text_encoder_steps", text_encoder_steps, 0), ("text_width", text_width, 1),
