@@ -125,7 +125,8 @@ def test_matching_aware_d_loss_counts_a_mismatched_pair_as_fake() -> None:
     text, fake, d = handed.text, handed.images.detach(), task.discriminator
     real_logits, fake_logits, wrong_logits = d(real, text), d(fake, text), d(real, text.roll(1, 0))
     # BCE, the paper's GAN-CLS: log D(real, right) + (log(1 - D(real, wrong)) + log(1 - D(fake, right))) / 2
-    expected = F.softplus(-real_logits).mean() + 0.5 * (F.softplus(fake_logits).mean() + F.softplus(wrong_logits).mean())
+    fakes = 0.5 * (F.softplus(fake_logits).mean() + F.softplus(wrong_logits).mean())
+    expected = F.softplus(-real_logits).mean() + fakes
     assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
     as_real = F.softplus(-real_logits).mean() + F.softplus(-wrong_logits).mean() + F.softplus(fake_logits).mean()
     assert loss.item() != pytest.approx(as_real.item(), rel=1e-3)
