@@ -54,7 +54,8 @@ class MatchingDiscriminator(nn.Module):
         self.joint = nn.Sequential(nn.Conv2d(width + condition_dim, width, 1), nn.LeakyReLU(0.2, True))
         self.logit = nn.Conv2d(width, 1, base)  # (B, width, base, base) -> (B, 1, 1, 1)
         self.project = nn.Linear(condition_dim, width, bias=False)  # the projection term's W
-        for head in (self.compress, self.joint, self.logit, self.project):  # the body is initialized (and normalized) already
+        # the body is initialized (and spectrally normalized) already: the text-reading heads here
+        for head in (self.compress, self.joint, self.logit, self.project):
             head.apply(dcgan.dcgan_init)
             if spectral_norm:
                 spectral_normalize(head)
