@@ -171,3 +171,5 @@ def test_gan_sample_draws_a_prompt_and_a_row_per_prompt_of_a_file(tmp_path: Path
     assert np.array_equal(np.load(tmp_path / "nine.npz")["arr_0"][0], seeded[3])  # seed 9, same image
     result = run_cli("gan-sample", [checkpoint, "text=a purple seven", "out=x.png"], cwd=tmp_path, check=False)
     assert result.returncode != 0 and "unknown words 'purple'" in result.stderr and "Traceback" not in result.stderr
+    judged = run_cli("gan-eval", [checkpoint, "out=eval.json"], cwd=tmp_path, check=False)
+    assert judged.returncode != 0 and "not a z -> image task" in judged.stderr and "Traceback" not in judged.stderr

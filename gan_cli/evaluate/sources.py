@@ -56,9 +56,9 @@ def open_checkpoint(path: str | Path) -> Checkpoint:
     config = stored_config(state, path)  # only gan-cli's own classes, plain values (trusted.py)
     target = OmegaConf.select(config, "task._target_", default=LEGACY_TASK)
     if sampling_of(get_class(target)).draw is not image_sampling.draw:  # it draws z -> image samples
-        raise GanCliError(f"checkpoint {path} is a {target.rsplit('.', 1)[-1]} (an image -> image task): gan-eval "
-                          "judges z -> image generators; its translation or super-resolution metrics against "
-                          "doing nothing are in the run's TensorBoard (metrics/*, baseline/*)")
+        raise GanCliError(f"checkpoint {path} is a {target.rsplit('.', 1)[-1]} (not a z -> image task): gan-eval "
+                          "judges z -> image generators; its task's metrics beside doing nothing or real images "
+                          "are in the run's TensorBoard (metrics/*, baseline/*)")
     return Checkpoint(Path(path), state, config)
 
 
