@@ -27,7 +27,7 @@ from gan_cli.loop.step import build_task
 from gan_cli.loop.train import seed_everything, train
 from gan_cli.models import dcgan, mlp, resnet
 from gan_cli.models.layers import MinibatchStd
-from tests.conftest import IMAGE_TO_IMAGE_MODELS, TINY_FAKE, compose_train
+from tests.conftest import NOT_Z_TO_IMAGE_MODELS, TINY_FAKE, compose_train
 
 
 def options(group: str) -> list[str]:
@@ -416,7 +416,7 @@ def test_unconditional_models_ignore_labels(name: str) -> None:
     assert torch.equal(D(G(z), labels), D(G(z)))
 
 
-@pytest.mark.parametrize("model", [m for m in options("model") if m not in IMAGE_TO_IMAGE_MODELS])
+@pytest.mark.parametrize("model", [m for m in options("model") if m not in NOT_Z_TO_IMAGE_MODELS])
 def test_model_conditional_switches_each_family_from_the_config(model: str) -> None:
     overrides = [f"model={model}", "dataset=fake", "model.conditional=true"]
     if model == "stylegan2":

@@ -17,7 +17,7 @@ from gan_cli.core.errors import GanCliError
 from gan_cli.core.overrides import check_overrides
 from gan_cli.core.schema import TrainSchema
 from gan_cli.reporting.hparams import run_hparams
-from tests.conftest import IMAGE_TO_IMAGE_MODELS, compose_train
+from tests.conftest import NOT_Z_TO_IMAGE_MODELS, compose_train
 
 
 def options(group: str) -> list[str]:
@@ -37,7 +37,7 @@ def test_optim_shorthand_sets_both_networks_and_each_can_differ() -> None:
     assert list(cfg.optim.g.betas) == list(cfg.optim.d.betas) == [0.0, 0.9]
 
 
-@pytest.mark.parametrize("model", [m for m in options("model") if m not in IMAGE_TO_IMAGE_MODELS])
+@pytest.mark.parametrize("model", [m for m in options("model") if m not in NOT_Z_TO_IMAGE_MODELS])
 @pytest.mark.parametrize("dataset, shape", [("mnist", (1, 28, 28)), ("cifar10", (3, 32, 32)),
                                             ("fake", (1, 28, 28))])
 def test_every_model_builds_for_each_dataset_shape(model: str, dataset: str, shape: tuple[int, ...]) -> None:

@@ -140,6 +140,8 @@ class SampleSchema:
     mix_seeds: Any = None
     layout: str = "flat"  # classes: out=DIR/<class>/*.png (an ImageFolder tree)
     latents: str | None = None  # z -> image: an .npz of saved latents (gan-project's), redrawn as they are
+    text: str | None = None  # task=text2image: one prompt, num_samples (or one per seed) images of it
+    text_file: str | None = None  # task=text2image: one prompt per line, one grid row each
 
 
 @dataclass

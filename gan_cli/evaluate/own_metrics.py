@@ -1,5 +1,5 @@
-"""Checkpoints of image -> image tasks (any task whose gan-sample `draw` is not image_sampling's)
-are judged by the task's own evaluation, the one training runs: `task.evaluation(cfg)`, whose
+"""Checkpoints of tasks that draw no samples of z alone (image -> image, text -> image: any task
+whose gan-sample `draw` is not image_sampling's) are judged by the task's own evaluation, the one training runs: `task.evaluation(cfg)`, whose
 `evaluate(step)` scores what the EMA generator makes of the test inputs, and whose `baseline` is
 what doing nothing scores (the input as it is, bicubic upsampling). gan-eval names no family:
 
@@ -58,7 +58,7 @@ def flat(values: dict[str, float]) -> dict[str, float]:
 
 
 class OwnEvaluations:
-    """The image -> image checkpoints of one gan-eval call, each scored by its task's evaluation."""
+    """The checkpoints of one gan-eval call that are not z -> image, each scored by its task's evaluation."""
 
     def __init__(self, cfg: DictConfig, device: torch.device):
         self.cfg, self.device = cfg, device
@@ -95,9 +95,9 @@ class OwnEvaluations:
         return {"task": checkpoint.task_name, **flat(values), **flat(evaluation.baseline)}
 
     def note(self, checkpoint: Checkpoint) -> None:
-        """One line, once: which of `metrics=[...]` do not apply to an image -> image checkpoint."""
+        """One line, once: which of `metrics=[...]` do not apply to a checkpoint that is not z -> image."""
         skipped = [name for name in self.cfg.metrics if name not in OWN]
         if skipped and not self.noted:
-            log.info("%s is an image -> image task: judged by its own evaluation against doing nothing; "
+            log.info("%s is not a z -> image task: judged by its own evaluation beside its baseline; "
                      "metrics %s judge samples of z and are skipped for it", checkpoint.task_name, ", ".join(skipped))
         self.noted = True

@@ -136,6 +136,9 @@ class Reporter:
         self.writer.add_text("config", f"```yaml\n{OmegaConf.to_yaml(cfg)}```", 0)
         self.writer.add_image("real", image_grid(real.images, real.nrow), 0)
         self.samples(0, samples.images, samples.nrow)
+        if samples.rows:
+            listed = "\n\n".join(f"{row}. {text}" for row, text in enumerate(samples.rows, 1))
+            self.writer.add_text("samples/rows", listed, 0)  # what each row of the sample grid shows
         self.clock = time.perf_counter()  # the run-time estimate counts training steps only
 
     @_events_errors

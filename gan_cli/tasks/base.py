@@ -52,10 +52,13 @@ class Phase:
 
 @dataclass
 class Preview:
-    """One TensorBoard / samples/*.png grid: images (N, C, H, W) in [-1, 1], `nrow` per row."""
+    """One TensorBoard / samples/*.png grid: images (N, C, H, W) in [-1, 1], `nrow` per row;
+    `rows`: what each row shows, when rows differ by their input (text2image's prompts), written
+    to the Text tab once."""
 
     images: Tensor
     nrow: int
+    rows: Sequence[str] = ()
 
 
 Batches = Iterable["tuple[Tensor, Tensor | None]"]  # uint8 (B, C, H, W) on the CPU, (B,) labels or None
