@@ -1,7 +1,8 @@
-"""Checkpoints of tasks that draw no samples of z alone (image -> image, text -> image: any task
-whose gan-sample `draw` is not image_sampling's) are judged by the task's own evaluation, the one training runs: `task.evaluation(cfg)`, whose
-`evaluate(step)` scores what the EMA generator makes of the test inputs, and whose `baseline` is
-what doing nothing scores (the input as it is, bicubic upsampling). gan-eval names no family:
+"""Checkpoints of tasks that draw no samples of z alone (image -> image, text -> image: any task whose
+gan-sample `draw` is not image_sampling's) are judged by the task's own evaluation, the one training
+runs: `task.evaluation(cfg)`, whose `evaluate(step)` scores what the EMA generator makes of the test
+inputs, and whose `baseline` is what doing nothing scores (the input as it is, bicubic upsampling).
+gan-eval names no family:
 
   1. the checkpoint's stored config (checked by core/trusted.stored_config), validated as
      gan-train validates a config, with gan-eval's settings: evaluation on, its num_samples,
