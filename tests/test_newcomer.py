@@ -161,7 +161,15 @@ def test_resuming_a_runs_checkpoint_continues_that_run_in_its_folder(tmp_path: P
     run_cli("gan-train", [*TINY_FAKE, "trainer.max_steps=6", f"trainer.resume={checkpoint}"], cwd=tmp_path)
     assert sorted(p.name for p in (tmp_path / "outputs").iterdir()) == ["first"]  # no second run folder
     log = (tmp_path / "outputs" / "first" / "train.log").read_text()
-    assert "resumed from" in log and "at step 4" in log
+    assert "training steps 1..4 " in log and "resumed from" in log and "at step 4" in log  # both parts
+    hydra = tmp_path / "outputs" / "first" / ".hydra"
+    earlier = list((hydra / "earlier").iterdir())  # the first part's .hydra/ files kept, not rewritten
+    assert len(earlier) == 1 and {p.name for p in earlier[0].iterdir()} == {"config.yaml", "hydra.yaml",
+                                                                            "overrides.yaml"}
+    assert "trainer.max_steps=4" in (earlier[0] / "overrides.yaml").read_text()
+    assert "max_steps: 4" in (earlier[0] / "config.yaml").read_text()
+    assert "trainer.max_steps=6" in (hydra / "overrides.yaml").read_text()
+    assert len(list((tmp_path / "outputs" / "first").glob("events.out.tfevents.*"))) == 2  # same folder
     events = EventAccumulator(str(tmp_path / "outputs" / "first"), size_guidance={"scalars": 0})
     events.Reload()
     steps = [e.step for e in events.Scalars("loss/d")]
