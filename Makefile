@@ -20,8 +20,10 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install -e '.[dev]'
 	@touch $@
 
+# Ctrl-C stops a run cleanly (checkpoint, grid, metrics.json) and exits 130: not a make error. The
+# trap keeps the recipe's shell waiting for gan-train to finish its checkpoint instead of dying first.
 train: install
-	$(BIN)/gan-train $(PRESET) $(ARGS)
+	@echo "gan-train $(strip $(PRESET) $(ARGS))"; trap : INT; $(BIN)/gan-train $(PRESET) $(ARGS) || [ $$? -eq 130 ]
 
 bench: install
 	$(BIN)/gan-bench $(ARGS)

@@ -26,6 +26,31 @@ def test_a_group_typo_is_one_line_naming_the_closest_option(tmp_path: Path, args
     assert not (tmp_path / "outputs").exists()  # refused before Hydra made a run dir
 
 
+OUR_GROUPS = ", ".join(sorted(p.name for p in (REPO / "conf").iterdir() if p.is_dir() and p.name != "hydra"))
+HYDRA_GROUPS = ("hydra/env, hydra/help, hydra/hydra_help, hydra/hydra_logging, hydra/job_logging, "
+                "hydra/launcher, hydra/output, hydra/sweeper")
+
+
+@pytest.mark.parametrize("script, args, expected", [
+    ("gan-train", ["modle=dcgan"],
+     f"unknown config group modle: did you mean model=dcgan? the groups are {OUR_GROUPS} "),
+    ("gan-train", ["-m", "+datset=mnist,fake"], "unknown config group datset: did you mean dataset=mnist,fake? "),
+    ("gan-eval", ["datset=mnist"], "unknown config group datset: did you mean dataset=mnist? "),
+    ("gan-train", ["hydra/launcher=jobllib"], "unknown option hydra/launcher=jobllib: did you mean "
+                                              "hydra/launcher=joblib? the options of hydra/launcher are basic, joblib"),
+    ("gan-train", ["-m", "hydra/laucher=joblib"], "unknown config group hydra/laucher: did you mean "
+                                                  f"hydra/launcher=joblib? the groups are {HYDRA_GROUPS} ")])
+def test_a_typo_in_a_group_name_or_in_hydras_own_groups_is_one_line(tmp_path: Path, script: str, args: list[str],
+                                                                     expected: str) -> None:
+    """Hydra's answers are `Key 'modle' is not in struct` advice to add it with +, or its search
+    path and exit 1; ours: the group meant, with the choice as typed, and every group."""
+    result = run_cli(script, args, cwd=tmp_path, check=False)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    assert lines[0].startswith(f"error: {expected}"), lines[0]
+    assert not (tmp_path / "outputs").exists()  # refused before Hydra made a run dir
+
+
 def test_an_unknown_option_without_a_close_match_lists_the_options(tmp_path: Path) -> None:
     result = run_cli("gan-train", ["loss=foo"], cwd=tmp_path, check=False)
     assert result.returncode == 2 and result.stderr.strip() == (
@@ -161,7 +186,15 @@ def test_resuming_a_runs_checkpoint_continues_that_run_in_its_folder(tmp_path: P
     run_cli("gan-train", [*TINY_FAKE, "trainer.max_steps=6", f"trainer.resume={checkpoint}"], cwd=tmp_path)
     assert sorted(p.name for p in (tmp_path / "outputs").iterdir()) == ["first"]  # no second run folder
     log = (tmp_path / "outputs" / "first" / "train.log").read_text()
-    assert "resumed from" in log and "at step 4" in log
+    assert "training steps 1..4 " in log and "resumed from" in log and "at step 4" in log  # both parts
+    hydra = tmp_path / "outputs" / "first" / ".hydra"
+    earlier = list((hydra / "earlier").iterdir())  # the first part's .hydra/ files kept, not rewritten
+    assert len(earlier) == 1 and {p.name for p in earlier[0].iterdir()} == {"config.yaml", "hydra.yaml",
+                                                                            "overrides.yaml"}
+    assert "trainer.max_steps=4" in (earlier[0] / "overrides.yaml").read_text()
+    assert "max_steps: 4" in (earlier[0] / "config.yaml").read_text()
+    assert "trainer.max_steps=6" in (hydra / "overrides.yaml").read_text()
+    assert len(list((tmp_path / "outputs" / "first").glob("events.out.tfevents.*"))) == 2  # same folder
     events = EventAccumulator(str(tmp_path / "outputs" / "first"), size_guidance={"scalars": 0})
     events.Reload()
     steps = [e.step for e in events.Scalars("loss/d")]

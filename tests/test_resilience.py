@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import shlex
 import signal
 import subprocess
 import time
@@ -68,12 +69,12 @@ def test_sigkill_then_resume_auto_matches_uninterrupted_run_bitwise(tmp_path: Pa
 
 
 @pytest.mark.slow  # > 30 s on the 2-core test machine under load
-@pytest.mark.parametrize("signum, code", [(signal.SIGTERM, 143), (signal.SIGINT, 0)])
+@pytest.mark.parametrize("signum, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_signal_checkpoints_and_exits(tmp_path: Path, signum: int, code: int) -> None:
-    """Ctrl-C is a user stopping the run, not an error (exit 0, no `error:` line, so `make train`
-    reports no failure); SIGTERM exits 143. Either way the log (train.log too) says where the
-    checkpoint is and the command that continues the run, and the grid and metrics.json are
-    written at the stop step."""
+    """Ctrl-C is a user stopping the run, not an error (no `error:` line; exit 130 as a shell
+    expects, which `make train` takes as success); SIGTERM exits 143. Either way the log
+    (train.log too) says where the checkpoint is and the command that continues the run, the
+    grid and metrics.json are written at the stop step, and that command continues from it."""
     run_dir = tmp_path / "run"
     process = start_training(run_dir)
     wait_for_checkpoint(run_dir, process, at_least=10)
@@ -91,6 +92,14 @@ def test_signal_checkpoints_and_exits(tmp_path: Path, signum: int, code: int) ->
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["steps"] == stopped_at and metrics["stopped_by"] == name
     assert (run_dir / "samples" / f"step_{stopped_at:07d}.png").is_file()
+    if signum != signal.SIGINT:
+        return  # the same command for both: run it once
+    command = shlex.split(said[0].split("continue with: ")[1])
+    run_cli(command[0], command[1:], cwd=run_dir.parent)
+    log = (run_dir / "train.log").read_text()
+    assert any("resumed from" in line and line.endswith(f"at step {stopped_at}") for line in log.splitlines())
+    assert f"training steps {stopped_at + 1}..200" in log  # continued from the stop step, in the same folder
+    assert load_checkpoint(run_dir / "checkpoints" / "last.pt")["step"] == 200
 
 
 def test_keeps_the_last_k_checkpoints_and_last_pt_is_the_newest(tmp_path: Path) -> None:

@@ -83,7 +83,7 @@ def run_task(train: Callable[[DictConfig], dict[str, Any]], cfg: DictConfig) -> 
     try:
         result = objective(cfg, train(cfg))
     except TrainingInterrupted as err:  # Ctrl-C / SIGTERM: stop the sweep, not only this job
-        err.exit_code = 128 + err.signum  # a sweep left with unfinished jobs: not a clean exit
+        err.is_error = True  # a sweep left with unfinished jobs: not a clean end, even on Ctrl-C
         if PARENT_GONE.is_set():  # an orphaned worker: checkpoint written, no one to return to; exit
             log.error("%s; the sweep's process is gone, so this worker exits", err)
             logging.shutdown()

@@ -33,10 +33,9 @@ def reported(func: F) -> F:
         except GanCliError as err:
             if os.environ.get("HYDRA_FULL_ERROR") == "1":
                 raise
-            code = getattr(err, "exit_code", EXIT_USAGE)
-            if code:  # exit 0: a run the user stopped, which said so in its log (train.stopped)
+            if getattr(err, "is_error", True):  # not: a run the user stopped, said in its log (train.stopped)
                 print(f"error: {err}", file=sys.stderr, flush=True)
-            sys.exit(code)
+            sys.exit(getattr(err, "exit_code", EXIT_USAGE))
         except KeyboardInterrupt:
             interrupted()
 

@@ -15,7 +15,7 @@ import dataclasses
 import difflib
 import inspect
 import itertools
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -97,11 +97,24 @@ def target_accepts(config: DictConfig, key: str) -> bool:
     return name in parameters and parameters[name].kind in named
 
 
-def unknown_key_message(key: str, valid: set[str], script: str) -> str:
+def unknown_key_message(override: Override, valid: set[str], script: str, groups: set[str]) -> str:
+    """The closest valid key; when that is a config group (`modle=dcgan`), the group choice."""
+    key = override.key_or_group.split("[", 1)[0]
     candidates = sorted(k for k in valid if not k.rpartition(".")[2].startswith("_"))  # not _target_
     close = difflib.get_close_matches(key, candidates, n=1, cutoff=0.6)
+    ours = groups - {"hydra"}  # conf/hydra/ holds options of Hydra's own groups (hydra/help)
+    if close and close[0] in ours:
+        return unknown_group_message(override, close[0], ours, "the folders of conf/")
     hint = f"did you mean {close[0]}?" if close else f"`{script} --cfg job` prints every key"
     return f"unknown key {key}: {hint}"
+
+
+def unknown_group_message(override: Override, close: str | None, groups: Iterable[str], where: str) -> str:
+    """`modle=dcgan`, `hydra/laucher=joblib`: the group meant, with the user's choice, and every group."""
+    choice = (override.input_line or "").partition("=")[2]
+    hint = f"did you mean {close}={choice}? " if close else ""
+    return (f"unknown config group {override.key_or_group}: {hint}the groups are {', '.join(sorted(groups))} "
+            f"({where})")
 
 
 def is_key(override: Override, groups: set[str]) -> bool:
@@ -125,19 +138,45 @@ def chosen_options(override: Override) -> list[str]:
     return [value] if isinstance(value, str) else []
 
 
-def check_choice(override: Override, groups: set[str], config_dir: str) -> None:
+def hydra_groups(config_dir: str) -> dict[str, list[str]]:
+    """Hydra's own groups (hydra/launcher, hydra/sweeper, ...) and their options, as Hydra finds
+    them: its installed plugins' and conf/hydra/'s."""
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    with initialize_config_dir(config_dir=config_dir, version_base="1.3"):
+        loader = GlobalHydra.instance().config_loader()
+        return {f"hydra/{group}": sorted(loader.get_group_options(f"hydra/{group}"))
+                for group in loader.list_groups("hydra")}
+
+
+def check_choice(override: Override, group: str, options: list[str], where: str) -> None:
     """`model=dcgann` is one line naming the closest option and all of them (Hydra's own answer is
     a multi-line message with its search path and exit 1)."""
-    if override.is_hydra_override() or override.is_delete() or override.key_or_group not in groups:
-        return
-    group = override.key_or_group
-    options = group_options(config_dir, group)
     for chosen in chosen_options(override):
         if chosen not in options and chosen != "null":
             close = difflib.get_close_matches(chosen, options, n=1, cutoff=0.5)
             hint = f"did you mean {group}={close[0]}? " if close else ""
             raise GanCliError(f"unknown option {group}={chosen}: {hint}the options of {group} are "
-                              f"{', '.join(options)} (conf/{group}/)")
+                              f"{', '.join(options)} ({where})")
+
+
+def check_choices(parsed: list[Override], groups: set[str], config_dir: str) -> None:
+    """Every group choice of the command line: ours (conf/<group>/) and Hydra's own (hydra/...)."""
+    own: dict[str, list[str]] = {}
+    for override in parsed:
+        name = override.key_or_group
+        if override.is_delete() or override.package is not None:
+            continue
+        if name.startswith("hydra/"):
+            own = own or hydra_groups(config_dir)
+            if name not in own:
+                close = difflib.get_close_matches(name, list(own), n=1, cutoff=0.6)
+                raise GanCliError(unknown_group_message(override, close[0] if close else None, own,
+                                                        "Hydra's own"))
+            check_choice(override, name, own[name], "Hydra's and its installed plugins'")
+        elif name in groups and not override.is_hydra_override():
+            check_choice(override, name, group_options(config_dir, name), f"conf/{name}/")
 
 
 def check_overrides(argv: list[str], config_dir: str, config_name: str, schema: type, script: str) -> None:
@@ -151,8 +190,7 @@ def check_overrides(argv: list[str], config_dir: str, config_name: str, schema: 
     except Exception:  # a syntax error: Hydra's message shows where it is
         return
     groups = group_names(config_dir)
-    for override in parsed:
-        check_choice(override, groups, config_dir)
+    check_choices(parsed, groups, config_dir)
     keys = [o for o in parsed if is_key(o, groups)]
     if not keys:
         return  # nothing to check: no extra composition
@@ -168,7 +206,7 @@ def check_overrides(argv: list[str], config_dir: str, config_name: str, schema: 
             raise GanCliError(f"{key} is already in the config: set it without the +, e.g. "
                               f"{(override.input_line or '').lstrip('+')}")
         if key not in valid and not any(target_accepts(config, key) for config in composed):
-            raise GanCliError(unknown_key_message(key, valid, script))
+            raise GanCliError(unknown_key_message(override, valid, script, groups))
 
 
 def compose_variants(config_dir: str, config_name: str, choices: list[Override]) -> list[DictConfig]:

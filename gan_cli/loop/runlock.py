@@ -9,7 +9,8 @@ For a single run the lock is taken by `RunDirGuard.on_run_start`, a Hydra callba
 before Hydra creates the run dir, writes `.hydra/` or opens `train.log`: a refused run touches
 nothing in a folder another run owns. The guard also refuses a fresh run (no `trainer.resume`)
 into a folder that holds another run's checkpoints, unless `trainer.overwrite=true`, which moves
-the old run's files aside first; and a folder whose `checkpoints/step_*.pt` is not a file. The
+the old run's files aside first; and a folder whose `checkpoints/step_*.pt` is not a file. A run
+resumed in its own folder keeps the earlier `.hydra/` files under `.hydra/earlier/`. The
 jobs of a multirun each get a new numbered folder of a new sweep dir; their lock is taken when
 the job starts (`this_ranks_lock`).
 """
@@ -136,6 +137,27 @@ def check_run_dir(run_dir: Path, resume: Any, overwrite: bool) -> None:
         probe.unlink(missing_ok=True)
 
 
+EARLIER = "earlier"  # .hydra/earlier/<when that part started>/: the .hydra/ files of a run's earlier parts
+
+
+def keep_earlier_hydra_files(hydra_dir: Path) -> None:
+    """A resumed run writes into its own folder, and Hydra then rewrites `.hydra/config.yaml`,
+    `hydra.yaml` and `overrides.yaml` with the resumed part's: move the earlier part's files to
+    `.hydra/earlier/<YYYY-mm-dd_HH-MM-SS>/` first (the time its config was written, i.e. when that
+    part started), so the config a run started with is never lost."""
+    files = sorted(path for path in hydra_dir.glob("*.yaml") if path.is_file()) if hydra_dir.is_dir() else []
+    if not files:
+        return
+    started = time.strftime("%Y-%m-%d_%H-%M-%S", time.localtime(max(path.stat().st_mtime for path in files)))
+    aside, number = hydra_dir / EARLIER / started, 1
+    while aside.exists():  # two parts started within one second
+        number += 1
+        aside = hydra_dir / EARLIER / f"{started}-{number}"
+    aside.mkdir(parents=True)
+    for path in files:
+        path.rename(aside / path.name)
+
+
 class RunDirGuard(Callback):
     """Lock and check the run dir of a single run before Hydra writes into it (see the module
     docstring); a refusal is one `error:` line and exit 2, with nothing in the folder changed."""
@@ -152,6 +174,8 @@ class RunDirGuard(Callback):
         try:
             acquire(run_dir, record=False)  # a refused run leaves even the last holder's PID as it was
             check_run_dir(run_dir, config.trainer.get("resume"), bool(config.trainer.get("overwrite")))
+            if config.hydra.output_subdir is not None:
+                keep_earlier_hydra_files(run_dir / str(config.hydra.output_subdir))
             record_holder(run_dir)
         except GanCliError as err:
             if not existed and run_dir.absolute() in _HELD:  # only what this process created

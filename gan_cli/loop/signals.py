@@ -33,13 +33,16 @@ PREEMPT = getattr(signal, "SIG" + os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR
 
 class TrainingInterrupted(GanCliError):
     """Raised after the checkpoint is written (train() then writes the grid and metrics.json at
-    the stop step and fills in `resume`, the command that continues the run). Ctrl-C is the
-    user's choice, not an error: a single run exits 0 (a sweep stopped part-way: 130, see
-    sweep.run_task); other signals exit 128 + their number (SIGTERM: 143, as schedulers expect)."""
+    the stop step and fills in `resume`, the command that continues the run). The exit status is
+    128 + the signal's number (SIGINT: 130, so `gan-train ... && next` does not go on to `next`
+    and `set -e` scripts stop; SIGTERM: 143, as schedulers expect). Ctrl-C is the user's choice,
+    not an error: `is_error` False, no `error:` line, the log line says it all (a sweep stopped
+    part-way is one, see sweep.run_task); the Makefile's `train` takes 130 as success."""
 
     def __init__(self, signum: int, step: int, checkpoint: str):
         self.signum, self.step, self.checkpoint, self.resume = signum, step, checkpoint, ""
-        self.exit_code = 0 if signum == signal.SIGINT else 128 + signum
+        self.exit_code = 128 + signum
+        self.is_error = signum != signal.SIGINT
         super().__init__(str(self))
 
     def __str__(self) -> str:
