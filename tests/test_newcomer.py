@@ -100,6 +100,38 @@ def test_the_terminal_bar_counts_epochs_from_1_moves_every_step_and_prints_logs_
         logging.getLogger().removeHandler(handler)
 
 
+def test_the_bar_says_it_is_starting_and_times_the_run_from_the_end_of_the_first_step(monkeypatch) -> None:
+    from gan_cli.reporting import progress
+
+    monkeypatch.setattr(sys, "stdout", _Terminal())
+    clock = iter([100.0, 112.0])  # the first step (grids, warm-up) takes 12 s
+    monkeypatch.setattr(progress.time, "perf_counter", lambda: next(clock))
+    display = progress.RichDisplay(total=2340, start=0, epoch=0)
+    try:
+        task = display.progress.tasks[0]
+        assert task.fields["stats"] == "starting: step 1 (warm-up) takes longest"  # not a blank 0/2340 -:--:--
+        monkeypatch.setattr(progress.time, "perf_counter", time.perf_counter)
+        display.tick(1)
+        assert task.fields["stats"] == "step 1 took 12.0 s (warm-up)" and task.completed == 1
+        assert not task._progress  # rich's rate (the time left) starts after the first step
+    finally:
+        display.stop()
+
+
+def test_the_line_display_times_the_run_from_the_end_of_the_first_step(monkeypatch, caplog) -> None:
+    from gan_cli.reporting import progress
+
+    now = [0.0]
+    monkeypatch.setattr(progress.time, "perf_counter", lambda: now[0])
+    display = progress.LineDisplay(total=101, start=0, epoch=0)
+    now[0] = 10.0
+    display.tick(1)  # a 10 s first step, then 0.1 s steps
+    now[0] = 11.0
+    with caplog.at_level(logging.INFO, logger="gan_cli"):
+        display.update(11, 0, {"loss/d": 1.0})
+    assert "step 11/101 epoch 1" in caplog.text and "eta 9s" in caplog.text  # 90 steps x 0.1 s, not 90 s
+
+
 def test_time_spent_evaluating_is_left_out_of_img_per_sec() -> None:
     from gan_cli.loop.meter import Meter
 
