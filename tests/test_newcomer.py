@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import logging
+import re
 import sys
 import time
 from pathlib import Path
@@ -164,7 +165,16 @@ def test_srgan_says_when_its_adversarial_phase_begins(tmp_path: Path) -> None:
     run_cli("gan-train", [*TINY_SR, "task.pretrain_steps=3", "trainer.max_steps=5", "hydra.run.dir=run"], cwd=tmp_path)
     log = (tmp_path / "run" / "train.log").read_text()
     assert "steps 1..3 train G on the content loss alone" in log and "begins at step 4" in log
+    assert "the first run-time estimate is theirs, revised once adversarial steps are timed" in log
     assert "step 4: the SRResNet warm-up is over, the adversarial phase begins" in log
+    assert re.search(r"step 2/5 epoch 1 \| [\d,]+ img/s .*content=\d\.\d{3}", log)  # the warm-up's own loss
+    # a run shorter than its warm-up says it has no adversarial step
+    run_cli("gan-train", [*TINY_SR, "task.pretrain_steps=8", "trainer.max_steps=4", "hydra.run.dir=short"],
+            cwd=tmp_path)
+    log = (tmp_path / "short" / "train.log").read_text()
+    assert "steps 1..4 train G on the content loss alone" in log
+    assert "this run of 4 steps ends inside it: no adversarial step (it would begin at step 9)" in log
+    assert "adversarial phase begins" not in log
 
 
 def test_the_mlp_option_builds_a_batchnorm_generator_and_the_bench_keeps_the_plain_one() -> None:
