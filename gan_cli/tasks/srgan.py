@@ -192,7 +192,8 @@ class SrGan:
                    "on the content loss alone (SRResNet warm-up: watch `content`; d_loss, g_loss and D's outputs "
                    "read 0 there)")
         if steps <= self.pretrain_steps:
-            log.info("%s; this run of %d steps ends inside it: no adversarial step (it would begin at step %d)",
+            log.info("%s; this run of %d steps ends inside it: no adversarial step (it would begin at step %d), "
+                     "the content-only SRResNet baseline",
                      warm_up, steps, self.pretrain_steps + 1)
         else:
             log.info("%s; the adversarial phase begins at step %d. Warm-up steps run no D: the first run-time "
