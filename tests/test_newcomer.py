@@ -72,6 +72,26 @@ def test_the_feature_cache_goes_to_the_users_cache_not_the_dataset_folder(tmp_pa
     assert cache_dir(cfg) == tmp_path / "c"
 
 
+def test_mnist_thicken_reuses_the_mnist_classifier_for_its_plain_domain(tmp_path: Path) -> None:
+    """Domain A (plain digits, the whole training split) is the images every MNIST run's
+    classifier is trained on: the same cache file, not a classifier of its own; domain B (dilated
+    digits) has other images, so a file of its own."""
+    from gan_cli.core.config import validate
+    from gan_cli.data.datasets import ImageData
+    from gan_cli.data.domains import from_dataset
+    from gan_cli.evaluate.metrics import classifier_path, dataset_key
+    from tests.conftest import compose_train
+
+    common = [f"dataset.root={tmp_path}", "dataset.download=false"]
+    mnist = validate(compose_train(["dataset=mnist", *common]))
+    thicken = validate(compose_train(["experiment=mnist_thicken", *common]))
+    digits = ImageData(torch.zeros(4, 1, 28, 28, dtype=torch.uint8), torch.arange(4), 10)
+    domains = from_dataset(digits, digits, thicken.task.domain_a, thicken.task.domain_b, seed=0)
+    key = dataset_key(thicken.dataset)
+    plain, dilated = (classifier_path(thicken, key + suffix) for suffix in domains.cache_suffixes)
+    assert plain == classifier_path(mnist, dataset_key(mnist.dataset)) and dilated != plain
+
+
 class _Terminal(io.StringIO):
     def isatty(self) -> bool:
         return True
