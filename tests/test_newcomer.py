@@ -251,6 +251,17 @@ def test_animations_are_enlarged_to_be_seen_and_grids_on_request(tmp_path: Path)
         "error: invalid value upscale=0")
 
 
+def test_the_docs_style_mixing_grids_have_the_blank_corner_gan_sample_draws() -> None:
+    """docs/stylegan2's mixing grids (28 px cells, 2 px padding) show what gan-sample mix= writes
+    today: the corner above the row seeds and left of the column seeds is background, not white."""
+    import numpy as np
+    from PIL import Image
+
+    for name in ("mix_coarse", "mix_fine"):
+        with Image.open(REPO / "docs" / "stylegan2" / f"{name}.png") as image:
+            assert np.asarray(image.convert("L"))[2:30, 2:30].max() == 0, name
+
+
 def one_line(result) -> str:
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 2 and len(lines) == 1, result.stderr
