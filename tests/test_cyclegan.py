@@ -219,6 +219,12 @@ def test_eval_scores_both_directions_against_doing_nothing(tmp_path: Path) -> No
     events = read_tb(tmp_path / "run")
     assert not [tag for tag in events.Tags()["scalars"] if tag.startswith("baseline/")]
     assert "baseline/text_summary" in events.Tags()["tensors"]
+    (table,) = events.Tensors("baseline/text_summary")
+    assert "| baseline/ink_ratio_a2b |" in table.tensor_proto.string_val[0].decode()
+    # HParams orders its metric columns by tag (TensorBoard sorts the session's scalar tags): the
+    # score best.pt holds comes first, at the best value of the run
+    assert sorted(events.Tags()["scalars"])[0] == "best/fd_classifier_mean"
+    assert events.Scalars("best/fd_classifier_mean")[-1].value == pytest.approx(metrics["best_fd_classifier_mean"])
 
 
 def test_gan_sample_translates_a_folder_an_npz_and_the_test_split(tmp_path: Path) -> None:

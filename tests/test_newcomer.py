@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import logging
+import re
 import sys
 import time
 from pathlib import Path
@@ -96,6 +97,26 @@ def test_the_feature_cache_goes_to_the_users_cache_not_the_dataset_folder(tmp_pa
     assert cache_dir(cfg) == tmp_path / "c"
 
 
+def test_mnist_thicken_reuses_the_mnist_classifier_for_its_plain_domain(tmp_path: Path) -> None:
+    """Domain A (plain digits, the whole training split) is the images every MNIST run's
+    classifier is trained on: the same cache file, not a classifier of its own; domain B (dilated
+    digits) has other images, so a file of its own."""
+    from gan_cli.core.config import validate
+    from gan_cli.data.datasets import ImageData
+    from gan_cli.data.domains import from_dataset
+    from gan_cli.evaluate.metrics import classifier_path, dataset_key
+    from tests.conftest import compose_train
+
+    common = [f"dataset.root={tmp_path}", "dataset.download=false"]
+    mnist = validate(compose_train(["dataset=mnist", *common]))
+    thicken = validate(compose_train(["experiment=mnist_thicken", *common]))
+    digits = ImageData(torch.zeros(4, 1, 28, 28, dtype=torch.uint8), torch.arange(4), 10)
+    domains = from_dataset(digits, digits, thicken.task.domain_a, thicken.task.domain_b, seed=0)
+    key = dataset_key(thicken.dataset)
+    plain, dilated = (classifier_path(thicken, key + suffix) for suffix in domains.cache_suffixes)
+    assert plain == classifier_path(mnist, dataset_key(mnist.dataset)) and dilated != plain
+
+
 class _Terminal(io.StringIO):
     def isatty(self) -> bool:
         return True
@@ -123,6 +144,38 @@ def test_the_terminal_bar_counts_epochs_from_1_moves_every_step_and_prints_logs_
         assert "estimated training time: 1 min" in terminal.getvalue()
     finally:
         logging.getLogger().removeHandler(handler)
+
+
+def test_the_bar_says_it_is_starting_and_times_the_run_from_the_end_of_the_first_step(monkeypatch) -> None:
+    from gan_cli.reporting import progress
+
+    monkeypatch.setattr(sys, "stdout", _Terminal())
+    clock = iter([100.0, 112.0])  # the first step (grids, warm-up) takes 12 s
+    monkeypatch.setattr(progress.time, "perf_counter", lambda: next(clock))
+    display = progress.RichDisplay(total=2340, start=0, epoch=0)
+    try:
+        task = display.progress.tasks[0]
+        assert task.fields["stats"] == "starting: step 1 (warm-up) takes longest"  # not a blank 0/2340 -:--:--
+        monkeypatch.setattr(progress.time, "perf_counter", time.perf_counter)
+        display.tick(1)
+        assert task.fields["stats"] == "step 1 took 12.0 s (warm-up)" and task.completed == 1
+        assert not task._progress  # rich's rate (the time left) starts after the first step
+    finally:
+        display.stop()
+
+
+def test_the_line_display_times_the_run_from_the_end_of_the_first_step(monkeypatch, caplog) -> None:
+    from gan_cli.reporting import progress
+
+    now = [0.0]
+    monkeypatch.setattr(progress.time, "perf_counter", lambda: now[0])
+    display = progress.LineDisplay(total=101, start=0, epoch=0)
+    now[0] = 10.0
+    display.tick(1)  # a 10 s first step, then 0.1 s steps
+    now[0] = 11.0
+    with caplog.at_level(logging.INFO, logger="gan_cli"):
+        display.update(11, 0, {"loss/d": 1.0})
+    assert "step 11/101 epoch 1" in caplog.text and "eta 9s" in caplog.text  # 90 steps x 0.1 s, not 90 s
 
 
 def test_time_spent_evaluating_is_left_out_of_img_per_sec() -> None:
@@ -157,7 +210,16 @@ def test_srgan_says_when_its_adversarial_phase_begins(tmp_path: Path) -> None:
     run_cli("gan-train", [*TINY_SR, "task.pretrain_steps=3", "trainer.max_steps=5", "hydra.run.dir=run"], cwd=tmp_path)
     log = (tmp_path / "run" / "train.log").read_text()
     assert "steps 1..3 train G on the content loss alone" in log and "begins at step 4" in log
+    assert "the first run-time estimate is theirs, revised once adversarial steps are timed" in log
     assert "step 4: the SRResNet warm-up is over, the adversarial phase begins" in log
+    assert re.search(r"step 2/5 epoch 1 \| [\d,]+ img/s .*content=\d\.\d{3}", log)  # the warm-up's own loss
+    # a run shorter than its warm-up says it has no adversarial step
+    run_cli("gan-train", [*TINY_SR, "task.pretrain_steps=8", "trainer.max_steps=4", "hydra.run.dir=short"],
+            cwd=tmp_path)
+    log = (tmp_path / "short" / "train.log").read_text()
+    assert "steps 1..4 train G on the content loss alone" in log
+    assert "this run of 4 steps ends inside it: no adversarial step (it would begin at step 9)" in log
+    assert "adversarial phase begins" not in log
 
 
 def test_the_mlp_option_builds_a_batchnorm_generator_and_the_bench_keeps_the_plain_one() -> None:
@@ -220,6 +282,17 @@ def test_animations_are_enlarged_to_be_seen_and_grids_on_request(tmp_path: Path)
     assert small == (2 * 30 + 2,) * 2 and big == (2 * (3 * 28 + 2) + 2,) * 2  # make_grid pads 2 px
     assert one_line(run_cli("gan-sample", [checkpoint, "upscale=0"], cwd=tmp_path, check=False)).startswith(
         "error: invalid value upscale=0")
+
+
+def test_the_docs_style_mixing_grids_have_the_blank_corner_gan_sample_draws() -> None:
+    """docs/stylegan2's mixing grids (28 px cells, 2 px padding) show what gan-sample mix= writes
+    today: the corner above the row seeds and left of the column seeds is background, not white."""
+    import numpy as np
+    from PIL import Image
+
+    for name in ("mix_coarse", "mix_fine"):
+        with Image.open(REPO / "docs" / "stylegan2" / f"{name}.png") as image:
+            assert np.asarray(image.convert("L"))[2:30, 2:30].max() == 0, name
 
 
 def one_line(result) -> str:

@@ -60,6 +60,14 @@ def session_hparams(run_dir: Path) -> dict[str, Any]:
     return {name: getattr(value, value.WhichOneof("kind")) for name, value in hparams.items()}
 
 
+def session_group_name(run_dir: Path) -> str:
+    """The name the HParams table gives the run's row (its path when empty)."""
+    events = EventAccumulator(str(run_dir))
+    events.Reload()
+    content = events.PluginTagToContent("hparams")["_hparams_/session_start_info"]
+    return plugin_data_pb2.HParamsPluginData.FromString(content).session_start_info.group_name
+
+
 def custom_scalars_layout(run_dir: Path) -> dict[str, list[str]]:
     """The Custom Scalars charts written in run_dir: {chart title: its tag regexes}."""
     events = EventAccumulator(str(run_dir), size_guidance={"tensors": 0})
@@ -89,6 +97,8 @@ def test_two_job_multirun_writes_summary_and_names_tensorboard_runs(tmp_path: Pa
             "loss": "bce", "model": "dcgan", "dataset": "fake", "augment": "none", "optim": "adam"}
         assert not [name for name in hparams if "_target_" in name or name.startswith("hydra")]
         assert "ema.decay" not in hparams  # unchanged internals stay out of the default columns
+        # the HParams row's name: readable where the path (multirun/2026-11-28/...) is cut short
+        assert session_group_name(run_dir) == f"{sweep.name} #{job} optim.lr={lr}"
         assert custom_scalars_layout(run_dir) == {
             "loss/d and loss/g": ["^loss/d", "^loss/g$"],
             "prob/real and prob/fake (mean D output)": ["^prob/real$", "^prob/fake$"]}

@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from gan_cli.core.errors import GanCliError
 from gan_cli.data.datasets import ImageData
 from gan_cli.evaluate import classifier
-from gan_cli.evaluate.metrics import cache_dir, dataset_key
+from gan_cli.evaluate.metrics import classifier_path, dataset_key
 
 VGG19_MODULES = 37  # len(torchvision.models.vgg19().features)
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -96,7 +96,7 @@ def classifier_maps(cfg: DictConfig, train: ImageData, test: ImageData | None, d
         raise GanCliError("task.perceptual=classifier needs a labelled dataset (the feature classifier learns its "
                           "classes): use task.perceptual=vgg19 task.vgg19_weights=PATH, or task.perceptual=none")
     # The metrics' own classifier (metrics.Evaluator: same cache file), trained on first use.
-    path = cache_dir(cfg) / f"{dataset_key(cfg.dataset)}_classifier_e{cfg.eval.classifier_epochs}.pt"
+    path = classifier_path(cfg, dataset_key(cfg.dataset))
     model = classifier.load_or_train(path, train, test if test is not None else train, device,
                                      epochs=cfg.eval.classifier_epochs)
     return ClassifierMaps(model)

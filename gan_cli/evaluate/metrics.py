@@ -88,6 +88,11 @@ def cache_dir(cfg: DictConfig) -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or "~/.cache").expanduser() / "gan_cli"
 
 
+def classifier_path(cfg: DictConfig, name: str) -> Path:
+    """The feature classifier of the images cached as `name` (dataset_key), by its recipe."""
+    return cache_dir(cfg) / f"{name}_classifier_e{cfg.eval.classifier_epochs}.pt"
+
+
 def dataset_key(dataset: DictConfig) -> str:
     """`<name>_<C>x<S>_<hash of the options that change the images>`, e.g. mnist_1x28_3f09a1c2."""
     options = {k: v for k, v in plain_dict(dataset).items() if k not in ("download", "hflip")}  # same images either way
@@ -170,7 +175,7 @@ class Evaluator:
                 f"the classifier needs >= 2 classes, the dataset has {train.num_classes}: use eval.features=inception"
             )
         # One classifier per dataset and recipe, whatever the run's seed: FIDs of runs are comparable.
-        path = cache_dir(cfg) / f"{self.name}_classifier_e{cfg.eval.classifier_epochs}.pt"
+        path = classifier_path(cfg, self.name)
         self.classifier = classifier.load_or_train(
             path, train, test if test is not None else train, self.device, epochs=cfg.eval.classifier_epochs
         )

@@ -65,14 +65,22 @@ class Outputs:
         if self.evaluation is None:
             return
         self.scores = self.evaluation.evaluate(step)
-        self.reporter.scalars(step, self.epoch_of(step), self.scores, show=False)
         if self.scores.get(self.evaluation.primary, math.inf) < self.best:
             self.best = self.scores[self.evaluation.primary]
             self.checkpoints.save_best(self.state(step))
+        # best/<primary>: best.pt's score, and the HParams tab's first metric column (it orders
+        # metrics by tag, and `best/` sorts before loss/, metrics/, perf/, prob/)
+        best = {best_tag(self.evaluation.primary): self.best} if self.best < math.inf else {}
+        self.reporter.scalars(step, self.epoch_of(step), {**best, **self.scores}, show=False)
 
     def preview(self, step: int) -> None:
         preview = self.task.preview()
         self.reporter.samples(step, preview.images, preview.nrow)
+
+
+def best_tag(primary: str) -> str:
+    """metrics/fd_classifier -> best/fd_classifier (metrics.json: best_fd_classifier)."""
+    return f"best/{primary.split('/')[-1]}"
 
 
 def epoch_of(task: Task, step: int) -> int:

@@ -58,6 +58,34 @@ def event_dir(run_dir: Path) -> Path:
     return run_dir / name if name else run_dir
 
 
+def sweep_job_name() -> str:
+    """A multirun job's short name, `<sweep folder> #<job> <its overrides>` (12-00-00 #0
+    optim.lr=0.0001), for the HParams table: the run's path under a shared logdir starts
+    `multirun/2026-11-28/...`, which TensorBoard cuts before the part that tells jobs apart.
+    "" outside a multirun (TensorBoard then shows the run's path)."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return ""
+    hydra_cfg = HydraConfig.get()
+    return " ".join(part for part in (Path(hydra_cfg.sweep.dir).name, f"#{hydra_cfg.job.num}",
+                                      hydra_cfg.job.override_dirname) if part)
+
+
+def with_group_name(session_start: Any, name: str) -> Any:
+    """The HParams session-start summary with its row's name (SessionStartInfo.group_name; the
+    table shows it instead of the run's path). Each name is one job's, so no two runs share a row."""
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    if name:
+        metadata = session_start.value[0].metadata.plugin_data
+        data = plugin_data_pb2.HParamsPluginData.FromString(metadata.content)
+        data.session_start_info.group_name = name
+        metadata.content = data.SerializeToString()
+    return session_start
+
+
 # The Custom Scalars tab: each chart draws the curves whose tags match its regexes, so the
 # G-vs-D balance reads off one chart instead of two.
 BALANCE_LAYOUT = {
@@ -201,13 +229,14 @@ class Reporter:
         """This run's row in the HParams tab, in its own event file (SummaryWriter.add_hparams
         would make a separate sub-run): the columns are run_hparams(cfg) and the run's baseline
         numbers, and the metric columns are this run's curves at their last value (TensorBoard
-        offers every scalar tag of a session's run), so the final values need no charts of their
-        own. The other final values (steps, train_seconds, ...) are in metrics.json and the
-        sweep's summary.csv."""
+        offers every scalar tag of a session's run, by tag: best/<primary metric> first), so the
+        final values need no charts of their own. A sweep job's row is named sweep_job_name().
+        The other final values (steps, train_seconds, ...) are in metrics.json and the sweep's
+        summary.csv."""
         # Only the session summaries: TensorBoard then builds the HParams columns from the union
         # of every run's keys; an `experiment` summary would fix them to the first run it reads.
         _, session_start, session_end = hparams_summary({**run_hparams(cfg), **baseline}, {})
-        for summary in (session_start, session_end):
+        for summary in (with_group_name(session_start, sweep_job_name()), session_end):
             # torch's SummaryWriter is unannotated: mypy infers file_writer from its `= None` in __init__
             self.writer.file_writer.add_summary(summary, step)  # type: ignore[attr-defined]
 

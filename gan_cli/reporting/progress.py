@@ -38,13 +38,24 @@ class RichDisplay:
             TextColumn("{task.fields[stats]}"),
             TimeRemainingColumn(),
         )
-        self.task = self.progress.add_task("train", total=total, completed=start, epoch=epoch + 1, stats="")
+        # Until the first step is done (the first grids, cuDNN autotuning, compilation: seconds on a
+        # GPU) the bar would sit at 0/N -:--:-- with nothing to say why.
+        self.task = self.progress.add_task("train", total=total, completed=start, epoch=epoch + 1,
+                                           stats=f"starting: step {start + 1} (warm-up) takes longest")
+        self.first_step: float | None = time.perf_counter()  # None once the first step is done
         terminal = (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__)  # before rich wraps sys.stdout
         self.progress.start()
         self.redirected = _console_handlers_through(self.progress.console, terminal)
 
     def tick(self, step: int) -> None:
-        self.progress.update(self.task, completed=step)
+        if self.first_step is None:
+            self.progress.update(self.task, completed=step)
+            return
+        # The time left is measured from the end of the first step: its warm-up is no rate of the run.
+        seconds, self.first_step = time.perf_counter() - self.first_step, None
+        (task,) = (task for task in self.progress.tasks if task.id == self.task)
+        self.progress.reset(self.task, completed=step,  # reset replaces every field: the epoch kept
+                            **{**task.fields, "stats": f"step {step} took {seconds:.1f} s (warm-up)"})
 
     def update(self, step: int, epoch: int, values: dict[str, float]) -> None:
         self.progress.update(self.task, completed=step, epoch=epoch + 1, stats=_stats_text(values))
@@ -85,14 +96,17 @@ class LineDisplay:
     """Plain periodic log lines when stdout is not a terminal (CI, SLURM logs, pipes)."""
 
     def __init__(self, total: int, start: int, epoch: int):
-        self.total, self.start, self.started = total, start, time.perf_counter()
+        self.total = total
+        self.origin = self.started = (start, time.perf_counter())  # (step, when): what the ETA is timed from
+        # after the first step (tick), the time from its end: its warm-up is no rate of the run
 
     def tick(self, step: int) -> None:
-        pass
+        if self.started is self.origin:
+            self.started = (step, time.perf_counter())
 
     def update(self, step: int, epoch: int, values: dict[str, float]) -> None:
-        done = max(step - self.start, 1)
-        eta = (time.perf_counter() - self.started) / done * (self.total - step)
+        since, when = self.started if self.started[0] < step else self.origin
+        eta = (time.perf_counter() - when) / max(step - since, 1) * (self.total - step)
         log.info("step %d/%d epoch %d | %s | eta %.0fs", step, self.total, epoch + 1, _stats_text(values), eta)
 
     def stop(self) -> None:

@@ -30,7 +30,7 @@ from omegaconf import DictConfig
 from torch import Tensor, nn
 
 from gan_cli.components.perceptual import build_perceptual
-from gan_cli.core.config import build
+from gan_cli.core.config import build, run_length
 from gan_cli.core.errors import GanCliError
 from gan_cli.data.datasets import DeviceSampler, ImageData, to_float, to_uint8
 from gan_cli.data.domains import load_images
@@ -183,9 +183,22 @@ class SrGan:
         count = min(preview_images, self.test.images.shape[0])
         self.preview_hr = center_crop(to_float(self.test.images[:count]), self.hr_size).to(device)
         if self.pretrain_steps:
-            log.info("task.pretrain_steps=%d: steps 1..%d train G on the content loss alone (SRResNet warm-up: "
-                     "d_loss, g_loss and D's outputs read 0 there); the adversarial phase begins at step %d",
-                     self.pretrain_steps, self.pretrain_steps, self.pretrain_steps + 1)
+            self.say_warm_up(run_length(cfg.trainer, self.batches_per_epoch, self.batches_per_step)[0])
+
+    def say_warm_up(self, steps: int) -> None:
+        """The warm-up's progress lines read d_loss, g_loss and D's outputs 0 and its steps are
+        cheap (no D): said before the first, with what that does to the run-time estimate."""
+        warm_up = (f"task.pretrain_steps={self.pretrain_steps}: steps 1..{min(self.pretrain_steps, steps)} train G "
+                   "on the content loss alone (SRResNet warm-up: watch `content`; d_loss, g_loss and D's outputs "
+                   "read 0 there)")
+        if steps <= self.pretrain_steps:
+            log.info("%s; this run of %d steps ends inside it: no adversarial step (it would begin at step %d), "
+                     "the content-only SRResNet baseline",
+                     warm_up, steps, self.pretrain_steps + 1)
+        else:
+            log.info("%s; the adversarial phase begins at step %d. Warm-up steps run no D: the first run-time "
+                     "estimate is theirs, revised once adversarial steps are timed if they cost 1.5x more",
+                     warm_up, self.pretrain_steps + 1)
 
     def batch(self, step: int) -> tuple[Tensor, Tensor]:
         """HR (B, C, S, S) and LR (B, C, S/scale, S/scale) in [-1, 1] for this step."""
