@@ -100,3 +100,22 @@ def test_on_nan_skip_drops_the_bad_updates_and_finishes(tmp_path: Path) -> None:
     assert metrics["steps"] == 6 and metrics["skipped_steps"] >= 1
     state = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)
     assert all(v.isfinite().all() for v in state["networks"]["discriminator"].values() if v.is_floating_point())
+
+
+def test_a_resumed_run_replaces_best_pt_only_with_a_better_score(tmp_path: Path) -> None:
+    """best.pt is the best of the whole run: the score it holds travels in every checkpoint, so the
+    first evaluation after a resume does not overwrite it with a worse one."""
+    evaluated = [*TINY_FAKE, "eval.enabled=true", "eval.every_n_steps=2", "eval.num_samples=64", "eval.batch_size=32",
+                 "eval.kid_subset_size=16", "eval.kid_subsets=5", "eval.classifier_epochs=1",
+                 f"eval.cache_dir={tmp_path / 'cache'}"]
+    first = train(compose_train(evaluated), run_dir=tmp_path / "run")
+    best_pt = tmp_path / "run" / "checkpoints" / "best.pt"
+    kept = best_pt.read_bytes()
+    assert torch.load(best_pt, weights_only=True)["best"] == first["best_fd_classifier"]
+    # the resumed part trains G with an absurd learning rate: its samples get worse, not better
+    wrecked = train(compose_train([*evaluated, "trainer.max_steps=6", "trainer.resume=auto", "optim.g.lr=5.0"]),
+                    run_dir=tmp_path / "run")
+    assert wrecked["metrics/fd_classifier"] > first["best_fd_classifier"]
+    assert wrecked["best_fd_classifier"] == first["best_fd_classifier"] and best_pt.read_bytes() == kept
+    last = torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=True)
+    assert last["best"] == first["best_fd_classifier"]

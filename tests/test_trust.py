@@ -322,3 +322,15 @@ def test_a_schedule_state_of_the_wrong_type_is_refused(tmp_path: Path, good: Pat
                                           r"last_epoch: an integer$"):
         run()
     assert not (tmp_path / "s.png").exists()
+
+
+@pytest.mark.parametrize("best", ["abc", float("nan"), 3])
+def test_a_best_score_of_the_wrong_kind_is_refused(tmp_path: Path, good: Path, best: object) -> None:
+    from omegaconf import OmegaConf
+
+    from gan_cli.sampling.sample import sample
+
+    state = torch.load(good, weights_only=True)
+    torch.save(forged({**state, "best": best}), tmp_path / "bad.pt")
+    with pytest.raises(GanCliError, match=r"is damaged: 'best' holds .*; allowed is a finite float"):
+        sample(OmegaConf.create({"checkpoint": str(tmp_path / "bad.pt"), "out": str(tmp_path / "s.png")}))

@@ -16,6 +16,7 @@ dict is one error line (and `trainer.resume=auto` falls back) instead of a KeyEr
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 from typing import Any
@@ -206,6 +207,8 @@ def check_structure(state: dict[str, Any], source: str | Path) -> None:
     if "schedules" in state:  # gan-cli/2 checkpoints before learning-rate schedules had none
         problems.append(_schedules_problem(state["schedules"]))
     problems.append(_rng_problem(state["rng"]))
+    if "best" in state and (not isinstance(state["best"], float) or not math.isfinite(state["best"])):
+        problems.append(f"'best' holds {state['best']!r:.60}; allowed is a finite float (the best score so far)")
     problem = next((p for p in problems if p), None)
     if problem:
         raise GanCliError(f"checkpoint {source} is damaged: {problem}")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import errno
 import io
 import logging
+import math
 import os
 import pickle
 import random
@@ -166,6 +167,18 @@ class CheckpointDir:
         path = self.folder / "best.pt"
         self._write(path, state, int(state.get("step", 0)))
         return path
+
+    def best_score(self) -> float:
+        """The score best.pt holds (inf when there is none, it predates the key or is damaged): a
+        resumed run replaces best.pt only with a better one."""
+        path = self.folder / "best.pt"
+        if not path.is_file():
+            return math.inf
+        try:
+            return float(load_checkpoint(path).get("best", math.inf))
+        except GanCliError as err:
+            log.warning("%s; the next evaluation writes a new best.pt", err)
+            return math.inf
 
     def newest_loadable(self) -> tuple[Path, dict[str, Any]] | None:
         """The loadable checkpoint with the highest step, skipping (and reporting) damaged ones.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -28,10 +29,14 @@ log = logging.getLogger("gan_cli")
 LEGACY_TASK = "gan_cli.tasks.image_gan.ImageGan"  # gan-cli/1 checkpoints had no task: all were this
 
 
-def checkpoint_state(task: Task, schedules: Schedules, cfg: DictConfig, step: int, epoch: int) -> dict[str, Any]:
+def checkpoint_state(task: Task, schedules: Schedules, cfg: DictConfig, step: int, epoch: int,
+                     best: float | None = None) -> dict[str, Any]:
     """Everything the run depends on, by the names the task declares. The data streams need no
-    state: batch k is a pure function of (seed, k), so `step` fixes the position in each epoch."""
+    state: batch k is a pure function of (seed, k), so `step` fixes the position in each epoch.
+    `best`: the primary metric's best score so far (best.pt's), so a resumed run replaces best.pt
+    only with a better one."""
     return {
+        **({"best": float(best)} if best is not None and math.isfinite(best) else {}),
         "step": step,
         "epoch": epoch,
         "networks": {name: network.state_dict() for name, network in task.networks.items()},

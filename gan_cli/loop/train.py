@@ -55,7 +55,7 @@ class Outputs:
         return epoch_of(self.task, step)
 
     def state(self, step: int) -> dict[str, Any]:
-        return checkpoint_state(self.task, self.schedules, self.cfg, step, self.epoch_of(step))
+        return checkpoint_state(self.task, self.schedules, self.cfg, step, self.epoch_of(step), self.best)
 
     def save(self, step: int) -> None:
         if self.is_main:  # rank 0 holds the same weights; non-finite ones are refused (checkpoint.py)
@@ -168,6 +168,8 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, Any]:
     if start == 0:  # once per run: real images, the config and the untrained networks' grid at step 0
         reporter.run_started(cfg, task.real_preview(), task.preview())
     outputs = Outputs(cfg, task, schedules, checkpoints, evaluation, reporter, ranks.is_main)
+    if resumed and evaluation is not None:  # this run's best.pt is beaten, not replaced
+        outputs.best = checkpoints.best_score()
     baseline = evaluation.baseline if evaluation is not None else {}
     reporter.baseline(baseline)
     updates_per_step = sum(phase.repeats for phase in task.phases)
