@@ -12,8 +12,10 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from hydra import compose, initialize_config_dir
 from PIL import Image
 
+from gan_cli.apps.cli import CONFIG_DIR
 from gan_cli.core.config import validate
 from gan_cli.core.errors import GanCliError
 from gan_cli.data.captions import SLANTS, THICKNESS, attributes, load_captioned_folder, made_captions
@@ -22,6 +24,7 @@ from gan_cli.loop.checkpoint import load_checkpoint
 from gan_cli.loop.step import build_task
 from gan_cli.loop.train import seed_everything, train
 from gan_cli.models.text import tokenize
+from gan_cli.sampling.sample import sample
 from gan_cli.tasks.text2image import TextToImage
 from tests.conftest import compose_train, run_cli
 
@@ -177,3 +180,61 @@ def test_gan_sample_draws_a_prompt_and_a_row_per_prompt_of_a_file(tmp_path: Path
     assert scores["task"] == "TextToImage" and scores["step"] == 4
     assert {"fd_classifier", "asked_class", "thick_over_thin_ink", "slant_agreement"} <= set(scores)
     assert scores["baseline/asked_class_real"] > scores["asked_class"]  # 4 steps: far from the real digits
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    run = tmp_path_factory.mktemp("t2i")
+    train(compose_train(TINY_T2I), run_dir=run)
+    return run / "checkpoints" / "last.pt"
+
+
+def sample_of(checkpoint: Path, out: Path, *overrides: str) -> Path:
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose("sample", overrides=[f"checkpoint={checkpoint}", f"out={out}", "device=cpu", *overrides])
+    return sample(cfg)
+
+
+def test_interpolate_walks_from_prompt_to_prompt_through_their_text_images(tiny_checkpoint: Path,
+                                                                          tmp_path: Path) -> None:
+    (tmp_path / "walk.txt").write_text("a thin one\na thick seven\na two\n")
+    prompts = f"text_file={tmp_path / 'walk.txt'}"
+    rows = np.load(sample_of(tiny_checkpoint, tmp_path / "rows.npz", prompts, "seeds=[4,9]"))["arr_0"]
+    walk = sample_of(tiny_checkpoint, tmp_path / "walk.gif", prompts, "seeds=[4,9]", "nrow=2", "interpolate=5")
+    # a frame: the two seeds' images side by side, 2 px apart as in .png grids, enlarged 8x (to >= 256 px)
+    with Image.open(walk) as gif:
+        assert gif.n_frames == 5 and gif.size == (62 * 8, 32 * 8)
+        frames = []
+        for index in range(5):
+            gif.seek(index)
+            frames.append(np.asarray(gif.convert("L"))[::8, ::8])
+
+    def frame_of(prompt: int) -> np.ndarray:
+        expected = np.zeros((32, 62), dtype=np.uint8)
+        expected[2:30, 2:30], expected[2:30, 32:60] = rows[2 * prompt, :, :, 0], rows[2 * prompt + 1, :, :, 0]
+        return expected
+
+    # frames 0, 2 and 4 sit on the prompts (walk positions 0, 1, 2): their text= images, byte for byte
+    for frame, prompt in ((0, 0), (2, 1), (4, 2)):
+        assert np.array_equal(frames[frame], frame_of(prompt)), f"frame {frame} is not prompt {prompt}'s images"
+    assert not np.array_equal(frames[1], frames[0]) and not np.array_equal(frames[1], frames[2])  # between them
+    one = sample_of(tiny_checkpoint, tmp_path / "one.gif", prompts, "seeds=[4]", "interpolate=3", "upscale=1")
+    with Image.open(one) as gif:  # a single column: each frame is the image itself
+        assert gif.n_frames == 3 and gif.size == (28, 28)
+        assert np.array_equal(np.asarray(gif.convert("L")), rows[0, :, :, 0])
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    (["text=a thin one"], r"interpolate=4 walks from prompt to prompt and text= gives one: give text_file= with two"),
+    (["text_file=one.txt"], r"text_file=one\.txt holds one: give text_file= with two or more prompts"),
+    (["text_file=walk.txt", "interpolate=2"], r"interpolate=2 frames cannot visit the 3 prompts of text_file=walk"),
+])
+def test_interpolate_needs_two_or_more_prompts_and_enough_frames(tiny_checkpoint: Path, tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch,
+                                                                 overrides: list[str], message: str) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "one.txt").write_text("a thin one\n")
+    (tmp_path / "walk.txt").write_text("a thin one\na thick seven\na two\n")
+    with pytest.raises(GanCliError, match=message) as err:
+        sample_of(tiny_checkpoint, tmp_path / "w.gif", "interpolate=4", *overrides)
+    assert "\n" not in str(err.value) and not (tmp_path / "w.gif").exists()
