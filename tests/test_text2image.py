@@ -29,13 +29,20 @@ from gan_cli.tasks.text2image import TextToImage
 from tests.conftest import compose_train, run_cli
 
 PROMPTS = ["a thick seven", "a thin one", "a two"]
-TINY_T2I = ["task=text2image", "dataset=fake", "dataset.num_samples=64", "dataset.num_classes=10",
-            "trainer.device=cpu", "trainer.batch_size=8", "trainer.max_steps=4", "trainer.num_threads=1",
-            "model.generator.ngf=4", "model.discriminator.ndf=4", "model.generator.condition_dim=4",
-            "model.discriminator.condition_dim=4", "task.text_encoder_steps=5", "task.text_width=8",
-            "task.text_dim=8", "task.drop_attribute=0", "task.preview_per_prompt=3",
-            "task.prompts=[" + ",".join(f'"{p}"' for p in PROMPTS) + "]", "log.every_n_steps=2",
-            "log.sample_every_n_steps=2", "eval.enabled=false", "ema.start_step=1", "ema.bn_samples=16"]
+TINY_TEXT = ["task=text2image", "dataset=fake", "dataset.num_samples=64", "dataset.num_classes=10",
+             "trainer.device=cpu", "trainer.batch_size=8", "trainer.max_steps=4", "trainer.num_threads=1",
+             "task.text_encoder_steps=5", "task.text_width=8", "task.text_dim=8", "task.drop_attribute=0",
+             "task.preview_per_prompt=3", "task.prompts=[" + ",".join(f'"{p}"' for p in PROMPTS) + "]",
+             "log.every_n_steps=2", "log.sample_every_n_steps=2", "eval.enabled=false", "ema.start_step=1",
+             "ema.bn_samples=16"]
+TINY_MODELS = {  # each model option of task=text2image, tiny
+    "text_dcgan": ["model.generator.ngf=4", "model.discriminator.ndf=4", "model.generator.condition_dim=4",
+                   "model.discriminator.condition_dim=4"],
+    "text_stylegan2": ["model=text_stylegan2", "model.z_dim=8", "model.w_dim=8", "model.channel_base=56",
+                       "model.channel_max=8", "model.discriminator.channel_base=56",
+                       "model.discriminator.channel_max=8"],
+}
+TINY_T2I = [*TINY_TEXT, *TINY_MODELS["text_dcgan"]]
 
 
 def folder_of_images(root: Path, names: list[str]) -> Path:
@@ -113,16 +120,17 @@ def test_unknown_words_of_a_prompt_are_one_line() -> None:
     assert "\n" not in str(err.value) and "thick" in str(err.value)  # says which words it knows
 
 
-def make_task(overrides: list[str]) -> TextToImage:
-    cfg = validate(compose_train([*TINY_T2I, *overrides]))
+def make_task(overrides: list[str], model: str = "text_dcgan") -> TextToImage:
+    cfg = validate(compose_train([*TINY_TEXT, *TINY_MODELS[model], *overrides]))
     seed_everything(cfg.trainer.seed)
     task = build_task(cfg, torch.device("cpu"))
     assert isinstance(task, TextToImage)
     return task
 
 
-def test_matching_aware_d_loss_counts_a_mismatched_pair_as_fake() -> None:
-    task = make_task([])
+@pytest.mark.parametrize("model", list(TINY_MODELS))
+def test_matching_aware_d_loss_counts_a_mismatched_pair_as_fake(model: str) -> None:
+    task = make_task([], model)
     loss, stats, handed = task.d_loss(0, 0, None)
     real, _ = task.sampler.batch(0)
     text, fake, d = handed.text, handed.images.detach(), task.discriminator
@@ -137,8 +145,36 @@ def test_matching_aware_d_loss_counts_a_mismatched_pair_as_fake() -> None:
     assert not torch.equal(text, text.roll(1, 0))  # the batch's captions differ: the wrong ones are wrong
 
 
-def test_trains_with_a_row_per_prompt_and_resumes_bitwise(tmp_path: Path) -> None:
-    straight = [*TINY_T2I, "trainer.max_steps=6", "trainer.ckpt_every_n_steps=3"]
+def test_text_stylegan2_conditions_the_mapping_and_the_projection_on_the_caption() -> None:
+    task = make_task([], "text_stylegan2")
+    generator, discriminator = task.generator, task.discriminator
+    text = F.normalize(torch.randn(4, 8), dim=1)
+    other = text.roll(1, 0)
+    z = torch.randn(4, 8)
+    generator.eval()
+    # the caption reaches every style through w (stylegan2-ada's conditioning on c) ...
+    assert not torch.equal(generator.mapping_ws(z, text), generator.mapping_ws(z, other))
+    assert not torch.equal(generator(z, text), generator(z, other))
+    # ... and D's projection: the same images score differently under other captions
+    images = torch.randn(4, 1, 28, 28)
+    assert not torch.equal(discriminator(images, text), discriminator(images, other))
+    # truncation pulls each caption's w towards that caption's own mean w, not a caption-less one
+    centers = generator.truncation_center(torch.cat([text[:1], other[:1], text[:1]]))
+    assert torch.equal(centers[0], centers[2]) and not torch.equal(centers[0], centers[1])
+    assert torch.allclose(generator.mapping_ws(z[:1], text[:1], truncation=0.0)[0, 0], centers[0], atol=1e-6)
+
+
+@pytest.mark.parametrize("model", list(TINY_MODELS))
+def test_a_text_model_under_another_task_says_which_task_takes_it(model: str) -> None:
+    cfg = validate(compose_train(["dataset=fake", f"model={model}", "trainer.device=cpu"]))
+    with pytest.raises(GanCliError, match=f"model={model} draws from captions: use it with task=text2image") as err:
+        build_task(cfg, torch.device("cpu"))
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("model", list(TINY_MODELS))
+def test_trains_with_a_row_per_prompt_and_resumes_bitwise(tmp_path: Path, model: str) -> None:
+    straight = [*TINY_TEXT, *TINY_MODELS[model], "trainer.max_steps=6", "trainer.ckpt_every_n_steps=3"]
     metrics = train(compose_train(straight), run_dir=tmp_path / "straight")
     for name in ("loss/d", "loss/g", "loss/int", "prob/mismatch"):
         assert math.isfinite(metrics[name]), name
@@ -182,10 +218,10 @@ def test_gan_sample_draws_a_prompt_and_a_row_per_prompt_of_a_file(tmp_path: Path
     assert scores["baseline/asked_class_real"] > scores["asked_class"]  # 4 steps: far from the real digits
 
 
-@pytest.fixture(scope="module")
-def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    run = tmp_path_factory.mktemp("t2i")
-    train(compose_train(TINY_T2I), run_dir=run)
+@pytest.fixture(scope="module", params=list(TINY_MODELS))
+def tiny_checkpoint(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    run = tmp_path_factory.mktemp(request.param)
+    train(compose_train([*TINY_TEXT, *TINY_MODELS[request.param]]), run_dir=run)
     return run / "checkpoints" / "last.pt"
 
 
@@ -200,6 +236,8 @@ def test_interpolate_walks_from_prompt_to_prompt_through_their_text_images(tiny_
     (tmp_path / "walk.txt").write_text("a thin one\na thick seven\na two\n")
     prompts = f"text_file={tmp_path / 'walk.txt'}"
     rows = np.load(sample_of(tiny_checkpoint, tmp_path / "rows.npz", prompts, "seeds=[4,9]"))["arr_0"]
+    first = np.load(sample_of(tiny_checkpoint, tmp_path / "first.npz", "text=a thin one", "seeds=[4,9]"))["arr_0"]
+    assert np.array_equal(first, rows[:2])  # text= draws what text_file= draws in that prompt's row
     walk = sample_of(tiny_checkpoint, tmp_path / "walk.gif", prompts, "seeds=[4,9]", "nrow=2", "interpolate=5")
     # a frame: the two seeds' images side by side, 2 px apart as in .png grids, enlarged 8x (to >= 256 px)
     with Image.open(walk) as gif:
