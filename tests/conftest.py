@@ -39,7 +39,8 @@ TINY = [
     "trainer.num_threads=1",
 ]
 IMAGE_TO_IMAGE_MODELS = ("cyclegan", "srgan", "pix2pix")  # model options whose G takes images, not z
-TEXT_TO_IMAGE_MODELS = ("text_dcgan",)  # model options whose G takes z and a caption embedding (task=text2image)
+# model options whose G takes z and a caption embedding (task=text2image)
+TEXT_TO_IMAGE_MODELS = ("text_dcgan", "text_stylegan2")
 NOT_Z_TO_IMAGE_MODELS = (*IMAGE_TO_IMAGE_MODELS, *TEXT_TO_IMAGE_MODELS)  # left out of the z (+ label) -> image tests
 
 TINY_FAKE = ["dataset=fake", "dataset.num_samples=64", *TINY]

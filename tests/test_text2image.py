@@ -12,8 +12,10 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from hydra import compose, initialize_config_dir
 from PIL import Image
 
+from gan_cli.apps.cli import CONFIG_DIR
 from gan_cli.core.config import validate
 from gan_cli.core.errors import GanCliError
 from gan_cli.data.captions import SLANTS, THICKNESS, attributes, load_captioned_folder, made_captions
@@ -22,17 +24,25 @@ from gan_cli.loop.checkpoint import load_checkpoint
 from gan_cli.loop.step import build_task
 from gan_cli.loop.train import seed_everything, train
 from gan_cli.models.text import tokenize
+from gan_cli.sampling.sample import sample
 from gan_cli.tasks.text2image import TextToImage
 from tests.conftest import compose_train, run_cli
 
 PROMPTS = ["a thick seven", "a thin one", "a two"]
-TINY_T2I = ["task=text2image", "dataset=fake", "dataset.num_samples=64", "dataset.num_classes=10",
-            "trainer.device=cpu", "trainer.batch_size=8", "trainer.max_steps=4", "trainer.num_threads=1",
-            "model.generator.ngf=4", "model.discriminator.ndf=4", "model.generator.condition_dim=4",
-            "model.discriminator.condition_dim=4", "task.text_encoder_steps=5", "task.text_width=8",
-            "task.text_dim=8", "task.drop_attribute=0", "task.preview_per_prompt=3",
-            "task.prompts=[" + ",".join(f'"{p}"' for p in PROMPTS) + "]", "log.every_n_steps=2",
-            "log.sample_every_n_steps=2", "eval.enabled=false", "ema.start_step=1", "ema.bn_samples=16"]
+TINY_TEXT = ["task=text2image", "dataset=fake", "dataset.num_samples=64", "dataset.num_classes=10",
+             "trainer.device=cpu", "trainer.batch_size=8", "trainer.max_steps=4", "trainer.num_threads=1",
+             "task.text_encoder_steps=5", "task.text_width=8", "task.text_dim=8", "task.drop_attribute=0",
+             "task.preview_per_prompt=3", "task.prompts=[" + ",".join(f'"{p}"' for p in PROMPTS) + "]",
+             "log.every_n_steps=2", "log.sample_every_n_steps=2", "eval.enabled=false", "ema.start_step=1",
+             "ema.bn_samples=16"]
+TINY_MODELS = {  # each model option of task=text2image, tiny
+    "text_dcgan": ["model.generator.ngf=4", "model.discriminator.ndf=4", "model.generator.condition_dim=4",
+                   "model.discriminator.condition_dim=4"],
+    "text_stylegan2": ["model=text_stylegan2", "model.z_dim=8", "model.w_dim=8", "model.channel_base=56",
+                       "model.channel_max=8", "model.discriminator.channel_base=56",
+                       "model.discriminator.channel_max=8"],
+}
+TINY_T2I = [*TINY_TEXT, *TINY_MODELS["text_dcgan"]]
 
 
 def folder_of_images(root: Path, names: list[str]) -> Path:
@@ -110,16 +120,17 @@ def test_unknown_words_of_a_prompt_are_one_line() -> None:
     assert "\n" not in str(err.value) and "thick" in str(err.value)  # says which words it knows
 
 
-def make_task(overrides: list[str]) -> TextToImage:
-    cfg = validate(compose_train([*TINY_T2I, *overrides]))
+def make_task(overrides: list[str], model: str = "text_dcgan") -> TextToImage:
+    cfg = validate(compose_train([*TINY_TEXT, *TINY_MODELS[model], *overrides]))
     seed_everything(cfg.trainer.seed)
     task = build_task(cfg, torch.device("cpu"))
     assert isinstance(task, TextToImage)
     return task
 
 
-def test_matching_aware_d_loss_counts_a_mismatched_pair_as_fake() -> None:
-    task = make_task([])
+@pytest.mark.parametrize("model", list(TINY_MODELS))
+def test_matching_aware_d_loss_counts_a_mismatched_pair_as_fake(model: str) -> None:
+    task = make_task([], model)
     loss, stats, handed = task.d_loss(0, 0, None)
     real, _ = task.sampler.batch(0)
     text, fake, d = handed.text, handed.images.detach(), task.discriminator
@@ -134,8 +145,36 @@ def test_matching_aware_d_loss_counts_a_mismatched_pair_as_fake() -> None:
     assert not torch.equal(text, text.roll(1, 0))  # the batch's captions differ: the wrong ones are wrong
 
 
-def test_trains_with_a_row_per_prompt_and_resumes_bitwise(tmp_path: Path) -> None:
-    straight = [*TINY_T2I, "trainer.max_steps=6", "trainer.ckpt_every_n_steps=3"]
+def test_text_stylegan2_conditions_the_mapping_and_the_projection_on_the_caption() -> None:
+    task = make_task([], "text_stylegan2")
+    generator, discriminator = task.generator, task.discriminator
+    text = F.normalize(torch.randn(4, 8), dim=1)
+    other = text.roll(1, 0)
+    z = torch.randn(4, 8)
+    generator.eval()
+    # the caption reaches every style through w (stylegan2-ada's conditioning on c) ...
+    assert not torch.equal(generator.mapping_ws(z, text), generator.mapping_ws(z, other))
+    assert not torch.equal(generator(z, text), generator(z, other))
+    # ... and D's projection: the same images score differently under other captions
+    images = torch.randn(4, 1, 28, 28)
+    assert not torch.equal(discriminator(images, text), discriminator(images, other))
+    # truncation pulls each caption's w towards that caption's own mean w, not a caption-less one
+    centers = generator.truncation_center(torch.cat([text[:1], other[:1], text[:1]]))
+    assert torch.equal(centers[0], centers[2]) and not torch.equal(centers[0], centers[1])
+    assert torch.allclose(generator.mapping_ws(z[:1], text[:1], truncation=0.0)[0, 0], centers[0], atol=1e-6)
+
+
+@pytest.mark.parametrize("model", list(TINY_MODELS))
+def test_a_text_model_under_another_task_says_which_task_takes_it(model: str) -> None:
+    cfg = validate(compose_train(["dataset=fake", f"model={model}", "trainer.device=cpu"]))
+    with pytest.raises(GanCliError, match=f"model={model} draws from captions: use it with task=text2image") as err:
+        build_task(cfg, torch.device("cpu"))
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("model", list(TINY_MODELS))
+def test_trains_with_a_row_per_prompt_and_resumes_bitwise(tmp_path: Path, model: str) -> None:
+    straight = [*TINY_TEXT, *TINY_MODELS[model], "trainer.max_steps=6", "trainer.ckpt_every_n_steps=3"]
     metrics = train(compose_train(straight), run_dir=tmp_path / "straight")
     for name in ("loss/d", "loss/g", "loss/int", "prob/mismatch"):
         assert math.isfinite(metrics[name]), name
@@ -177,3 +216,63 @@ def test_gan_sample_draws_a_prompt_and_a_row_per_prompt_of_a_file(tmp_path: Path
     assert scores["task"] == "TextToImage" and scores["step"] == 4
     assert {"fd_classifier", "asked_class", "thick_over_thin_ink", "slant_agreement"} <= set(scores)
     assert scores["baseline/asked_class_real"] > scores["asked_class"]  # 4 steps: far from the real digits
+
+
+@pytest.fixture(scope="module", params=list(TINY_MODELS))
+def tiny_checkpoint(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    run = tmp_path_factory.mktemp(request.param)
+    train(compose_train([*TINY_TEXT, *TINY_MODELS[request.param]]), run_dir=run)
+    return run / "checkpoints" / "last.pt"
+
+
+def sample_of(checkpoint: Path, out: Path, *overrides: str) -> Path:
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose("sample", overrides=[f"checkpoint={checkpoint}", f"out={out}", "device=cpu", *overrides])
+    return sample(cfg)
+
+
+def test_interpolate_walks_from_prompt_to_prompt_through_their_text_images(tiny_checkpoint: Path,
+                                                                          tmp_path: Path) -> None:
+    (tmp_path / "walk.txt").write_text("a thin one\na thick seven\na two\n")
+    prompts = f"text_file={tmp_path / 'walk.txt'}"
+    rows = np.load(sample_of(tiny_checkpoint, tmp_path / "rows.npz", prompts, "seeds=[4,9]"))["arr_0"]
+    first = np.load(sample_of(tiny_checkpoint, tmp_path / "first.npz", "text=a thin one", "seeds=[4,9]"))["arr_0"]
+    assert np.array_equal(first, rows[:2])  # text= draws what text_file= draws in that prompt's row
+    walk = sample_of(tiny_checkpoint, tmp_path / "walk.gif", prompts, "seeds=[4,9]", "nrow=2", "interpolate=5")
+    # a frame: the two seeds' images side by side, 2 px apart as in .png grids, enlarged 8x (to >= 256 px)
+    with Image.open(walk) as gif:
+        assert gif.n_frames == 5 and gif.size == (62 * 8, 32 * 8)
+        frames = []
+        for index in range(5):
+            gif.seek(index)
+            frames.append(np.asarray(gif.convert("L"))[::8, ::8])
+
+    def frame_of(prompt: int) -> np.ndarray:
+        expected = np.zeros((32, 62), dtype=np.uint8)
+        expected[2:30, 2:30], expected[2:30, 32:60] = rows[2 * prompt, :, :, 0], rows[2 * prompt + 1, :, :, 0]
+        return expected
+
+    # frames 0, 2 and 4 sit on the prompts (walk positions 0, 1, 2): their text= images, byte for byte
+    for frame, prompt in ((0, 0), (2, 1), (4, 2)):
+        assert np.array_equal(frames[frame], frame_of(prompt)), f"frame {frame} is not prompt {prompt}'s images"
+    assert not np.array_equal(frames[1], frames[0]) and not np.array_equal(frames[1], frames[2])  # between them
+    one = sample_of(tiny_checkpoint, tmp_path / "one.gif", prompts, "seeds=[4]", "interpolate=3", "upscale=1")
+    with Image.open(one) as gif:  # a single column: each frame is the image itself
+        assert gif.n_frames == 3 and gif.size == (28, 28)
+        assert np.array_equal(np.asarray(gif.convert("L")), rows[0, :, :, 0])
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    (["text=a thin one"], r"interpolate=4 walks from prompt to prompt and text= gives one: give text_file= with two"),
+    (["text_file=one.txt"], r"text_file=one\.txt holds one: give text_file= with two or more prompts"),
+    (["text_file=walk.txt", "interpolate=2"], r"interpolate=2 frames cannot visit the 3 prompts of text_file=walk"),
+])
+def test_interpolate_needs_two_or_more_prompts_and_enough_frames(tiny_checkpoint: Path, tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch,
+                                                                 overrides: list[str], message: str) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "one.txt").write_text("a thin one\n")
+    (tmp_path / "walk.txt").write_text("a thin one\na thick seven\na two\n")
+    with pytest.raises(GanCliError, match=message) as err:
+        sample_of(tiny_checkpoint, tmp_path / "w.gif", "interpolate=4", *overrides)
+    assert "\n" not in str(err.value) and not (tmp_path / "w.gif").exists()

@@ -18,6 +18,10 @@ layer, and `synthesis(ws)` -> image. In training mode, forward() also
     regularization, per batch with a random crossover layer as stylegan2-ada does).
 `pl_mean` is the path-length regularizer's running mean (diversity=path_length): a buffer, so the
 checkpoint and a resume carry it.
+
+The condition is a class label by default; `condition=` (a builder: width -> module) embeds
+another one in its place, as models/text_stylegan2.py does with a caption embedding (the
+mapping network's input and D's projection, stylegan2-ada's c).
 """
 
 from __future__ import annotations
@@ -29,9 +33,11 @@ import torch
 from torch import Tensor, nn
 
 from gan_cli.core.errors import GanCliError
-from gan_cli.models.layers import MinibatchStd, class_count, require_labels, stages_for
+from gan_cli.models.layers import MinibatchStd, class_count, stages_for
 from gan_cli.models.stylegan2_layers import DiscriminatorBlock, EqualConv2d, EqualLinear, StyledConv, ToRGB, upsample
 
+# width -> a module embedding the condition to that many numbers (ClassEmbedding's place)
+ConditionEmbedding = Callable[[int], nn.Module]
 CENTER_LATENTS = 1024  # latents averaged into a class's truncation centre: a fixed set, so sampling is reproducible
 
 
@@ -44,21 +50,39 @@ def widths(channel_base: int, channel_max: int) -> Callable[[int], int]:
     return lambda resolution: max(min(channel_base // resolution, channel_max), 1)
 
 
-class MappingNetwork(nn.Module):
-    """z (and a label embedding, when conditional) -> w through `layers` fully connected layers
-    whose weights learn `lr_multiplier` times slower (0.01: the paper's)."""
+class ClassEmbedding(nn.Embedding):
+    """(B,) int64 class labels -> (B, dim) learned vectors (a plain nn.Embedding's weights)."""
 
-    def __init__(self, z_dim: int, w_dim: int, num_classes: int, layers: int, lr_multiplier: float = 0.01):
+    def forward(self, labels: Tensor | None) -> Tensor:
+        if labels is None or labels.dim() != 1:
+            got = "None" if labels is None else tuple(labels.shape)
+            raise ValueError(f"a class-conditional model needs int64 labels of shape (B,), got {got}")
+        return super().forward(labels)
+
+
+def condition_embedding(condition: ConditionEmbedding | None, num_classes: int, width: int) -> nn.Module | None:
+    """`condition`'s embedding to `width` numbers; else a class embedding, or None (unconditional)."""
+    if condition is not None:
+        return condition(width)
+    return ClassEmbedding(num_classes, width) if num_classes else None
+
+
+class MappingNetwork(nn.Module):
+    """z (and the condition's embedding `embed`, when conditional) -> w through `layers` fully
+    connected layers whose weights learn `lr_multiplier` times slower (0.01: the paper's). As
+    stylegan2-ada: z and the embedding are each normalized, then concatenated."""
+
+    def __init__(self, z_dim: int, w_dim: int, embed: nn.Module | None, layers: int, lr_multiplier: float = 0.01):
         super().__init__()
-        self.embed = nn.Embedding(num_classes, w_dim) if num_classes else None
-        in_features = z_dim + (w_dim if num_classes else 0)
+        self.embed = embed  # -> (B, w_dim)
+        in_features = z_dim + (w_dim if embed is not None else 0)
         self.net = nn.Sequential(*[EqualLinear(in_features if i == 0 else w_dim, w_dim, lr_multiplier=lr_multiplier,
                                                activate=True) for i in range(layers)])
 
     def forward(self, z: Tensor, labels: Tensor | None) -> Tensor:
         x = normalize_2nd_moment(z)  # (B, z_dim)
         if self.embed is not None:
-            x = torch.cat([x, normalize_2nd_moment(self.embed(require_labels(labels, z.shape[0])))], dim=1)
+            x = torch.cat([x, normalize_2nd_moment(self.embed(labels))], dim=1)
         return self.net(x)  # (B, w_dim)
 
 
@@ -122,6 +146,7 @@ class Generator(nn.Module):
         conditional: bool = True,
         style_mixing_prob: float = 0.9,
         w_avg_beta: float = 0.995,
+        condition: ConditionEmbedding | None = None,
     ):
         super().__init__()
         if not 0.0 <= style_mixing_prob <= 1.0:
@@ -132,7 +157,8 @@ class Generator(nn.Module):
         self.z_dim, self.w_dim = z_dim, w_dim
         self.num_classes = class_count(num_classes, conditional)
         self.style_mixing_prob, self.w_avg_beta = style_mixing_prob, w_avg_beta
-        self.mapping = MappingNetwork(z_dim, w_dim, self.num_classes, mapping_layers)
+        self.mapping = MappingNetwork(z_dim, w_dim, condition_embedding(condition, self.num_classes, w_dim),
+                                      mapping_layers)
         self.synthesis = SynthesisNetwork(w_dim, image_size, channels, channel_base, channel_max)
         self.num_ws = self.synthesis.num_ws
         self.register_buffer("w_avg", torch.zeros(w_dim))
@@ -151,16 +177,17 @@ class Generator(nn.Module):
     @torch.no_grad()
     def truncation_center(self, labels: Tensor | None) -> Tensor:
         """What truncation pulls w towards: w_avg for an unconditional G; for a conditional one,
-        each label's own mean w, (B, w_dim), over CENTER_LATENTS fixed latents. The single w_avg
-        of stylegan2-ada averages over every class, so psi -> 0 turned every class into one
+        each condition's own mean w, (B, w_dim), over CENTER_LATENTS fixed latents. The single
+        w_avg of stylegan2-ada averages over every class, so psi -> 0 turned every class into one
         class-less blob; a per-class centre keeps the class (as StyleGAN-XL's conditional
-        truncation). Computed on demand, not tracked: sampling only, and the mapping is cheap."""
+        truncation). Computed on demand, not tracked: sampling only, and the mapping is cheap.
+        `labels`: (B,) classes or (B, dim) rows of another condition (each distinct row once)."""
         if labels is None or self.mapping.embed is None:
             return self.w_avg
         z = torch.randn(CENTER_LATENTS, self.z_dim, generator=torch.Generator().manual_seed(0)).to(self.w_avg.device)
-        classes = labels.unique()  # sorted
-        means = torch.stack([self.mapping(z, c.expand(CENTER_LATENTS)).mean(0) for c in classes])  # (K, w_dim)
-        return means[torch.searchsorted(classes, labels)]  # (B, w_dim)
+        conditions, which = labels.unique(dim=0, return_inverse=True)
+        means = torch.stack([self.mapping(z, c.expand(CENTER_LATENTS, *c.shape)).mean(0) for c in conditions])
+        return means[which]  # (B, w_dim)
 
     def mix(self, ws: Tensor, z: Tensor, labels: Tensor | None) -> Tensor:
         """With probability style_mixing_prob: layers from a random crossover on take the ws of new latents."""
@@ -192,6 +219,7 @@ class Discriminator(nn.Module):
         conditional: bool = True,
         minibatch_std: int = 4,
         residual: bool = True,
+        condition: ConditionEmbedding | None = None,
     ):
         super().__init__()
         self.num_classes = class_count(num_classes, conditional)
@@ -205,7 +233,7 @@ class Discriminator(nn.Module):
         self.conv = EqualConv2d(top + (minibatch_std > 0), top, 3)
         self.fc = EqualLinear(top * base * base, top, activate=True)
         self.out = EqualLinear(top, 1)
-        self.embed = nn.Embedding(self.num_classes, top) if self.num_classes else None
+        self.embed = condition_embedding(condition, self.num_classes, top)
         self.projection_gain = 1.0 / math.sqrt(top)
 
     def forward(self, images: Tensor, labels: Tensor | None = None) -> Tensor:
@@ -213,6 +241,6 @@ class Discriminator(nn.Module):
         features = self.fc(self.conv(self.minibatch_std(x)).flatten(1))  # (B, top)
         logits = self.out(features).view(-1)  # (B,)
         if self.embed is not None:
-            projection = self.embed(require_labels(labels, images.shape[0])) * features
+            projection = self.embed(labels) * features
             logits = logits + projection.sum(1) * self.projection_gain
         return logits

@@ -17,8 +17,17 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from gan_cli.core.errors import GanCliError
 from gan_cli.models import dcgan
 from gan_cli.models.layers import spectral_normalize, stages_for
+
+
+def caption_width(text_dim: int | None, model: str) -> int:
+    """task=text2image passes `text_dim` (task.text_dim) to its networks; another task does not."""
+    if text_dim is None:
+        raise GanCliError(f"model={model} draws from captions: use it with task=text2image (other tasks give its "
+                          "networks no caption embedding)")
+    return text_dim
 
 
 def compressor(text_dim: int, condition_dim: int) -> nn.Module:
@@ -29,11 +38,11 @@ def compressor(text_dim: int, condition_dim: int) -> nn.Module:
 class TextGenerator(nn.Module):
     """(z (B, z_dim), caption embedding (B, text_dim)) -> images (B, C, H, W) in [-1, 1]."""
 
-    def __init__(self, z_dim: int = 100, text_dim: int = 128, condition_dim: int = 128, channels: int = 1,
+    def __init__(self, z_dim: int = 100, text_dim: int | None = None, condition_dim: int = 128, channels: int = 1,
                  image_size: int = 28, ngf: int = 64):
         super().__init__()
         self.z_dim = z_dim
-        self.compress = compressor(text_dim, condition_dim)
+        self.compress = compressor(caption_width(text_dim, "text_dcgan"), condition_dim)
         self.body = dcgan.Generator(z_dim + condition_dim, channels, image_size, ngf, num_classes=0)
 
     def forward(self, z: Tensor, text: Tensor) -> Tensor:
@@ -43,9 +52,10 @@ class TextGenerator(nn.Module):
 class MatchingDiscriminator(nn.Module):
     """(images (B, C, H, W), caption embeddings (B, text_dim)) -> logits (B,): real and matching."""
 
-    def __init__(self, channels: int = 1, image_size: int = 28, ndf: int = 64, text_dim: int = 128,
+    def __init__(self, channels: int = 1, image_size: int = 28, ndf: int = 64, text_dim: int | None = None,
                  condition_dim: int = 128, spectral_norm: bool = False):
         super().__init__()
+        text_dim = caption_width(text_dim, "text_dcgan")
         body = dcgan.Discriminator(channels, image_size, ndf, spectral_norm=spectral_norm, num_classes=0)
         self.features = body.net[:-1]  # (B, width, base, base)
         base, stages = stages_for(image_size)

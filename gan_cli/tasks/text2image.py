@@ -19,16 +19,16 @@ that a real image with a wrong caption is real: it falls as D learns to read the
 
 Captions: gan_cli/data/captions.py (a captioned folder, or made from MNIST's labels and measured
 attributes); as tensors, and the frozen text encoder: text_captions.py; networks:
-gan_cli/models/text2image.py; scores: text_eval.py.
+gan_cli/models/text2image.py; scores: text_eval.py; gan-sample (prompt grids, prompt walks):
+text_sampling.py.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import torch
 from omegaconf import DictConfig
@@ -39,55 +39,13 @@ from gan_cli.core.config import build
 from gan_cli.core.errors import GanCliError
 from gan_cli.data.datasets import DeviceSampler, ImageData
 from gan_cli.loop.distributed import SINGLE_PROCESS, Ranks
-from gan_cli.models.text import TextEncoder, tokenize, words_from
-from gan_cli.sampling.generate import draw_latents, generate, z_dim
-from gan_cli.sampling.latent_tools import parse_seeds, seed_inputs
-from gan_cli.tasks.adversarial import Adversary, sampling_network, setup_networks
-from gan_cli.tasks.base import Drawn, Phase, Preview, Sampling, Stats, frozen, in_eval_mode
+from gan_cli.models.text import tokenize
+from gan_cli.sampling.generate import draw_latents, z_dim
+from gan_cli.tasks import text_sampling
+from gan_cli.tasks.adversarial import Adversary, setup_networks
+from gan_cli.tasks.base import Phase, Preview, Sampling, Stats, frozen, in_eval_mode
 from gan_cli.tasks.text_captions import CaptionSettings, caption_table, trained_encoder
 from gan_cli.tasks.text_eval import TextEvaluation
-
-
-def read_prompts(cfg: DictConfig) -> list[str]:
-    """gan-sample's `text=` (one prompt) or `text_file=` (one prompt per line, one grid row each)."""
-    if (cfg.text is None) == (cfg.text_file is None):
-        raise GanCliError("this checkpoint draws from captions (task text2image): give text=\"a thick seven\" or "
-                          "text_file=prompts.txt (one prompt per line), not both")
-    if cfg.text is not None:
-        return [str(cfg.text)]
-    path = Path(cfg.text_file).expanduser()
-    try:
-        prompts = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    except OSError as err:
-        raise GanCliError(f"text_file={cfg.text_file}: cannot be read ({err.strerror or err})") from None
-    if not prompts:
-        raise GanCliError(f"text_file={cfg.text_file} holds no prompt: one prompt per line")
-    return prompts
-
-
-def draw(train_cfg: DictConfig, state: Any, cfg: DictConfig, device: torch.device) -> Drawn:
-    """gan-sample: `num_samples` images (or one per seed of `seeds`) per prompt, a grid row each;
-    the columns share their latents, so rows differ by their prompt alone."""
-    prompts, task = read_prompts(cfg), train_cfg.task
-    vocabulary = words_from(state["networks"]["text_encoder"]["vocabulary_bytes"])
-    tokens = tokenize(prompts, vocabulary, task.max_words)  # unknown words: one line, before any work
-    encoder = sampling_network(TextEncoder(vocabulary, task.text_width, task.text_dim), state, "text_encoder",
-                               cfg.checkpoint, device)
-    generator = sampling_network(build(train_cfg.model.generator, text_dim=task.text_dim), state, "generator",
-                                 cfg.checkpoint, device)
-    seeds = parse_seeds(cfg.seeds)
-    z_size = z_dim(generator)
-    z = draw_latents(cfg.num_samples, z_size, cfg.seed) if seeds is None else seed_inputs(seeds, z_size, 0)[0]
-    text = encoder(tokens.to(device)).cpu()  # (prompts, text_dim)
-    columns = z.shape[0]
-
-    def rows() -> Iterator[tuple[Tensor, Tensor | None]]:
-        for embedding in text:
-            yield generate(generator, z, embedding.expand(columns, -1), cfg.batch_size).cpu(), None
-
-    size = train_cfg.dataset.image_size
-    return Drawn(columns * len(prompts), (train_cfg.dataset.channels, size, size), rows(),
-                 nrow=cfg.nrow or (columns if cfg.text_file is not None else 0))
 
 
 @dataclass(frozen=True)
@@ -104,7 +62,7 @@ class TextToImage:
     optimizer), optimizers `g` and `d`, an EMA copy of G; phases D then G on one batch."""
 
     stat_names = ("loss/d", "loss/g", "loss/int", "prob/real", "prob/fake", "prob/mismatch")
-    sampling: ClassVar[Sampling] = Sampling(("text", "text_file", "num_samples", "seed", "seeds"), draw)
+    sampling: ClassVar[Sampling] = Sampling(text_sampling.OPTIONS, text_sampling.draw)
 
     def __init__(self, cfg: DictConfig, device: torch.device, ranks: Ranks = SINGLE_PROCESS, *,
                  class_words: str = "digits", captions_per_image: int = 4, drop_attribute: float = 0.3,
