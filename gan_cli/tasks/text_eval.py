@@ -6,6 +6,7 @@ and latents (seed 0), each number next to the same number on real images (`basel
 captions made from labels (MNIST, Fashion-MNIST), prompts "a thin <c>", "a thick <c>",
 "a <c>, slanted left" and "a <c>, slanted right" for every class c, equal shares of the samples:
     metrics/asked_class          share of samples the classifier reads as the class asked for
+    metrics/asked_class_thin_thick  the same over the "a thin <c>" and "a thick <c>" prompts alone
     metrics/thick_over_thin_ink  mean ink of the `thick` samples over that of the `thin` ones
     metrics/slant_agreement      share of `slanted left` samples with a measured shear < 0 and of
                                  `slanted right` ones with a shear > 0 (data/captions.shear)
@@ -92,7 +93,9 @@ class TextEvaluation:
         images = images.cpu()
         if self.features.classifier is not None:
             read = predicted_labels(self.features.classifier, images, self.batch, self.device)
-            values["metrics/asked_class"] = float((read == self.asked).float().mean())
+            right = read == self.asked
+            values["metrics/asked_class"] = float(right.float().mean())
+            values["metrics/asked_class_thin_thick"] = float(right[self.kinds <= 1].float().mean())  # KINDS[:2]
         amount, slant = ink(images), shear(images)
         values["metrics/thick_over_thin_ink"] = float(amount[self.kinds == 1].mean() / amount[self.kinds == 0].mean())
         agree = torch.cat([slant[self.kinds == 2] < 0, slant[self.kinds == 3] > 0])
