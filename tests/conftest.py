@@ -4,6 +4,7 @@ written in the real on-disk formats (MNIST idx, CIFAR-10 pickle batches, ImageFo
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import pickle
 import struct
@@ -187,3 +188,20 @@ def assert_same_weights(expected_run: Path, resumed_run: Path, step: int) -> Non
             for key, value in weights.items():
                 if isinstance(value, torch.Tensor):
                     assert torch.equal(value, resumed[kind][name][key]), f"{kind}.{name}.{key}"
+
+
+def one_line_error(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], main: Callable[[], object],
+                   script: str, args: list[str]) -> str:
+    """An app's Hydra entry point (`main`) as a user runs `script`: exit 2 and one `error:` line on stderr."""
+    monkeypatch.setattr(sys, "argv", [script, *args])
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    try:
+        with pytest.raises(SystemExit) as exit_info:
+            main()
+    finally:  # Hydra's console handler writes to this test's captured stdout: not to outlive it
+        root.handlers[:], root.level = handlers, level
+    err = capsys.readouterr().err.strip()
+    assert exit_info.value.code == 2 and err.startswith("error: ") and len(err.splitlines()) == 1, err
+    return err

@@ -4,7 +4,6 @@ are one line, and one end-to-end run in a real headless browser (Chromium throug
 
 from __future__ import annotations
 
-import logging
 import os
 import re
 import shutil
@@ -27,7 +26,7 @@ from gan_cli.apps.draw import build_app, flattened, main
 from gan_cli.core.config import validate_draw
 from gan_cli.loop.train import train
 from gan_cli.tasks.base import Translator
-from tests.conftest import REPO, TINY_FAKE, compose_train
+from tests.conftest import REPO, TINY_FAKE, compose_train, one_line_error
 from tests.test_cyclegan import TINY_CYCLE
 from tests.test_pix2pix import TINY_P2P
 from tests.test_srgan import TINY_SR
@@ -118,20 +117,6 @@ def test_image_to_image_panels_return_their_outputs(checkpoints: dict[str, Path]
     build_app(draw_cfg(checkpoints[family]), translator)
 
 
-def one_line_error(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], args: list[str]) -> str:
-    """gan-draw's entry point as a user runs it: exit 2 and one `error:` line on stderr."""
-    monkeypatch.setattr(sys, "argv", ["gan-draw", *args])
-    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    try:
-        with pytest.raises(SystemExit) as exit_info:
-            main()
-    finally:  # Hydra's console handler writes to this test's captured stdout: not to outlive it
-        root.handlers[:], root.level = handlers, level
-    err = capsys.readouterr().err.strip()
-    assert exit_info.value.code == 2 and err.startswith("error: ") and len(err.splitlines()) == 1, err
-    return err
 
 
 def unknown_task(checkpoint: Path, out: Path) -> Path:
@@ -160,7 +145,7 @@ def test_each_error_is_one_line(checkpoints: dict[str, Path], tmp_path: Path, mo
     if "checkpoint=UNKNOWN" in args:
         swap["UNKNOWN"] = str(unknown_task(checkpoints["dcgan"], tmp_path / "unknown.pt"))
     args = [arg.split("=")[0] + "=" + swap.get(arg.split("=")[1], arg.split("=")[1]) for arg in args]
-    err = one_line_error(monkeypatch, capsys, [*args, "device=cpu"])
+    err = one_line_error(monkeypatch, capsys, main, "gan-draw", [*args, "device=cpu"])
     assert expected in err, err
 
 

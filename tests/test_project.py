@@ -4,7 +4,6 @@ one line."""
 
 from __future__ import annotations
 
-import logging
 import os
 import subprocess
 import sys
@@ -23,7 +22,7 @@ from gan_cli.evaluate.classifier import SmallCNN
 from gan_cli.evaluate.metrics import dataset_key
 from gan_cli.loop.train import train
 from gan_cli.sampling.sample import sample
-from tests.conftest import REPO, TINY_FAKE, compose_train
+from tests.conftest import REPO, TINY_FAKE, compose_train, one_line_error
 from tests.test_pix2pix import TINY_P2P
 from tests.test_stylegan2 import TINY_SG
 
@@ -158,20 +157,6 @@ def test_png_folder_and_gif_outputs(checkpoints: dict[str, Path], tmp_path: Path
     assert "1 image(s) of 92x122 px resized to the generator's 28x28 px" in caplog.text
 
 
-def one_line_error(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], args: list[str]) -> str:
-    """gan-project's entry point as a user runs it: exit 2 and one `error:` line on stderr."""
-    monkeypatch.setattr(sys, "argv", ["gan-project", *args])
-    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    try:
-        with pytest.raises(SystemExit) as exit_info:
-            main()
-    finally:  # Hydra's console handler writes to this test's captured stdout: not to outlive it
-        root.handlers[:], root.level = handlers, level
-    err = capsys.readouterr().err.strip()
-    assert exit_info.value.code == 2 and err.startswith("error: ") and len(err.splitlines()) == 1, err
-    return err
 
 
 @pytest.mark.parametrize("args, expected", [
@@ -196,7 +181,8 @@ def test_each_error_is_one_line(checkpoints: dict[str, Path], tmp_path: Path, mo
     given = [f"checkpoint={checkpoints['dcgan']}", f"out={tmp_path / 'p.npz'}", "perceptual_weight=0",
              "pixel_weight=1", "device=cpu"]
     keys = {arg.split("=")[0] for arg in args}
-    err = one_line_error(monkeypatch, capsys, [*(g for g in given if g.split("=")[0] not in keys), *args])
+    err = one_line_error(monkeypatch, capsys, main, "gan-project",
+                         [*(g for g in given if g.split("=")[0] not in keys), *args])
     assert expected in err and not (tmp_path / "p.npz").exists()
 
 
