@@ -271,3 +271,19 @@ def alive(pid_file: Path) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+def test_ctrl_c_inside_any_import_of_a_command_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """A SIGINT that lands in the standard library's imports (CI caught one in typing, before
+    cli.py's own guard): the console scripts import their command behind gan_cli.start's guard."""
+    from gan_cli import start
+
+    (tmp_path / "slow_command.py").write_text("raise KeyboardInterrupt  # as if Ctrl-C came mid-import\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(SystemExit) as exit_info:
+        start._run("slow_command", "main")
+    assert exit_info.value.code == 130
+    assert capsys.readouterr().err == "error: interrupted by SIGINT while starting: nothing was written\n"
+    scripts = (REPO / "pyproject.toml").read_text().split("[project.scripts]\n", 1)[1].split("\n\n", 1)[0]
+    assert all("= \"gan_cli.start:" in line for line in scripts.splitlines() if " = " in line)
