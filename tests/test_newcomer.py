@@ -178,6 +178,27 @@ def test_the_line_display_times_the_run_from_the_end_of_the_first_step(monkeypat
     assert "step 11/101 epoch 1" in caplog.text and "eta 9s" in caplog.text  # 90 steps x 0.1 s, not 90 s
 
 
+def test_a_time_limit_is_what_the_estimate_and_the_eta_say_ends_the_run(monkeypatch, caplog, tmp_path: Path) -> None:
+    """mnist_quick (make train) said "estimated training time: 51 min" and "eta 2765s" for a run its
+    9-minute limit ends: both now stop at the limit."""
+    from gan_cli.reporting import logging as reporting, progress
+
+    now = [0.0]
+    monkeypatch.setattr(progress.time, "perf_counter", lambda: now[0])
+    monkeypatch.setattr(reporting.time, "perf_counter", lambda: now[0])
+    reporter = reporting.Reporter(tmp_path, total_steps=46800, start_step=0, time_limit_s=540.0)
+    try:
+        reporter.tick(1)
+        now[0] = 5.0  # 50 steps of 0.1 s
+        with caplog.at_level(logging.INFO, logger="gan_cli"):
+            reporter.scalars(50, 0, {"loss/d": 1.0, "perf/img_per_sec": 1280.0})
+    finally:
+        reporter.close()
+    estimate = next(r.message for r in caplog.records if r.message.startswith("estimated training time"))
+    assert estimate.startswith("estimated training time: 9 min") and "about step 5400 of 46800" in estimate
+    assert re.search(r"step 50/46800 epoch 1 \| .* eta 535s", caplog.text)  # the limit's 540 s less the 5 s gone
+
+
 def test_time_spent_evaluating_is_left_out_of_img_per_sec() -> None:
     from gan_cli.loop.meter import Meter
 

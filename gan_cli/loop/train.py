@@ -156,6 +156,9 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, Any]:
     resumed = find_resume(cfg.trainer.resume, checkpoints)  # checked (trusted.py) before anything is built
     task, updater = build_task(cfg, device, ranks), build_updater(cfg, device, ranks)
     steps, ends = run_length(cfg.trainer, task.batches_per_epoch, task.batches_per_step)
+    time_limit_s = 60 * cfg.trainer.time_limit_minutes if cfg.trainer.time_limit_minutes else None
+    if time_limit_s:
+        ends += f", unless trainer.time_limit_minutes={cfg.trainer.time_limit_minutes} ends it first"
     schedules = Schedules(build(cfg.lr_schedule, expect=LrSchedule), task.optimizers, steps)
     start = restore(task, schedules, cfg, *resumed) if resumed else 0
     if ranks.enabled:  # each rank its own noise (a resumed run restored rank 0's RNG everywhere)
@@ -164,7 +167,8 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, Any]:
     images_per_step = task.images_per_step * ranks.world_size  # real images, all ranks
     log.info("training steps %d..%d (%d batches/epoch, batch %d x %d rank(s)) into %s; %s", start + 1, steps,
              task.batches_per_epoch, cfg.trainer.batch_size, ranks.world_size, run_dir, ends)
-    reporter = Reporter(run_dir, steps, start, epoch_of(task, start)) if ranks.is_main else SilentReporter()
+    reporter = Reporter(run_dir, steps, start, epoch_of(task, start), time_limit_s) if ranks.is_main \
+        else SilentReporter()
     if start == 0:  # once per run: real images, the config and the untrained networks' grid at step 0
         reporter.run_started(cfg, task.real_preview(), task.preview())
     outputs = Outputs(cfg, task, schedules, checkpoints, evaluation, reporter, ranks.is_main)

@@ -142,7 +142,8 @@ def _quiet_writer_threads() -> None:
 
 
 class Reporter:
-    def __init__(self, run_dir: Path, total_steps: int, start_step: int, start_epoch: int = 0):
+    def __init__(self, run_dir: Path, total_steps: int, start_step: int, start_epoch: int = 0,
+                 time_limit_s: float | None = None):
         self.samples_dir = run_dir / "samples"
         self.samples_dir.mkdir(parents=True, exist_ok=True)
         # A resumed run continues after its checkpoint's step: points logged past it by the run
@@ -151,7 +152,8 @@ class Reporter:
         _quiet_writer_threads()
         self.writer = SummaryWriter(str(self.events), purge_step=start_step + 1 if start_step else None)
         display = RichDisplay if sys.stdout.isatty() else LineDisplay
-        self.display = display(total_steps, start_step, start_epoch)  # epochs shown from 1
+        self.display = display(total_steps, start_step, start_epoch, time_limit_s)  # epochs shown from 1
+        self.time_limit_s = time_limit_s  # trainer.time_limit_minutes: it may end the run before `total_steps`
         self.total, self.start, self.clock = total_steps, start_step, time.perf_counter()
         self.estimated_rate = 0.0  # img/s the run-time estimate was made at; 0: not yet
         self.last_sample_step = -1
@@ -188,10 +190,17 @@ class Reporter:
     def _estimate(self, step: int, rate: float) -> None:
         """After the first log interval: the whole run at the rate measured so far."""
         self.per_step = (time.perf_counter() - self.clock) / (step - self.start)
-        log.info("estimated training time: %s for %d steps (%.0f ms/step over the first %d; evaluations "
-                 "and checkpoints add to it)", duration(self.per_step * (self.total - self.start)),
-                 self.total - self.start, 1000 * self.per_step, step - self.start)
+        whole = self.per_step * (self.total - self.start)
         self.estimated_rate = rate
+        if self.time_limit_s and whole > self.time_limit_s:  # what the user will see end the run is the limit
+            log.info("estimated training time: %s, when the time limit ends the run at about step %d of %d "
+                     "(%.0f ms/step over the first %d; all %d steps would take %s)", duration(self.time_limit_s),
+                     self.start + self.time_limit_s / self.per_step, self.total, 1000 * self.per_step,
+                     step - self.start, self.total - self.start, duration(whole))
+            return
+        log.info("estimated training time: %s for %d steps (%.0f ms/step over the first %d; evaluations "
+                 "and checkpoints add to it)", duration(whole), self.total - self.start, 1000 * self.per_step,
+                 step - self.start)
 
     def _revise(self, step: int, rate: float) -> None:
         """A step that got 1.5x cheaper or dearer (a warm-up phase ended, another job left the
@@ -199,8 +208,11 @@ class Reporter:
         if not self.estimated_rate or not rate or 1 / 1.5 < rate / self.estimated_rate < 1.5 or step >= self.total:
             return
         self.per_step *= self.estimated_rate / rate
+        left = self.per_step * (self.total - step)
+        if self.time_limit_s:  # the limit's clock starts with the training steps, as self.clock does
+            left = min(left, max(self.time_limit_s - (time.perf_counter() - self.clock), 0.0))
         log.info("training time revised: %s left for %d steps (now %.0f ms/step, %s img/s)",
-                 duration(self.per_step * (self.total - step)), self.total - step, 1000 * self.per_step, f"{rate:,.0f}")
+                 duration(left), self.total - step, 1000 * self.per_step, f"{rate:,.0f}")
         self.estimated_rate = rate
 
     @_events_errors

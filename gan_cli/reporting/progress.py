@@ -30,7 +30,9 @@ class RichDisplay:
     write through rich's console, so log lines (the run-time estimate, evaluations) print above
     the bar instead of into it."""
 
-    def __init__(self, total: int, start: int, epoch: int):
+    def __init__(self, total: int, start: int, epoch: int, time_limit_s: float | None = None):
+        # rich's time-remaining column counts steps; with a time limit the estimate line printed
+        # above the bar says when the limit ends the run
         self.progress = Progress(
             TextColumn("epoch {task.fields[epoch]}"),
             BarColumn(),
@@ -95,8 +97,9 @@ def _console_handlers_through(console: Console, terminal: tuple[object, ...]
 class LineDisplay:
     """Plain periodic log lines when stdout is not a terminal (CI, SLURM logs, pipes)."""
 
-    def __init__(self, total: int, start: int, epoch: int):
+    def __init__(self, total: int, start: int, epoch: int, time_limit_s: float | None = None):
         self.total = total
+        self.deadline = time.perf_counter() + time_limit_s if time_limit_s else None  # the eta never passes it
         self.origin = self.started = (start, time.perf_counter())  # (step, when): what the ETA is timed from
         # after the first step (tick), the time from its end: its warm-up is no rate of the run
 
@@ -107,6 +110,8 @@ class LineDisplay:
     def update(self, step: int, epoch: int, values: dict[str, float]) -> None:
         since, when = self.started if self.started[0] < step else self.origin
         eta = (time.perf_counter() - when) / max(step - since, 1) * (self.total - step)
+        if self.deadline is not None:
+            eta = max(min(eta, self.deadline - time.perf_counter()), 0.0)
         log.info("step %d/%d epoch %d | %s | eta %.0fs", step, self.total, epoch + 1, _stats_text(values), eta)
 
     def stop(self) -> None:
