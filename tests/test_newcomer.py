@@ -181,7 +181,8 @@ def test_the_line_display_times_the_run_from_the_end_of_the_first_step(monkeypat
 def test_a_time_limit_is_what_the_estimate_and_the_eta_say_ends_the_run(monkeypatch, caplog, tmp_path: Path) -> None:
     """mnist_quick (make train) said "estimated training time: 51 min" and "eta 2765s" for a run its
     9-minute limit ends: both now stop at the limit."""
-    from gan_cli.reporting import logging as reporting, progress
+    from gan_cli.reporting import logging as reporting
+    from gan_cli.reporting import progress
 
     now = [0.0]
     monkeypatch.setattr(progress.time, "perf_counter", lambda: now[0])
