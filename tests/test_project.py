@@ -159,6 +159,64 @@ def test_png_folder_and_gif_outputs(checkpoints: dict[str, Path], tmp_path: Path
 
 
 
+def write_lpips(path: Path, net: str, seed: int = 0) -> Path:
+    """A state dict in the layout of the lpips package's LPIPS(net=...), with random weights:
+    backbone under net.sliceK.I.*, heads as linK.model.1.weight and (a ModuleList of the same
+    modules) lins.K.model.1.weight, and the input scaling."""
+    import torchvision
+
+    from gan_cli.sampling.lpips import SLICE_ENDS
+
+    torch.manual_seed(seed)
+    features = (torchvision.models.vgg16 if net == "vgg" else torchvision.models.alexnet)(weights=None).features
+    state: dict[str, torch.Tensor] = {"scaling_layer.shift": torch.tensor([-0.030, -0.088, -0.188]).view(1, 3, 1, 1),
+                                      "scaling_layer.scale": torch.tensor([0.458, 0.448, 0.450]).view(1, 3, 1, 1)}
+    start = 0
+    for k, end in enumerate(SLICE_ENDS[net], 1):
+        for index in range(start, end):
+            for name, value in features[index].state_dict().items():
+                state[f"net.slice{k}.{index}.{name}"] = value
+        width = [m.out_channels for m in features[:end] if isinstance(m, torch.nn.Conv2d)][-1]
+        state[f"lin{k - 1}.model.1.weight"] = state[f"lins.{k - 1}.model.1.weight"] = torch.rand(1, width, 1, 1)
+        start = end
+    torch.save(state, path)
+    return path
+
+
+@pytest.mark.parametrize("net", ["alex", "vgg"])
+def test_lpips_from_a_weights_file_is_the_perceptual_term(checkpoints: dict[str, Path], tmp_path: Path,
+                                                          net: str) -> None:
+    """lpips=FILE: the backbone's weights land where torchvision's network has them (its stages are
+    torchvision's own slices), each head weighs its stage, and projection with it lowers the loss."""
+    import torchvision
+
+    from gan_cli.sampling.lpips import SLICE_ENDS, load_lpips
+    from gan_cli.sampling.project_terms import FitLoss
+
+    file = write_lpips(tmp_path / f"lpips_{net}.pt", net)
+    lpips = load_lpips(str(file), torch.device("cpu"))
+    state = torch.load(file, weights_only=True)
+    reference = (torchvision.models.vgg16 if net == "vgg" else torchvision.models.alexnet)(weights=None).features
+    reference.load_state_dict({k.split(".", 2)[2]: v for k, v in state.items() if k.startswith("net.")})
+    images = torch.rand(2, 1, 28, 28) * 2 - 1
+    x = torch.nn.functional.interpolate(images.expand(-1, 3, -1, -1), size=(64, 64), mode="bilinear")
+    x = (x - state["scaling_layer.shift"]) / state["scaling_layer.scale"]
+    stages = lpips(images)
+    assert torch.allclose(stages[-1], reference[: SLICE_ENDS[net][-1]](x), atol=1e-5)
+    # LPIPS of two images: the heads' weighted sum; with every head zero, the distance is zero
+    target, other = images[:1], images[1:]
+    fit = FitLoss(target, torch.ones(1, 1, 28, 28), lpips, pixel_weight=0.0, perceptual_weight=1.0)
+    assert fit(other, torch.tensor([0])).item() > 0 and fit(target, torch.tensor([0])).item() == 0
+    for head in lpips.heads:
+        head.data.zero_()
+    assert fit(other, torch.tensor([0])).item() == 0
+    target_file = targets_of(checkpoints["dcgan"], tmp_path, "seeds=[11,12]")
+    options = ["perceptual_weight=1.0", f"lpips={file}"]
+    start = projected(checkpoints["dcgan"], target_file, tmp_path / "start.npz", "steps=1", *options)
+    end = projected(checkpoints["dcgan"], target_file, tmp_path / "end.npz", "steps=20", *options)
+    assert (end["loss"] < start["loss"]).all(), (start["loss"], end["loss"])
+
+
 @pytest.mark.parametrize("args, expected", [
     ([], "target= is required"),
     (["target=nowhere.png"], "target=nowhere.png does not exist"),
@@ -171,12 +229,17 @@ def test_png_folder_and_gif_outputs(checkpoints: dict[str, Path], tmp_path: Path
     (["target=T", "pixel_weight=0"], "nothing to fit"),
     (["target=T", "starts=0"], "invalid value starts=0"),
     (["target=T", "checkpoint=P2P"], "is a Pix2Pix (an image -> image task)"),
+    (["target=T", "perceptual_weight=1", "lpips=nowhere.pt"], "lpips=nowhere.pt does not exist"),
+    (["target=T", "perceptual_weight=1", "lpips=T"], "targets.npz is not a torch.save file of tensors"),
+    (["target=T", "perceptual_weight=1", "lpips=NOTLPIPS"], "is not a state dict of lpips.LPIPS(net='vgg' or 'alex')"),
 ])
 def test_each_error_is_one_line(checkpoints: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                 capsys: pytest.CaptureFixture[str], args: list[str], expected: str) -> None:
     Image.new("L", (10, 10)).save(tmp_path / "small.png")
     target = targets_of(checkpoints["dcgan"], tmp_path, "seeds=[1]")
-    swap = {"T": str(target), "SMALL": str(tmp_path / "small.png"), "P2P": str(checkpoints["pix2pix"])}
+    torch.save({"weight": torch.zeros(2)}, tmp_path / "not_lpips.pt")
+    swap = {"T": str(target), "SMALL": str(tmp_path / "small.png"), "P2P": str(checkpoints["pix2pix"]),
+            "NOTLPIPS": str(tmp_path / "not_lpips.pt")}
     args = [arg.split("=")[0] + "=" + swap.get(arg.split("=")[1], arg.split("=")[1]) for arg in args]
     given = [f"checkpoint={checkpoints['dcgan']}", f"out={tmp_path / 'p.npz'}", "perceptual_weight=0",
              "pixel_weight=1", "device=cpu"]

@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 from gan_cli.core.errors import GanCliError
 from gan_cli.sampling.latent_file import Latents
-from gan_cli.sampling.project_terms import FitLoss, StageFeatures
+from gan_cli.sampling.project_terms import FitLoss, PerceptualFeatures
 from gan_cli.tasks.base import Translator
 
 COVERED = 0.25  # a generator pixel is drawn when strokes cover this much of it
@@ -38,7 +38,7 @@ class Sketch:
     size: int
     classes: int  # 0: unconditional
     style: bool  # a StyleGenerator: projected in w, truncation applies
-    features: StageFeatures | None  # the perceptual term's network (perceptual_weight > 0)
+    features: PerceptualFeatures | None  # the perceptual term's network (perceptual_weight > 0)
     cfg: DictConfig  # candidates, starts, steps, lr, seed, pixel_weight, perceptual_weight
 
 
@@ -61,7 +61,7 @@ def load(cfg: DictConfig) -> Sketch | Translator:
     from gan_cli.loop.resume import LEGACY_TASK
     from gan_cli.models.abilities import is_style_generator
     from gan_cli.sampling.generate import class_count
-    from gan_cli.sampling.project_terms import load_classifier
+    from gan_cli.sampling.project_terms import perceptual_features
     from gan_cli.tasks import image_sampling
     from gan_cli.tasks.adversarial import sampling_network
     from gan_cli.tasks.base import sampling_of
@@ -79,8 +79,7 @@ def load(cfg: DictConfig) -> Sketch | Translator:
     generator = sampling_network(build(train_cfg.model.generator), state, "generator", cfg.checkpoint, device)
     features = None
     if cfg.perceptual_weight > 0:
-        network = load_classifier(train_cfg, cfg.root, cfg.classifier_epochs, cfg.cache_dir, device)
-        features = StageFeatures(network).to(device)
+        features = perceptual_features(cfg, train_cfg, device)
     return Sketch(generator, train_cfg.dataset.channels, train_cfg.dataset.image_size, class_count(generator),
                   is_style_generator(generator), features, cfg)
 

@@ -58,7 +58,7 @@ def project(cfg: DictConfig) -> Path:
     from gan_cli.sampling import project as projection
     from gan_cli.sampling.generate import class_count
     from gan_cli.sampling.project_inputs import load_mask, load_targets
-    from gan_cli.sampling.project_terms import FitLoss, StageFeatures, load_classifier
+    from gan_cli.sampling.project_terms import FitLoss, perceptual_features
     from gan_cli.tasks import image_sampling
     from gan_cli.tasks.adversarial import sampling_network
     from gan_cli.tasks.base import sampling_of
@@ -84,8 +84,7 @@ def project(cfg: DictConfig) -> Path:
     mask = load_mask(str(cfg.mask), size)
     features = None
     if cfg.perceptual_weight > 0:
-        network = load_classifier(train_cfg, cfg.root, cfg.classifier_epochs, cfg.cache_dir, device)
-        features = StageFeatures(network).to(device)
+        features = perceptual_features(cfg, train_cfg, device)
     fit = FitLoss(targets.to(device).float().div(127.5).sub(1.0), mask.to(device), features, cfg.pixel_weight,
                   cfg.perceptual_weight)
     space = cfg.space if cfg.space != "auto" else ("w" if is_style_generator(generator) else "z")

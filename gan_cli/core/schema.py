@@ -209,6 +209,7 @@ class DrawSchema:
     seed: int = 0
     pixel_weight: float = 1.0
     perceptual_weight: float = 0.0  # > 0: the dataset's feature classifier (gan-project's term)
+    lpips: str | None = None  # the perceptual term: LPIPS from this weights file instead of the classifier
     background: float = 0.3  # the undrawn pixels' weight in the mask, toward the black canvas
     live: bool = False  # project on every stroke, not only on the Project button
     canvas: int = 280  # the sketch canvas's side in screen pixels
@@ -230,6 +231,7 @@ class ProjectSchema:
     seed: int = 0
     pixel_weight: float = 1.0
     perceptual_weight: float = 0.5
+    lpips: str | None = None  # the perceptual term: LPIPS from this weights file (sampling/lpips.py)
     noise_weight: float = 1e5  # StyleGAN: projector.py's regularize_noise_weight
     batch_size: int = 64  # targets optimized together
     device: str = "auto"

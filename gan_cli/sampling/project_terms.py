@@ -2,15 +2,17 @@
 a pixel term (MSE) plus a perceptual term in the dataset's own feature classifier (the SmallCNN
 gan-train's metrics and gan-eval use, evaluate/classifier.py): LPIPS's recipe (unit-normalized
 activations of each stage, squared differences, spatial mean, summed over stages) on that
-network's three convolution stages instead of VGG's. Both see only masked images, so pixels
-outside the mask never reach the loss. LPIPS itself (VGG or AlexNet weights plus its linear
-heads) is not supported: gan-cli ships no such weights.
+network's three convolution stages instead of VGG's, or LPIPS itself from a weights file
+(`lpips=FILE`, sampling/lpips.py). Both see only masked images, so pixels outside the mask never
+reach the loss.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Protocol
 
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -26,6 +28,16 @@ from gan_cli.evaluate.metrics import cache_dir, dataset_key, load_test_split
 log = logging.getLogger("gan_cli")
 
 
+class PerceptualFeatures(Protocol):
+    """[-1, 1] images -> activations per stage; `weights`: each stage's per-channel weights
+    (1, C, 1, 1), or None for equal weights."""
+
+    @property
+    def weights(self) -> Sequence[Tensor] | None: ...
+
+    def __call__(self, images: Tensor) -> list[Tensor]: ...
+
+
 class StageFeatures(nn.Module):
     """The classifier's activations after each ReLU of its body: [-1, 1] float images (B, C, H, W)
     -> [(B, 32, H/2, W/2), (B, 64, H/4, W/4), (B, 128, H/8, W/8)]; frozen, eval mode."""
@@ -33,6 +45,11 @@ class StageFeatures(nn.Module):
     def __init__(self, network: SmallCNN):
         super().__init__()
         self.body = network.body.eval().requires_grad_(False)
+
+    @property
+    def weights(self) -> None:
+        """The classifier's stages count equally."""
+        return None
 
     def forward(self, images: Tensor) -> list[Tensor]:
         stages, x = [], images
@@ -53,7 +70,7 @@ class FitLoss:
     `targets` (N, C, H, W) in [-1, 1] and `masks` (N or 1, 1, H, W) of 0/1; each image being
     scored names its target by row (`rows`). Target features are computed once."""
 
-    def __init__(self, targets: Tensor, masks: Tensor, features: StageFeatures | None, pixel_weight: float,
+    def __init__(self, targets: Tensor, masks: Tensor, features: PerceptualFeatures | None, pixel_weight: float,
                  perceptual_weight: float):
         self.masks = masks.expand(len(targets), -1, -1, -1)
         self.targets = targets * self.masks  # what is outside the mask is gone here, before anything reads it
@@ -71,9 +88,22 @@ class FitLoss:
         loss = self.pixel_weight * (masked - self.targets[rows]).square().sum((1, 2, 3)) / self.counted[rows]
         if self.target_stages:
             assert self.features is not None
-            for stage, target in zip(self.features(masked), self.target_stages, strict=True):
-                loss = loss + self.perceptual_weight * (unit(stage) - target[rows]).square().sum(1).mean((1, 2))
+            stages = self.features(masked)
+            weights = self.features.weights or [torch.ones(()) for _ in stages]
+            for stage, target, weight in zip(stages, self.target_stages, weights, strict=True):
+                distance = ((unit(stage) - target[rows]).square() * weight).sum(1).mean((1, 2))
+                loss = loss + self.perceptual_weight * distance
         return loss
+
+
+def perceptual_features(cfg: DictConfig, train_cfg: DictConfig, device: torch.device) -> PerceptualFeatures:
+    """gan-project's and gan-draw's perceptual network: LPIPS from `cfg.lpips` when given, else the
+    dataset's feature classifier (cached, or trained now)."""
+    if cfg.lpips:
+        from gan_cli.sampling.lpips import load_lpips
+
+        return load_lpips(str(cfg.lpips), device)
+    return StageFeatures(load_classifier(train_cfg, cfg.root, cfg.classifier_epochs, cfg.cache_dir, device)).to(device)
 
 
 def load_classifier(train_cfg: DictConfig, root: str | None, epochs: int, cache: str | None,
