@@ -145,6 +145,25 @@ def test_matching_aware_d_loss_counts_a_mismatched_pair_as_fake(model: str) -> N
     assert not torch.equal(text, text.roll(1, 0))  # the batch's captions differ: the wrong ones are wrong
 
 
+@pytest.mark.parametrize(("fraction", "count"), [(1.0, 8), (0.25, 2), (0.01, 2)])
+def test_gan_int_runs_on_its_share_of_the_batch(fraction: float, count: int) -> None:
+    task = make_task([f"task.interpolation_fraction={fraction}"])
+    _, _, handed = task.d_loss(0, 0, None)
+    sizes: list[int] = []
+    hook = task.generator.register_forward_hook(lambda module, inputs, output: sizes.append(output.shape[0]))
+    _, stats, _ = task.g_loss(0, 0, handed)
+    hook.remove()
+    assert sizes[0] == count  # GAN-INT's forward (the mode-seeking one follows when diversity is on)
+    assert stats["loss/int"].item() > 0
+
+
+@pytest.mark.parametrize("value", ["0", "1.5", "-0.5"])
+def test_a_gan_int_share_outside_0_1_is_one_line(value: str) -> None:
+    with pytest.raises(GanCliError, match=f"task.interpolation_fraction={value}: allowed is a number in") as err:
+        make_task([f"task.interpolation_fraction={value}"])
+    assert "\n" not in str(err.value)
+
+
 def test_text_stylegan2_conditions_the_mapping_and_the_projection_on_the_caption() -> None:
     task = make_task([], "text_stylegan2")
     generator, discriminator = task.generator, task.discriminator

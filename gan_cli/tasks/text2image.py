@@ -11,7 +11,8 @@ One step, with `loss.d_loss(real_logits, fake_logits)` of any `loss` option:
     G: loss.g_loss(D(G(z, t), t))
        + interpolation_weight x loss.g_loss(D(G(z', t_int), t_int)),   GAN-INT: t_int = beta t1 +
          (1 - beta) t2 of two captions of the batch, captions no image has, which fill the gaps
-         between the training captions (the paper's beta 0.5)
+         between the training captions (the paper's beta 0.5), on the first
+         interpolation_fraction of the batch (the paper's 1: all of it)
 
 The mismatched caption is the batch's captions rolled by one (another random image's: batches are
 random); a few such pairs happen to share their sentence. `prob/mismatch` is D's mean probability
@@ -68,7 +69,7 @@ class TextToImage:
                  class_words: str = "digits", captions_per_image: int = 4, drop_attribute: float = 0.3,
                  slant_threshold: float = 0.15, max_words: int = 12, text_width: int = 128, text_dim: int = 128,
                  text_encoder_steps: int = 400, interpolation_weight: float = 1.0, interpolation_beta: float = 0.5,
-                 prompts: Sequence[str] = (), preview_per_prompt: int = 8):
+                 interpolation_fraction: float = 1.0, prompts: Sequence[str] = (), preview_per_prompt: int = 8):
         for key, value, low in (("captions_per_image", captions_per_image, 1), ("max_words", max_words, 1),
                                 ("text_encoder_steps", text_encoder_steps, 0), ("text_width", text_width, 1),
                                 ("text_dim", text_dim, 1), ("preview_per_prompt", preview_per_prompt, 1),
@@ -78,8 +79,13 @@ class TextToImage:
         for key, value in (("drop_attribute", drop_attribute), ("interpolation_beta", interpolation_beta)):
             if not 0 <= value <= 1:
                 raise GanCliError(f"invalid value task.{key}={value}: allowed is a number in [0, 1]")
+        if not 0 < interpolation_fraction <= 1:
+            raise GanCliError(f"invalid value task.interpolation_fraction={interpolation_fraction}: allowed is a "
+                              "number in (0, 1]")
         self.device, self.max_words = device, max_words
         self.interpolation_weight, self.interpolation_beta = interpolation_weight, interpolation_beta
+        # GAN-INT's pass is a second G forward and backward through D: on a share of the batch it costs that share
+        self.interpolation_count = max(round(cfg.trainer.batch_size * interpolation_fraction), 2)  # BatchNorm: >= 2
         data = build(cfg.dataset, expect=ImageData)
         settings = CaptionSettings(class_words, captions_per_image, drop_attribute, slant_threshold, max_words,
                                    cfg.trainer.seed)
@@ -151,9 +157,9 @@ class TextToImage:
             g_loss = self.adversary.g_loss(self.discriminator(handed.images, handed.text))
             interpolated = torch.zeros((), device=g_loss.device)
             if self.interpolation_weight > 0:  # GAN-INT: captions between the batch's captions
-                beta = self.interpolation_beta
-                mixed = beta * handed.text + (1 - beta) * handed.text.roll(1, 0)
-                z = torch.randn_like(handed.z)
+                beta, count = self.interpolation_beta, self.interpolation_count
+                mixed = beta * handed.text[:count] + (1 - beta) * handed.text.roll(1, 0)[:count]
+                z = torch.randn_like(handed.z[:count])
                 interpolated = self.adversary.g_loss(self.discriminator(self.generator(z, mixed), mixed))
         total = g_loss + self.interpolation_weight * interpolated
         diversity = self.diversity.penalty(self.generator, handed.images, handed.z, handed.text, step)
