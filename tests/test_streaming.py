@@ -239,6 +239,18 @@ def test_streaming_training_is_bitwise_the_in_memory_training(tmp_path: Path,
     assert_same_weights(tmp_path / "memory", tmp_path / "stream", 8)
 
 
+def test_a_converted_mnist_streams_into_the_run_dataset_mnist_trains(tmp_path: Path) -> None:
+    """gan-data changes no pixel and no label of MNIST: streaming the converted copy (flips off, as
+    dataset=mnist has them) trains bitwise the run that dataset=mnist trains."""
+    out = digits(tmp_path)
+    train(compose_train(["dataset=mnist", f"dataset.root={tmp_path / 'mnist'}", "dataset.download=false", *TINY]),
+          run_dir=tmp_path / "mnist_run")
+    streamed = converted_run(out, "dataset.in_memory=false", "dataset.num_workers=0", "dataset.hflip=false",
+                             "dataset.num_classes=10", "trainer.max_steps=4")
+    train(compose_train(streamed), run_dir=tmp_path / "converted")
+    assert_same_weights(tmp_path / "mnist_run", tmp_path / "converted", 4)
+
+
 def test_auto_streams_when_the_images_exceed_the_budget(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     data = load_converted(root=str(digits(tmp_path)), channels=1, image_size=28, num_classes=10,
                           memory_budget_gb=1e-6, num_workers=0)  # 1 KB: smaller than 96 digits (75 KB)
@@ -287,6 +299,32 @@ def test_sigkill_then_resume_auto_while_streaming_matches_the_uninterrupted_run(
     assert log.count("dataset: streaming from disk") == 2 and "does not fit in the 10.0 KB budget" in log
     assert load_checkpoint(killed / "checkpoints" / "last.pt")["step"] == 120
     assert_same_weights(reference, killed, 120)
+
+
+@pytest.mark.slow  # a run stopped mid-way: > 15 s on the 2-core test machine under load
+def test_ctrl_c_to_the_process_group_stops_a_streaming_run_and_its_workers(tmp_path: Path) -> None:
+    """A terminal's Ctrl-C reaches the DataLoader workers too: the run still finishes its step,
+    saves and exits 130, and no worker outlives it."""
+    out = digits(tmp_path)
+    args = ["dataset=converted", f"dataset.root={out}", "dataset.channels=1", "dataset.image_size=28", *LONG,
+            "trainer.max_steps=400", "dataset.in_memory=false"]
+    run_dir = tmp_path / "run"
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    process = subprocess.Popen([str(BIN / "gan-train"), *args, f"hydra.run.dir={run_dir}"], cwd=tmp_path, env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while not list((run_dir / "checkpoints").glob("step_*.pt")):
+        assert time.monotonic() < deadline and process.poll() is None, process.stderr.read() if process.stderr else ""
+        time.sleep(0.02)
+    os.killpg(process.pid, signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130 and "Traceback" not in stderr, stderr[-2000:]
+    assert "stopped by SIGINT at step" in (run_dir / "train.log").read_text()
+    deadline = time.monotonic() + 10
+    with pytest.raises(ProcessLookupError):  # the whole group is gone: no worker left behind
+        while time.monotonic() < deadline:
+            os.killpg(process.pid, 0)
+            time.sleep(0.1)
 
 
 # ---- dataset=converted: bad input, one line ----

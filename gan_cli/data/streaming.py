@@ -18,6 +18,7 @@ from __future__ import annotations
 import itertools
 import logging
 import os
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol
@@ -97,8 +98,13 @@ class BatchNumbers(Sampler[int]):
         return itertools.count(self.start)
 
 
-def _one_thread(worker: int) -> None:
+def _worker_start(worker: int) -> None:
     torch.set_num_threads(1)  # a worker only indexes arrays: its threads would compete with training's
+    # Ctrl-C reaches the whole process group: the run stops at the end of its step (loop/signals.py),
+    # which may still need batches; a worker that died of it would fail that step. The workers end
+    # with the run: its loader shuts them down, multiprocessing's exit handler sends them SIGTERM
+    # (so that one stays deadly), and a SIGKILLed run's end by their watchdog.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 class StreamingSampler:
@@ -125,7 +131,7 @@ class StreamingSampler:
         # own: that draw would shift every later torch.randn of training (z) and break bitwise equality.
         loader = DataLoader(self.reader, batch_size=None, sampler=BatchNumbers(index), num_workers=workers,
                             pin_memory=self.device.type == "cuda", prefetch_factor=PREFETCH if workers else None,
-                            worker_init_fn=_one_thread if workers else None, generator=torch.Generator())
+                            worker_init_fn=_worker_start if workers else None, generator=torch.Generator())
         return iter(loader)
 
     def batch(self, index: int) -> tuple[Tensor, Tensor]:
