@@ -123,13 +123,18 @@ def corrupt_tree(tmp_path: Path) -> Path:
 
 def test_an_unreadable_file_is_skipped_with_a_warning_and_counted(tmp_path: Path,
                                                                  caplog: pytest.LogCaptureFixture) -> None:
+    """Decoded by 2 worker processes (in order), the same bytes as decoded in this process."""
+    source = corrupt_tree(tmp_path)
     with caplog.at_level(logging.WARNING, logger="gan_cli"):
-        out = gan_data(corrupt_tree(tmp_path), tmp_path / "out", "image_size=8")
+        out = gan_data(source, tmp_path / "out", "image_size=8", "num_workers=2")
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 2 and "broken.png" in warnings[0] and "\n" not in warnings[0]
     assert warnings[1] == "1 of 7 images were unreadable and left out"
     assert np.load(out / "images.npy").shape == (6, 3, 8, 8)
     assert np.load(out / "labels.npy").tolist() == [0, 0, 0, 1, 1, 1]
+    alone = gan_data(source, tmp_path / "alone", "image_size=8", "num_workers=0")
+    for name in ("images.npy", "labels.npy"):
+        assert (alone / name).read_bytes() == (out / name).read_bytes()
 
 
 def test_on_error_stop_is_one_line_and_writes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
@@ -156,7 +161,7 @@ def test_an_interrupted_conversion_leaves_the_old_dataset_and_no_half_one(tmp_pa
 
     monkeypatch.setattr(conversion, "fit", interrupted_fit)
     with pytest.raises(KeyboardInterrupt):
-        gan_data(source, tmp_path / "out", "image_size=4")
+        gan_data(source, tmp_path / "out", "image_size=4", "num_workers=0")  # the patched fit runs here
     assert (out / "images.npy").read_bytes() == before and json.loads((out / "dataset.json").read_text())["size"] == 8
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "src"]
 
@@ -176,6 +181,7 @@ def test_a_synthetic_mnist_converts_pixel_for_pixel(tmp_path: Path) -> None:
     (["crop=square"], "invalid value crop='square': allowed is center, resize or pad"),
     (["image_size=2"], "invalid value image_size=2: allowed is an integer >= 4"),
     (["on_error=ignore"], "invalid value on_error='ignore': allowed is skip or stop"),
+    (["num_workers=-2"], "invalid value num_workers=-2: allowed is null (min(4, CPUs)) or an integer >= 0"),
     (["source=imagenet"], "source='imagenet' is neither a folder nor a known dataset: allowed is a folder of "
                           "images or mnist, fashion_mnist, cifar10"),
     (["source=null"], "source= is required"),

@@ -27,6 +27,7 @@ def convert(cfg: DictConfig) -> Path:
 
     from gan_cli.core.config import validate_data
     from gan_cli.data import convert as conversion
+    from gan_cli.data.streaming import default_workers
 
     cfg = validate_data(cfg)
     out = Path(cfg.out).expanduser().absolute()
@@ -39,14 +40,15 @@ def convert(cfg: DictConfig) -> Path:
     else:
         raise GanCliError(f"source={cfg.source!r} is neither a folder nor a known dataset: allowed is a folder of "
                           f"images or {', '.join(conversion.TORCHVISION_SOURCES)} (read from root=)")
+    workers = default_workers() if cfg.num_workers is None else cfg.num_workers
+    settings = conversion.Settings(cfg.image_size, cfg.channels, cfg.crop, cfg.on_error == "stop", workers)
     labels = f"{len(source.classes)} classes" if len(source.classes) > 1 else "unlabelled"
     log.info(f"gan-data: {len(source.items)} images of {source.description} ({labels}) -> {out} "
              f"({cfg.channels}x{cfg.image_size}x{cfg.image_size}, crop={cfg.crop})")
     columns = (TextColumn("converting"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns, transient=True) as progress:
         task = progress.add_task("convert", total=len(source.items))
-        info = conversion.write(source, out, cfg.image_size, cfg.channels, cfg.crop, cfg.on_error == "stop",
-                                lambda done: progress.advance(task, done))
+        info = conversion.write(source, out, settings, lambda done: progress.advance(task, done))
     gigabytes = info.count * info.channels * info.size**2 / 1e9
     log.info(f"gan-data: wrote {info.count} images ({gigabytes:.2f} GB) to {out}; train with: gan-train "
              f"dataset=converted dataset.root={out} dataset.channels={info.channels} "

@@ -252,3 +252,4 @@ class DataSchema:
     channels: int = 3
     crop: str = "center"  # center | resize | pad
     on_error: str = "skip"  # skip | stop: an unreadable file
+    num_workers: int | None = None  # decoding processes; None: min(4, CPUs)

@@ -13,10 +13,12 @@ import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from numpy.lib.format import open_memmap
 from PIL import Image, UnidentifiedImageError
+from torch.utils.data import DataLoader, Dataset
 
 from gan_cli.core.errors import GanCliError
 from gan_cli.data.converted import IMAGES, INFO, LABELS, DatasetInfo, is_converted
@@ -141,8 +143,43 @@ def check_out(out: Path) -> None:
         raise GanCliError(f"out={out}: folder {out.parent} does not exist")
 
 
-def write(source: Source, out: Path, size: int, channels: int, crop: str, stop_on_error: bool,
-          advance: Callable[[int], None] = lambda n: None) -> DatasetInfo:
+@dataclass(frozen=True)
+class Settings:
+    size: int
+    channels: int
+    crop: str  # one of CROPS
+    stop_on_error: bool
+    workers: int  # decoding processes; 0: in this process
+
+    @property
+    def mode(self) -> str:
+        return "RGB" if self.channels == 3 else "L"
+
+
+class Decoded(Dataset[tuple[np.ndarray | None, str]]):
+    """Item i -> (its (C, S, S) uint8 array, "") or (None, why it is unreadable): what the decoding
+    workers hand back, in the items' order."""
+
+    def __init__(self, items: list[Item], settings: Settings):
+        self.items, self.settings = items, settings
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray | None, str]:
+        settings = self.settings
+        try:
+            return fit(self.items[index].open(), settings.size, settings.crop, settings.mode), ""
+        except READ_ERRORS as err:
+            return None, str(err).splitlines()[0] if str(err) else type(err).__name__
+
+
+def _as_is(decoded: Any) -> Any:
+    return decoded  # no collation: the arrays stay NumPy's
+
+
+def write(source: Source, out: Path, settings: Settings, advance: Callable[[int], None] = lambda n: None
+          ) -> DatasetInfo:
     """Convert every item of `source` into `out`; unreadable files are skipped with a warning each
     (or, with stop_on_error, the first one stops the conversion). Returns what dataset.json says."""
     staging = staging_folder(out)
@@ -150,10 +187,10 @@ def write(source: Source, out: Path, size: int, channels: int, crop: str, stop_o
         shutil.rmtree(staging)
     staging.mkdir()
     try:
-        kept = _fill(source, staging, size, channels, crop, stop_on_error, advance)
+        kept = _fill(source, staging, settings, advance)
         if kept == 0:
             raise GanCliError(f"no image of {source.description} could be read: nothing was written")
-        info = DatasetInfo(kept, channels, size, source.classes, source.description)
+        info = DatasetInfo(kept, settings.channels, settings.size, source.classes, source.description)
         (staging / INFO).write_text(info.as_json())
         _replace(staging, out)
     except BaseException:
@@ -165,29 +202,29 @@ def write(source: Source, out: Path, size: int, channels: int, crop: str, stop_o
     return info
 
 
-def _fill(source: Source, staging: Path, size: int, channels: int, crop: str, stop_on_error: bool,
-          advance: Callable[[int], None]) -> int:
-    total, mode = len(source.items), "RGB" if channels == 3 else "L"
-    images = open_memmap(staging / IMAGES, mode="w+", dtype=np.uint8, shape=(total, channels, size, size))
+def _fill(source: Source, staging: Path, settings: Settings, advance: Callable[[int], None]) -> int:
+    """Decode (in `settings.workers` processes, in order) and write CHUNK images at a time."""
+    total, size = len(source.items), settings.size
+    images = open_memmap(staging / IMAGES, mode="w+", dtype=np.uint8, shape=(total, settings.channels, size, size))
     labels = np.zeros(total, dtype=np.int64)
-    kept = 0
-    for start in range(0, total, CHUNK):
-        chunk = []
-        for item in source.items[start : start + CHUNK]:
-            try:
-                chunk.append(fit(item.open(), size, crop, mode))
-            except READ_ERRORS as err:
-                reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-                if stop_on_error:
-                    raise GanCliError(f"unreadable image {item.name}: {reason} (on_error=skip leaves such files "
-                                      "out)") from None
-                log.warning(f"skipped unreadable image {item.name}: {reason}")
-                continue
-            labels[kept + len(chunk) - 1] = item.label
-        if chunk:
-            images[kept : kept + len(chunk)] = np.stack(chunk)
-        kept += len(chunk)
-        advance(min(CHUNK, total - start))
+    decoded = DataLoader(Decoded(source.items, settings), batch_size=None, num_workers=settings.workers,
+                         collate_fn=_as_is)
+    kept, chunk = 0, list[np.ndarray]()
+    for index, (array, reason) in enumerate(decoded):
+        item = source.items[index]
+        if array is None:
+            if settings.stop_on_error:
+                raise GanCliError(f"unreadable image {item.name}: {reason} (on_error=skip leaves such files out)")
+            log.warning(f"skipped unreadable image {item.name}: {reason}")
+        else:
+            labels[kept + len(chunk)] = item.label
+            chunk.append(array)
+        if len(chunk) == CHUNK or index == total - 1:
+            if chunk:
+                images[kept : kept + len(chunk)] = np.stack(chunk)
+            kept, chunk = kept + len(chunk), []
+        if index % CHUNK == CHUNK - 1 or index == total - 1:
+            advance(index % CHUNK + 1)
     images.flush()
     del images
     if kept < total:  # skipped files: the array is shorter (copied in chunks, never held whole)
