@@ -8,6 +8,7 @@ conversion leaves no half dataset under the name a run would read.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import shutil
 from collections.abc import Callable
@@ -30,6 +31,7 @@ ON_ERROR = ("skip", "stop")
 TORCHVISION_SOURCES = ("mnist", "fashion_mnist", "cifar10")  # conf/dataset/<name>.yaml names the class
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")  # ImageFolder's
 CHUNK = 256  # images decoded between two writes: bounded memory, whatever the dataset's size
+DECODE_BATCH = 64  # images a decoding worker hands over at once
 READ_ERRORS = (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError)
 
 
@@ -156,20 +158,24 @@ class Settings:
         return "RGB" if self.channels == 3 else "L"
 
 
-class Decoded(Dataset[tuple[np.ndarray | None, str]]):
-    """Item i -> (its (C, S, S) uint8 array, "") or (None, why it is unreadable): what the decoding
-    workers hand back, in the items' order."""
+class Decoded(Dataset[list[tuple[np.ndarray | None, str]]]):
+    """Batch b of DECODE_BATCH items -> for each, (its (C, S, S) uint8 array, "") or (None, why it is
+    unreadable): what the decoding workers hand back, in the items' order (a batch per hand-over:
+    one per image would cost more than decoding an MNIST digit)."""
 
     def __init__(self, items: list[Item], settings: Settings):
         self.items, self.settings = items, settings
 
     def __len__(self) -> int:
-        return len(self.items)
+        return -(-len(self.items) // DECODE_BATCH)
 
-    def __getitem__(self, index: int) -> tuple[np.ndarray | None, str]:
+    def __getitem__(self, batch: int) -> list[tuple[np.ndarray | None, str]]:
+        return [self._one(item) for item in self.items[batch * DECODE_BATCH : (batch + 1) * DECODE_BATCH]]
+
+    def _one(self, item: Item) -> tuple[np.ndarray | None, str]:
         settings = self.settings
         try:
-            return fit(self.items[index].open(), settings.size, settings.crop, settings.mode), ""
+            return fit(item.open(), settings.size, settings.crop, settings.mode), ""
         except READ_ERRORS as err:
             return None, str(err).splitlines()[0] if str(err) else type(err).__name__
 
@@ -210,7 +216,7 @@ def _fill(source: Source, staging: Path, settings: Settings, advance: Callable[[
     decoded = DataLoader(Decoded(source.items, settings), batch_size=None, num_workers=settings.workers,
                          collate_fn=_as_is)
     kept, chunk = 0, list[np.ndarray]()
-    for index, (array, reason) in enumerate(decoded):
+    for index, (array, reason) in enumerate(itertools.chain.from_iterable(decoded)):
         item = source.items[index]
         if array is None:
             if settings.stop_on_error:
