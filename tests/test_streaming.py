@@ -177,6 +177,18 @@ def test_a_synthetic_mnist_converts_pixel_for_pixel(tmp_path: Path) -> None:
     assert info["count"] == 96 and info["classes"][:2] == ["0 - zero", "1 - one"] and len(info["classes"]) == 10
 
 
+def test_a_synthetic_cifar10_converts_with_its_class_names(tmp_path: Path, cifar_root: Path) -> None:
+    """CIFAR-10's pickled batches (3x32x32), to 16 px grayscale: 100 training images, in order."""
+    import pickle
+
+    out = gan_data("cifar10", tmp_path / "c16", f"root={cifar_root}", "image_size=16", "channels=1")
+    batch = pickle.loads((cifar_root / "cifar-10-batches-py" / "data_batch_1").read_bytes())
+    info = json.loads((out / "dataset.json").read_text())
+    assert info["count"] == 100 and info["classes"] == [str(i) for i in range(10)]  # names come with an instance
+    assert np.load(out / "images.npy").shape == (100, 1, 16, 16)
+    assert np.load(out / "labels.npy")[:20].tolist() == batch["labels"]
+
+
 @pytest.mark.parametrize("args, expected", [
     (["crop=square"], "invalid value crop='square': allowed is center, resize or pad"),
     (["image_size=2"], "invalid value image_size=2: allowed is an integer >= 4"),
@@ -185,6 +197,7 @@ def test_a_synthetic_mnist_converts_pixel_for_pixel(tmp_path: Path) -> None:
     (["source=imagenet"], "source='imagenet' is neither a folder nor a known dataset: allowed is a folder of "
                           "images or mnist, fashion_mnist, cifar10"),
     (["source=null"], "source= is required"),
+    (["source=cifar10", "root=nowhere"], "source=cifar10: no readable CIFAR10 files in "),
     (["out=taken"], "exists and is not a gan-data dataset"),
 ])
 def test_bad_gan_data_options_are_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,

@@ -112,13 +112,21 @@ def torchvision_source(name: str, root: str) -> Source:
     from hydra.utils import get_class
 
     from gan_cli.apps.cli import CONFIG_DIR
-    from gan_cli.data.datasets import load_torchvision
+    from gan_cli.data.datasets import _where, load_torchvision
 
     option = yaml.safe_load((Path(CONFIG_DIR) / "dataset" / f"{name}.yaml").read_text())
-    data = load_torchvision(dataset_class=option["dataset_class"], root=root, download=False,
-                            channels=option["channels"], image_size=option["image_size"],
-                            num_classes=option["num_classes"])
-    named = getattr(get_class(option["dataset_class"]), "classes", None)  # MNIST's names are the class's
+    dataset_cls = get_class(option["dataset_class"])
+    try:
+        data = load_torchvision(dataset_class=option["dataset_class"], root=root, download=False,
+                                channels=option["channels"], image_size=option["image_size"],
+                                num_classes=option["num_classes"])
+    except GanCliError:  # its advice names gan-train's keys (dataset.root, dataset.download)
+        where = _where(dataset_cls, Path(root).expanduser().resolve())
+        local = _where(dataset_cls, Path("<root>")).relative_to("<root>")
+        raise GanCliError(f"source={name}: no readable {dataset_cls.__name__} files in {where}, and gan-data never "
+                          f"downloads: point root= (or GAN_CLI_DATA_ROOT) at a folder holding {local}/ with the "
+                          f"original files (gan-train dataset={name} downloads them)") from None
+    named = getattr(dataset_cls, "classes", None)  # MNIST's names are the class's
     count = option["num_classes"]
     classes = [str(c) for c in named] if isinstance(named, list) and len(named) == count else \
         [str(i) for i in range(count)]
