@@ -177,7 +177,7 @@ def test_a_synthetic_mnist_converts_pixel_for_pixel(tmp_path: Path) -> None:
     assert info["count"] == 96 and info["classes"][:2] == ["0 - zero", "1 - one"] and len(info["classes"]) == 10
 
 
-def test_a_synthetic_cifar10_converts_with_its_class_names(tmp_path: Path, cifar_root: Path) -> None:
+def test_a_synthetic_cifar10_converts_in_order(tmp_path: Path, cifar_root: Path) -> None:
     """CIFAR-10's pickled batches (3x32x32), to 16 px grayscale: 100 training images, in order."""
     import pickle
 
