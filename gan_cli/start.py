@@ -39,3 +39,7 @@ def project() -> object:
 
 def draw() -> object:
     return _run("gan_cli.apps.draw", "main")
+
+
+def data() -> object:
+    return _run("gan_cli.apps.data", "main")

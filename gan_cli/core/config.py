@@ -22,7 +22,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from gan_cli.core.errors import GanCliError
-from gan_cli.core.schema import DEFAULT_EPOCHS, DrawSchema, ProjectSchema, SampleSchema, TrainSchema
+from gan_cli.core.schema import DEFAULT_EPOCHS, DataSchema, DrawSchema, ProjectSchema, SampleSchema, TrainSchema
 from gan_cli.core.schema_check import config_problem
 
 if TYPE_CHECKING:
@@ -83,6 +83,11 @@ CHECKS: list[Check] = [
     ("dataset.channels", lambda v: v in (1, 3), "1 or 3"),
     ("dataset.image_size", lambda v: v >= 8, "an integer >= 8"),
     ("dataset.num_classes", lambda v: v >= 0, "an integer >= 0"),
+    # dataset=converted (data/converted.py, data/streaming.py)
+    ("dataset.in_memory", lambda v: v in (True, False, "auto"), "auto, true or false"),
+    ("dataset.memory_budget_gb", _positive, "null (a share of the device's free memory) or a number of GB > 0"),
+    ("dataset.num_workers", lambda v: v >= 0, "null (min(4, CPUs)) or an integer >= 0 (0: read in the training "
+                                               "process)"),
     ("model.z_dim", lambda v: v >= 1, "an integer >= 1"),
     ("model.w_dim", lambda v: v >= 1, "an integer >= 1"),
     *((f"model.{net}.{key}", lambda v: v >= 1, "an integer >= 1")
@@ -134,6 +139,17 @@ REQUIRED = {
 PROJECT_REQUIRED = {
     "checkpoint": "the z -> image checkpoint to project into, e.g. checkpoint=outputs/DATE/TIME/checkpoints/last.pt",
     "target": "the images to project: an image, a folder of images or an .npz (arr_0 uint8 NHWC)",
+}
+DATA_CHECKS: list[Check] = [
+    ("image_size", lambda v: v >= 4, "an integer >= 4"),
+    ("channels", lambda v: v in (1, 3), "1 or 3"),
+    ("crop", lambda v: v in ("center", "resize", "pad"), "center, resize or pad"),
+    ("on_error", lambda v: v in ("skip", "stop"), "skip or stop"),
+    ("num_workers", lambda v: v >= 0, "null (min(4, CPUs)) or an integer >= 0 (0: decode in this process)"),
+]
+DATA_REQUIRED = {
+    "source": "a folder of images (class subfolders become labels) or mnist, fashion_mnist, cifar10 (read from root)",
+    "out": "the folder to write, e.g. out=~/datasets/faces64",
 }
 DRAW_REQUIRED = {"checkpoint": "the checkpoint to open, e.g. gan-draw checkpoint=outputs/DATE/TIME/checkpoints/last.pt"}
 INTERPOLATION = re.compile(r"^\$\{([\w.]+)\}$")  # `${optim.lr}`: the value is another key's
@@ -227,6 +243,12 @@ def validate_project(cfg: DictConfig) -> DictConfig:
     if typed.pixel_weight == 0 and typed.perceptual_weight == 0:
         raise GanCliError("pixel_weight=0 and perceptual_weight=0 leave nothing to fit: set one of them > 0")
     check_device(typed.device, "device")
+    return typed
+
+
+def validate_data(cfg: DictConfig) -> DictConfig:
+    typed = _typed(cfg, DataSchema, open_nodes=(), required=DATA_REQUIRED)
+    _run_checks(typed, DATA_CHECKS, cfg)
     return typed
 
 

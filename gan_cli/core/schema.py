@@ -241,3 +241,15 @@ class ProjectSchema:
     root: str | None = None  # the dataset's folder, for training its feature classifier when not cached
     classifier_epochs: int = 4
     cache_dir: str | None = None
+
+
+@dataclass
+class DataSchema:
+    source: str = "???"  # a folder of images (ImageFolder layout or flat) | mnist | fashion_mnist | cifar10
+    out: str = "???"  # the dataset folder to write (dataset=converted dataset.root=OUT reads it)
+    root: str = "data"  # the torchvision sources' folder (never downloaded here)
+    image_size: int = 64
+    channels: int = 3
+    crop: str = "center"  # center | resize | pad
+    on_error: str = "skip"  # skip | stop: an unreadable file
+    num_workers: int | None = None  # decoding processes; None: min(4, CPUs)

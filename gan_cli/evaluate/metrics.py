@@ -95,7 +95,9 @@ def classifier_path(cfg: DictConfig, name: str) -> Path:
 
 def dataset_key(dataset: DictConfig) -> str:
     """`<name>_<C>x<S>_<hash of the options that change the images>`, e.g. mnist_1x28_3f09a1c2."""
-    options = {k: v for k, v in plain_dict(dataset).items() if k not in ("download", "hflip")}  # same images either way
+    # the same images either way (in_memory and its siblings: dataset=converted's way of reading them)
+    options = {k: v for k, v in plain_dict(dataset).items()
+               if k not in ("download", "hflip", "in_memory", "memory_budget_gb", "num_workers")}
     root = options.get("root")
     options["root"] = str(Path(root).expanduser().resolve()) if root else ""
     digest = hashlib.sha1(json.dumps(options, sort_keys=True, default=str).encode()).hexdigest()[:8]

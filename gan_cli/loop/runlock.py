@@ -41,6 +41,18 @@ HEADROOM = 1 << 20  # bytes a run dir must take before anything starts: .hydra/,
 _HELD: dict[Path, int] = {}  # run dirs whose lock this process holds -> the lock file's descriptor
 
 
+def _forget_in_child() -> None:
+    """A forked child (a DataLoader worker of a streaming run) drops its copies of the lock
+    descriptors: the lock is the run's, and must die with it. A worker outlives a SIGKILLed run by
+    up to its watchdog's 5 s; holding the lock, it would refuse the `trainer.resume=auto` run."""
+    for handle in _HELD.values():
+        os.close(handle)  # the parent's descriptor still holds the lock
+    _HELD.clear()
+
+
+os.register_at_fork(after_in_child=_forget_in_child)
+
+
 class RunDirInUse(GanCliError):
     pass
 

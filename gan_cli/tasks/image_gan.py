@@ -30,7 +30,8 @@ from gan_cli.components.contracts import Augmentation, DiversityTerm
 from gan_cli.components.ema import GeneratorEMA
 from gan_cli.core.config import build
 from gan_cli.core.errors import GanCliError
-from gan_cli.data.datasets import DeviceSampler, ImageData
+from gan_cli.data.datasets import ImageData
+from gan_cli.data.streaming import make_sampler
 from gan_cli.evaluate.metrics import Evaluator
 from gan_cli.loop.distributed import SINGLE_PROCESS, Ranks
 from gan_cli.models.layers import MinibatchStd
@@ -73,8 +74,8 @@ class ImageGan:
             raise GanCliError(f"dataset.num_classes={cfg.dataset.num_classes} but the data has "
                               f"{self.data.num_classes} classes: set dataset.num_classes={self.data.num_classes} "
                               "for a conditional model")
-        self.sampler = DeviceSampler(self.data, device, cfg.trainer.batch_size, cfg.trainer.seed + ranks.rank,
-                                     cfg.dataset.hflip, ranks.rank, ranks.world_size)
+        self.sampler = make_sampler(self.data, device, cfg.trainer.batch_size, cfg.trainer.seed + ranks.rank,
+                                    cfg.dataset.hflip, ranks.rank, ranks.world_size)
         trained = setup_networks(cfg, image_sampling.build_networks(cfg), device, {"generator": self.latent_inputs})
         self.networks, self.averages, self.optimizers = trained.networks, trained.averages, trained.optimizers
         self.generator, self.discriminator = self.networks["generator"], self.networks["discriminator"]

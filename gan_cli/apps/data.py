@@ -1,0 +1,79 @@
+"""gan-data: convert a folder of images or a torchvision dataset once into gan-cli's on-disk format
+(data/converted.py), which `gan-train dataset=converted dataset.root=OUT` reads, streaming it from
+disk when it does not fit in memory (data/streaming.py).
+
+    gan-data source=~/celeba out=~/celeba64 image_size=64 crop=center
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+from gan_cli.apps.cli import CONFIG_DIR, check_keys
+from gan_cli.core.errors import NOTHING_WRITTEN, GanCliError, interrupted, interrupts_deferred, reported
+from gan_cli.core.schema import DataSchema
+
+log = logging.getLogger("gan_cli")
+
+
+def convert(cfg: DictConfig) -> Path:
+    """Write cfg.out from cfg.source; returns the dataset folder."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from gan_cli.core.config import validate_data
+    from gan_cli.data import convert as conversion
+    from gan_cli.data.streaming import default_workers
+
+    cfg = validate_data(cfg)
+    out = Path(cfg.out).expanduser().absolute()
+    conversion.check_out(out)
+    folder = Path(cfg.source).expanduser()
+    if folder.is_dir():
+        source = conversion.folder_source(folder)
+    elif cfg.source in conversion.TORCHVISION_SOURCES:
+        source = conversion.torchvision_source(cfg.source, cfg.root)
+    else:
+        raise GanCliError(f"source={cfg.source!r} is neither a folder nor a known dataset: allowed is a folder of "
+                          f"images or {', '.join(conversion.TORCHVISION_SOURCES)} (read from root=)")
+    workers = default_workers() if cfg.num_workers is None else cfg.num_workers
+    settings = conversion.Settings(cfg.image_size, cfg.channels, cfg.crop, cfg.on_error == "stop", workers)
+    labels = f"{len(source.classes)} classes" if len(source.classes) > 1 else "unlabelled"
+    log.info(f"gan-data: {len(source.items)} images of {source.description} ({labels}) -> {out} "
+             f"({cfg.channels}x{cfg.image_size}x{cfg.image_size}, crop={cfg.crop})")
+    columns = (TextColumn("converting"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, transient=True) as progress:
+        task = progress.add_task("convert", total=len(source.items))
+        info = conversion.write(source, out, settings, lambda done: progress.advance(task, done))
+    gigabytes = info.count * info.channels * info.size**2 / 1e9
+    log.info(f"gan-data: wrote {info.count} images ({gigabytes:.2f} GB) to {out}; train with: gan-train "
+             f"dataset=converted dataset.root={out} dataset.channels={info.channels} "
+             f"dataset.image_size={info.size}" + (f" dataset.num_classes={len(info.classes)}"
+                                                  if len(info.classes) > 1 else ""))
+    return out
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="data")
+@reported
+def _convert(cfg: DictConfig) -> None:
+    try:
+        convert(cfg)
+    except KeyboardInterrupt:  # the dataset is written under a hidden name, renamed when complete
+        interrupted(NOTHING_WRITTEN)
+
+
+def main() -> None:
+    try:
+        with interrupts_deferred():
+            check_keys(sys.argv[1:], "data", DataSchema, "gan-data")
+        _convert()
+    except KeyboardInterrupt:
+        interrupted(NOTHING_WRITTEN)
+
+
+if __name__ == "__main__":
+    main()

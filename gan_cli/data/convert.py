@@ -1,0 +1,271 @@
+"""gan-data's conversion: a folder of images or a torchvision dataset -> the format of converted.py.
+
+Sources yield (name, PIL image or an error, label) one image at a time; `fit` crops and resizes each
+to the target size; `write` fills images.npy chunk by chunk through a memory map (the dataset is
+never held whole) in a hidden folder beside `out`, renamed to `out` only when complete, so a killed
+conversion leaves no half dataset under the name a run would read.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.lib.format import open_memmap
+from PIL import Image, UnidentifiedImageError
+from torch.utils.data import DataLoader, Dataset
+
+from gan_cli.core.errors import GanCliError
+from gan_cli.data.converted import IMAGES, INFO, LABELS, DatasetInfo, is_converted
+
+log = logging.getLogger("gan_cli")
+
+CROPS = ("center", "resize", "pad")
+ON_ERROR = ("skip", "stop")
+TORCHVISION_SOURCES = ("mnist", "fashion_mnist", "cifar10")  # conf/dataset/<name>.yaml names the class
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")  # ImageFolder's
+CHUNK = 256  # images decoded between two writes: bounded memory, whatever the dataset's size
+DECODE_BATCH = 64  # images a decoding worker hands over at once
+READ_ERRORS = (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError)
+
+
+@dataclass(frozen=True)
+class Item:
+    """One source image: a name for messages, a loader (raises READ_ERRORS when unreadable), a label."""
+
+    name: str
+    open: Callable[[], Image.Image]
+    label: int
+
+
+@dataclass(frozen=True)
+class Source:
+    items: list[Item]
+    classes: list[str]
+    description: str
+
+
+def fit(image: Image.Image, size: int, crop: str, mode: str) -> np.ndarray:
+    """An image of any size -> (C, size, size) uint8. center: the shorter side to `size`, then the
+    middle (load_image_folder's policy); resize: both sides to `size` (the aspect changes); pad: the
+    longer side to `size`, black bars on the other. An image already `size` square is kept as is."""
+    image = image.convert(mode)
+    width, height = image.size
+    if (width, height) != (size, size):
+        if crop == "resize":
+            image = image.resize((size, size), Image.Resampling.LANCZOS)
+        else:
+            scale = size / (min if crop == "center" else max)(width, height)
+            scaled = (max(1, round(width * scale)), max(1, round(height * scale)))
+            image = image.resize(scaled, Image.Resampling.LANCZOS)
+            if crop == "center":
+                left, top = (scaled[0] - size) // 2, (scaled[1] - size) // 2
+                image = image.crop((left, top, left + size, top + size))
+            else:
+                canvas = Image.new(mode, (size, size))
+                canvas.paste(image, ((size - scaled[0]) // 2, (size - scaled[1]) // 2))
+                image = canvas
+    pixels = np.asarray(image, dtype=np.uint8)  # (H, W) or (H, W, C)
+    return pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)
+
+
+def _images_in(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+
+
+def _opener(path: Path) -> Callable[[], Image.Image]:
+    def read() -> Image.Image:
+        with Image.open(path) as image:
+            image.load()  # decode now: a truncated file fails here, not later
+            return image
+    return read
+
+
+def folder_source(root: Path) -> Source:
+    """ImageFolder's layout: root/<class>/**/<image> (labels in sorted class order), or a flat folder
+    of images (one unlabelled class)."""
+    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    loose = sorted(p for p in root.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if classes and loose:
+        log.warning(f"{len(loose)} images directly in {root} are left out: with class folders, each image "
+                    "belongs in one")
+    if not classes:
+        items = [Item(str(p), _opener(p), 0) for p in loose]
+    else:
+        items = [Item(str(p), _opener(p), label) for label, name in enumerate(classes) for p in _images_in(root / name)]
+    if not items:
+        raise GanCliError(f"source={root} holds no images ({', '.join(IMAGE_SUFFIXES)}), neither directly nor in "
+                          "class folders")
+    return Source(items, classes, str(root.resolve()))
+
+
+def torchvision_source(name: str, root: str) -> Source:
+    """A torchvision dataset's training split, read through gan-cli's own loader (never downloaded)."""
+    import torch
+    import yaml
+    from hydra.utils import get_class
+
+    from gan_cli.apps.cli import CONFIG_DIR
+    from gan_cli.data.datasets import _where, load_torchvision
+
+    option = yaml.safe_load((Path(CONFIG_DIR) / "dataset" / f"{name}.yaml").read_text())
+    dataset_cls = get_class(option["dataset_class"])
+    try:
+        data = load_torchvision(dataset_class=option["dataset_class"], root=root, download=False,
+                                channels=option["channels"], image_size=option["image_size"],
+                                num_classes=option["num_classes"])
+    except GanCliError:  # its advice names gan-train's keys (dataset.root, dataset.download)
+        where = _where(dataset_cls, Path(root).expanduser().resolve())
+        local = _where(dataset_cls, Path("<root>")).relative_to("<root>")
+        raise GanCliError(f"source={name}: no readable {dataset_cls.__name__} files in {where}, and gan-data never "
+                          f"downloads: point root= (or GAN_CLI_DATA_ROOT) at a folder holding {local}/ with the "
+                          f"original files (gan-train dataset={name} downloads them)") from None
+    named = getattr(dataset_cls, "classes", None)  # MNIST's names are the class's
+    count = option["num_classes"]
+    classes = [str(c) for c in named] if isinstance(named, list) and len(named) == count else \
+        [str(i) for i in range(count)]
+    arrays = data.images.permute(0, 2, 3, 1).squeeze(-1) if data.images.shape[1] == 1 else \
+        data.images.permute(0, 2, 3, 1)  # (N, H, W[, C]) as PIL takes it
+
+    def opener(index: int) -> Callable[[], Image.Image]:
+        return lambda: Image.fromarray(arrays[index].numpy())
+
+    labels: torch.Tensor = data.labels
+    items = [Item(f"{name}[{i}]", opener(i), int(labels[i])) for i in range(len(labels))]
+    return Source(items, classes, f"{name} (torchvision, {Path(root).expanduser().resolve()})")
+
+
+def staging_folder(out: Path) -> Path:
+    return out.parent / f".{out.name}.partial"
+
+
+def check_out(out: Path) -> None:
+    if out.exists() and not (out.is_dir() and (is_converted(out) or not any(out.iterdir()))):
+        raise GanCliError(f"out={out} exists and is not a gan-data dataset: choose a new folder (an existing "
+                          "gan-data dataset or an empty folder is replaced)")
+    if not out.parent.is_dir():
+        raise GanCliError(f"out={out}: folder {out.parent} does not exist")
+
+
+@dataclass(frozen=True)
+class Settings:
+    size: int
+    channels: int
+    crop: str  # one of CROPS
+    stop_on_error: bool
+    workers: int  # decoding processes; 0: in this process
+
+    @property
+    def mode(self) -> str:
+        return "RGB" if self.channels == 3 else "L"
+
+
+class Decoded(Dataset[list[tuple[np.ndarray | None, str]]]):
+    """Batch b of DECODE_BATCH items -> for each, (its (C, S, S) uint8 array, "") or (None, why it is
+    unreadable): what the decoding workers hand back, in the items' order (a batch per hand-over:
+    one per image would cost more than decoding an MNIST digit)."""
+
+    def __init__(self, items: list[Item], settings: Settings):
+        self.items, self.settings = items, settings
+
+    def __len__(self) -> int:
+        return -(-len(self.items) // DECODE_BATCH)
+
+    def __getitem__(self, batch: int) -> list[tuple[np.ndarray | None, str]]:
+        return [self._one(item) for item in self.items[batch * DECODE_BATCH : (batch + 1) * DECODE_BATCH]]
+
+    def _one(self, item: Item) -> tuple[np.ndarray | None, str]:
+        settings = self.settings
+        try:
+            return fit(item.open(), settings.size, settings.crop, settings.mode), ""
+        except READ_ERRORS as err:
+            return None, str(err).splitlines()[0] if str(err) else type(err).__name__
+
+
+def _as_is(decoded: Any) -> Any:
+    return decoded  # no collation: the arrays stay NumPy's
+
+
+def write(source: Source, out: Path, settings: Settings, advance: Callable[[int], None] = lambda n: None
+          ) -> DatasetInfo:
+    """Convert every item of `source` into `out`; unreadable files are skipped with a warning each
+    (or, with stop_on_error, the first one stops the conversion). Returns what dataset.json says."""
+    staging = staging_folder(out)
+    if staging.exists():  # a killed conversion's leftover
+        shutil.rmtree(staging)
+    staging.mkdir()
+    try:
+        kept = _fill(source, staging, settings, advance)
+        if kept == 0:
+            raise GanCliError(f"no image of {source.description} could be read: nothing was written")
+        info = DatasetInfo(kept, settings.channels, settings.size, source.classes, source.description)
+        (staging / INFO).write_text(info.as_json())
+        _replace(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    skipped = len(source.items) - kept
+    if skipped:
+        log.warning(f"{skipped} of {len(source.items)} images were unreadable and left out")
+    return info
+
+
+def _fill(source: Source, staging: Path, settings: Settings, advance: Callable[[int], None]) -> int:
+    """Decode (in `settings.workers` processes, in order) and write CHUNK images at a time."""
+    total, size = len(source.items), settings.size
+    images = open_memmap(staging / IMAGES, mode="w+", dtype=np.uint8, shape=(total, settings.channels, size, size))
+    labels = np.zeros(total, dtype=np.int64)
+    decoded = DataLoader(Decoded(source.items, settings), batch_size=None, num_workers=settings.workers,
+                         collate_fn=_as_is)
+    kept, chunk = 0, list[np.ndarray]()
+    for index, (array, reason) in enumerate(itertools.chain.from_iterable(decoded)):
+        item = source.items[index]
+        if array is None:
+            if settings.stop_on_error:
+                raise GanCliError(f"unreadable image {item.name}: {reason} (on_error=skip leaves such files out)")
+            log.warning(f"skipped unreadable image {item.name}: {reason}")
+        else:
+            labels[kept + len(chunk)] = item.label
+            chunk.append(array)
+        if len(chunk) == CHUNK or index == total - 1:
+            if chunk:
+                images[kept : kept + len(chunk)] = np.stack(chunk)
+            kept, chunk = kept + len(chunk), []
+        if index % CHUNK == CHUNK - 1 or index == total - 1:
+            advance(index % CHUNK + 1)
+    images.flush()
+    del images
+    if kept < total:  # skipped files: the array is shorter (copied in chunks, never held whole)
+        _shorten(staging / IMAGES, kept)
+    np.save(staging / LABELS, labels[:kept])
+    return kept
+
+
+def _shorten(path: Path, count: int) -> None:
+    full = np.load(path, mmap_mode="r")
+    short = open_memmap(path.with_suffix(".short"), mode="w+", dtype=np.uint8, shape=(count, *full.shape[1:]))
+    for start in range(0, count, CHUNK * 16):
+        end = min(start + CHUNK * 16, count)
+        short[start:end] = full[start:end]
+    short.flush()
+    del short, full
+    path.with_suffix(".short").replace(path)
+
+
+def _replace(staging: Path, out: Path) -> None:
+    """Move the finished dataset to `out`; an old dataset there is removed only after that."""
+    if not out.exists():
+        staging.rename(out)
+        return
+    old = out.parent / f".{out.name}.old"
+    if old.exists():
+        shutil.rmtree(old)
+    out.rename(old)
+    staging.rename(out)
+    shutil.rmtree(old)

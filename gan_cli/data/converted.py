@@ -1,0 +1,148 @@
+"""gan-data's on-disk format, and `dataset=converted`, its loader.
+
+A converted dataset is a folder of three files:
+  images.npy    (N, C, H, W) uint8, NumPy's .npy format: a short header, then the raw array
+  labels.npy    (N,) int64
+  dataset.json  {"format": 1, "count": N, "channels": C, "size": S, "classes": [...], "source": "..."}
+
+Why .npy: any row is an offset into the file (random access without decoding, unlike JPEG or PNG
+shards), `np.load(mmap_mode="r")` maps it without reading it (the OS page cache does the caching,
+shared by DataLoader workers and by runs), and NumPy is already a dependency. It is the layout
+stylegan2-ada-pytorch's dataset_tool targets conceptually (pre-cropped, fixed-size uint8 images and
+labels, converted once), without its zip of PNGs to decode on every read.
+
+The loader returns `OnDiskData`: ImageData whose images are the memory-mapped file (nothing read
+yet), plus the settings streaming.make_sampler reads to keep it on disk or load it.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from gan_cli.core.errors import GanCliError
+from gan_cli.data.datasets import ImageData
+
+FORMAT_VERSION = 1
+INFO, IMAGES, LABELS = "dataset.json", "images.npy", "labels.npy"
+IN_MEMORY_ALLOWED = "auto, true or false"
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """dataset.json: what the arrays hold and where they came from."""
+
+    count: int
+    channels: int
+    size: int
+    classes: list[str]  # empty: unlabelled (every label 0)
+    source: str
+
+    def as_json(self) -> str:
+        return json.dumps({"format": FORMAT_VERSION, "count": self.count, "channels": self.channels,
+                           "size": self.size, "classes": self.classes, "source": self.source}, indent=2) + "\n"
+
+
+def is_converted(folder: Path) -> bool:
+    return (folder / INFO).is_file()
+
+
+def read_info(folder: Path) -> DatasetInfo:
+    """dataset.json of `folder`, checked: one line naming what is wrong."""
+    path = folder / INFO
+    if not folder.is_dir():
+        raise GanCliError(f"dataset.root={str(folder)!r} is not a folder: give a folder written by "
+                          "gan-data (gan-data source=... out=DIR)")
+    if not path.is_file():
+        raise GanCliError(f"{folder} has no {INFO}: it is not a gan-data dataset (convert it with "
+                          f"gan-data source={folder} out=NEW_DIR)")
+    try:
+        raw = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise GanCliError(f"{path} is not readable JSON ({str(err).splitlines()[0]}): convert the dataset "
+                          "again with gan-data") from None
+    if not isinstance(raw, dict) or raw.get("format") != FORMAT_VERSION:
+        found = raw.get("format") if isinstance(raw, dict) else None
+        raise GanCliError(f"{path} has format {found!r}; this gan-cli reads format {FORMAT_VERSION}: convert the "
+                          "dataset again with this version's gan-data")
+    fields = {"count": int, "channels": int, "size": int, "classes": list, "source": str}
+    for key, kind in fields.items():
+        if not isinstance(raw.get(key), kind) or isinstance(raw.get(key), bool):
+            raise GanCliError(f"{path}: {key!r} is {raw.get(key)!r}, not {kind.__name__}: convert the dataset "
+                              "again with gan-data")
+    return DatasetInfo(raw["count"], raw["channels"], raw["size"], [str(c) for c in raw["classes"]], raw["source"])
+
+
+def open_arrays(folder: Path, info: DatasetInfo) -> tuple[np.ndarray, np.ndarray]:
+    """images.npy memory-mapped (nothing read) and labels.npy, each checked against dataset.json."""
+    expected = {IMAGES: ((info.count, info.channels, info.size, info.size), np.uint8),
+                LABELS: ((info.count,), np.int64)}
+    arrays = []
+    for name, (shape, dtype) in expected.items():
+        try:
+            array = np.load(folder / name, mmap_mode="r", allow_pickle=False)
+        except (OSError, ValueError) as err:
+            raise GanCliError(f"cannot read {folder / name} ({str(err).splitlines()[0]}): convert the dataset "
+                              "again with gan-data") from None
+        if array.shape != shape or array.dtype != dtype:
+            raise GanCliError(f"{folder / name} holds {array.dtype} {tuple(array.shape)} but {INFO} says "
+                              f"{np.dtype(dtype)} {shape}: the dataset is damaged, convert it again with gan-data")
+        arrays.append(array)
+    return arrays[0], arrays[1]
+
+
+def mapped_tensor(array: np.ndarray) -> torch.Tensor:
+    """A read-only memory map as a tensor without copying it. torch warns that it cannot protect
+    read-only memory; nothing in gan-cli writes to a dataset's images (a write would fail)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        return torch.from_numpy(array)
+
+
+@dataclass
+class OnDiskData(ImageData):
+    """A converted dataset: `images` is the memory-mapped images.npy (pages read on first touch)."""
+
+    folder: Path
+    in_memory: bool | str  # auto | True | False: streaming.make_sampler decides from it
+    memory_budget_gb: float | None  # None: a share of the training device's free memory
+    num_workers: int | None  # DataLoader workers when streaming; None: min(4, CPUs)
+
+    def loaded(self) -> ImageData:
+        """The arrays read into memory (dataset.in_memory=true), as every other dataset is."""
+        return ImageData(torch.from_numpy(np.load(self.folder / IMAGES)), self.labels, self.num_classes)
+
+
+def load_converted(
+    *,
+    root: str,
+    channels: int,
+    image_size: int,
+    num_classes: int,
+    in_memory: bool | str = "auto",
+    memory_budget_gb: float | None = None,
+    num_workers: int | None = None,
+    **_unused: Any,  # keys every dataset option carries (name, download, hflip) that loading does not need
+) -> OnDiskData:
+    """A folder gan-data wrote: its images stay on disk, mapped, until a sampler reads them."""
+    if in_memory not in (True, False, "auto"):
+        raise GanCliError(f"invalid value dataset.in_memory={in_memory!r}: allowed is {IN_MEMORY_ALLOWED}")
+    folder = Path(root).expanduser()
+    info = read_info(folder)
+    if (info.channels, info.size) != (channels, image_size):
+        raise GanCliError(f"{folder} holds {info.channels}x{info.size}x{info.size} images but the config asks for "
+                          f"dataset.channels={channels} dataset.image_size={image_size}: set "
+                          f"dataset.channels={info.channels} dataset.image_size={info.size}")
+    images, labels = open_arrays(folder, info)
+    classes = len(info.classes) if len(info.classes) > 1 else 0  # one class folder: unconditional
+    if num_classes and num_classes != classes:
+        raise GanCliError(f"dataset.num_classes={num_classes} but {folder} has {classes} classes: set "
+                          f"dataset.num_classes={classes}")
+    return OnDiskData(mapped_tensor(images), torch.from_numpy(np.array(labels)), classes, folder, in_memory,
+                      memory_budget_gb, num_workers)
