@@ -6,6 +6,11 @@ size, gan-cli's run is built from the real composed config by `build_task` and t
 log interval. The tutorial-style `ReferenceLoop` gets the same G and D config nodes, batch size
 and steps. Both warm up, then `repeats` timed windows alternate reference, gan-cli; the median
 of each counts.
+
+`data=stream` times the same rows reading a converted dataset (gan-data's format) from disk through
+the streaming sampler, `data=memory` (the default) from memory: the config's synthetic images,
+written once to a temporary converted folder, or a user's `data_root`. Every row also gives its
+model FLOPs as a share of this device's fp32 peak, measured with a large matmul in the same run.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import os
 import platform
 import statistics
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -35,6 +41,8 @@ from gan_cli.apps.bench_reference import ReferenceLoop
 from gan_cli.apps.cli import CONFIG_DIR
 from gan_cli.core.config import check_device, resolve_device, validate
 from gan_cli.core.errors import GanCliError, reported
+from gan_cli.data.converted import DatasetInfo, read_info, write_arrays
+from gan_cli.data.datasets import load_fake
 from gan_cli.loop.step import Updater, build_task, build_updater, train_step
 from gan_cli.loop.train import seed_everything
 from gan_cli.sampling.sample import check_writable
@@ -124,6 +132,53 @@ def peak_growth_mb(device: torch.device, baseline: int | None) -> float | None:
 
 
 Run = tuple[ImageGan, Updater]
+DATA_MODES = ("memory", "stream")
+
+
+def matmul_peak_gflops(device: torch.device, size: int, repeats: int = 3) -> float:
+    """fp32 GFLOP/s of a size^3 matrix multiply, the best of `repeats` after one warm-up: the
+    device's practical peak, against which each row's model FLOP rate is read."""
+    a, b = (torch.randn(size, size, device=device) for _ in range(2))
+    a @ b
+    sync(device)
+    best = float("inf")
+    for _ in range(repeats):
+        started = time.perf_counter()
+        a @ b
+        sync(device)
+        best = min(best, time.perf_counter() - started)
+    return 2 * size**3 / best / 1e9
+
+
+def synthetic_folder(cfg: DictConfig, setup: str, parent: Path) -> Path:
+    """The setup's synthetic images (dataset=fake with its overrides), written once as a converted
+    dataset under `parent`, so data=stream reads the very images data=memory trains on."""
+    folder = parent / setup
+    if not folder.is_dir():
+        fake = compose_train(["dataset=fake", *cfg.setups[setup]]).dataset
+        data = load_fake(num_samples=fake.num_samples, channels=fake.channels, image_size=fake.image_size,
+                         num_classes=0)
+        write_arrays(folder, data.images.numpy(), data.labels.numpy(), [], f"gan-bench synthetic {setup}")
+    return folder
+
+
+def dataset_overrides(cfg: DictConfig, setup: str, scratch: Path) -> list[str]:
+    """One row's dataset: dataset=fake in memory as before (data=memory, no data_root), or a
+    converted folder (data_root, or the synthetic images written out) read in memory or streamed."""
+    setup_overrides = list(cfg.setups[setup])
+    if cfg.data == "memory" and cfg.data_root is None:
+        return ["dataset=fake", *setup_overrides]
+    root = Path(cfg.data_root).expanduser() if cfg.data_root else synthetic_folder(cfg, setup, scratch)
+    info: DatasetInfo = read_info(root)
+    shape = compose_train(["dataset=fake", *setup_overrides]).dataset
+    if (shape.channels, shape.image_size) != (info.channels, info.size):
+        raise GanCliError(f"data_root={cfg.data_root} holds {info.channels}x{info.size}x{info.size} images but "
+                          f"config {setup} trains {shape.channels}x{shape.image_size}x{shape.image_size}: pick "
+                          f"configs of that shape, e.g. configs=[dcgan64] for 3x64x64")
+    model = [o for o in setup_overrides if not o.startswith("dataset.")]  # the shape comes from the folder
+    return [*model, "dataset=converted", f"dataset.root={root}", f"dataset.channels={info.channels}",
+            f"dataset.image_size={info.size}", "dataset.num_classes=0", "dataset.hflip=false",
+            f"dataset.in_memory={str(cfg.data == 'memory').lower()}"]
 
 
 def time_trainer(run: Run, first_step: int, steps: int, device: torch.device) -> float:
@@ -167,9 +222,10 @@ def flops_per_image(run: Run, step: int, batch_size: int) -> float:
     return counter.get_total_flops() / batch_size
 
 
-def bench_one(cfg: DictConfig, setup: str, batch_size: int, device: torch.device) -> dict[str, Any]:
+def bench_one(cfg: DictConfig, setup: str, batch_size: int, device: torch.device, peak_gflops: float,
+              scratch: Path) -> dict[str, Any]:
     """One row: both loops on one config and batch size."""
-    overrides = ["dataset=fake", *cfg.setups[setup], f"trainer.batch_size={batch_size}",
+    overrides = [*dataset_overrides(cfg, setup, scratch), f"trainer.batch_size={batch_size}",
                  f"trainer.device={cfg.device}", f"trainer.precision={cfg.precision}",
                  f"trainer.compile={cfg.compile}", "task.d_steps=1", *cfg.overrides]
     train_cfg = validate(compose_train(overrides))
@@ -201,11 +257,13 @@ def bench_one(cfg: DictConfig, setup: str, batch_size: int, device: torch.device
         "model": train_cfg.model.name,
         "image_shape": [train_cfg.dataset.channels, train_cfg.dataset.image_size, train_cfg.dataset.image_size],
         "batch_size": batch_size,
+        "data": cfg.data,
         "img_per_sec": median,
         "img_per_sec_repeats": rates,
         "speedup": round(median["gan_cli"] / median["reference"], 3),
         "model_gflop_per_image": round(flops / 1e9, 4),
         "gan_cli_tflop_per_sec": round(flops * median["gan_cli"] / 1e12, 4),  # model FLOPs, achieved
+        "share_of_fp32_peak": round(flops * median["gan_cli"] / 1e9 / peak_gflops, 3),
         "peak_memory_mb": {"gan_cli": ours_mb, "reference": reference_mb},
         "other_cpu_share": other_cpu_share(ticks) if device.type == "cpu" else None,
     }
@@ -235,13 +293,18 @@ def check_settings(cfg: DictConfig) -> None:
     if unknown or not cfg.configs:
         raise GanCliError(f"invalid value configs={list(cfg.configs)}: allowed are names from {list(cfg.setups)}")
     check_device(cfg.device, "device")
+    if cfg.data not in DATA_MODES:
+        raise GanCliError(f"invalid value data={cfg.data!r}: allowed is memory or stream")
+    if not isinstance(cfg.peak_matmul_size, int) or cfg.peak_matmul_size < 1:
+        raise GanCliError(f"invalid value peak_matmul_size={cfg.peak_matmul_size!r}: allowed is an integer >= 1")
 
 
 def table(result: dict[str, Any]) -> Table:
     view = Table(title=f"gan-bench on {result['machine']['device']} ({result['machine']['cpu']}), "
-                       f"median of {result['settings']['repeats']} x {result['settings']['steps']} steps")
+                       f"median of {result['settings']['repeats']} x {result['settings']['steps']} steps, "
+                       f"data={result['settings']['data']}, fp32 matmul peak {result['fp32_peak_gflops']:,.0f} GFLOP/s")
     for column in ("config", "shape", "batch", "gan-cli img/s", "reference img/s", "speedup", "GFLOP/img",
-                   "gan-cli TFLOP/s", "gan-cli peak MB", "reference peak MB", "others' CPU"):
+                   "gan-cli TFLOP/s", "of fp32 peak", "gan-cli peak MB", "reference peak MB", "others' CPU"):
         view.add_column(column, justify="left" if column in ("config", "shape") else "right")
     megabytes = lambda value: "-" if value is None else f"{value:,.0f}"
     share = lambda value: "-" if value is None else f"{value:.0%}"
@@ -250,6 +313,7 @@ def table(result: dict[str, Any]) -> Table:
         view.add_row(row["config"], "x".join(map(str, row["image_shape"])), str(row["batch_size"]),
                      f"{rate['gan_cli']:,.0f}", f"{rate['reference']:,.0f}", f"{row['speedup']:.2f}x",
                      f"{row['model_gflop_per_image']:.3f}", f"{row['gan_cli_tflop_per_sec']:.3f}",
+                     share(row["share_of_fp32_peak"]),
                      megabytes(mb["gan_cli"]), megabytes(mb["reference"]), share(row["other_cpu_share"]))
     return view
 
@@ -266,22 +330,32 @@ def bench(cfg: DictConfig, console: Console | None = None) -> dict[str, Any]:
         torch.backends.cudnn.benchmark = True  # as train() does: fixed shapes, autotune once
     settings = OmegaConf.to_container(cfg, resolve=True)
     assert isinstance(settings, dict)
-    result: dict[str, Any] = {"machine": machine(device), "settings": settings,
+    peak = matmul_peak_gflops(device, cfg.peak_matmul_size)
+    console.print(f"fp32 peak: {peak:,.0f} GFLOP/s ({cfg.peak_matmul_size}^3 matmul on {device})")
+    result: dict[str, Any] = {"machine": machine(device), "settings": settings, "fp32_peak_gflops": round(peak, 1),
                               "memory": MEMORY_NOTES.get(device.type, "not measured on this device"), "rows": []}
-    for setup in cfg.configs:
-        for batch_size in cfg.batch_sizes:
-            row = bench_one(cfg, setup, batch_size, device)
-            result["rows"].append(row)
-            console.print(f"{setup} batch {batch_size}: gan-cli {row['img_per_sec']['gan_cli']:,.0f} img/s, "
-                          f"reference {row['img_per_sec']['reference']:,.0f} img/s ({row['speedup']:.2f}x)")
-            if (row["other_cpu_share"] or 0) > 0.05:
-                console.print(f"  [yellow]other processes used {row['other_cpu_share']:.0%} of the CPU meanwhile: "
-                              "these img/s are not reliable[/yellow]")
-            gc.collect()
+    with tempfile.TemporaryDirectory(prefix="gan-bench-") as scratch:
+        for setup in cfg.configs:
+            for batch_size in cfg.batch_sizes:
+                result["rows"].append(bench_row(cfg, setup, batch_size, device, peak, Path(scratch), console))
     out.write_text(json.dumps(result, indent=2) + "\n")
     console.print(table(result))
     console.print(f"wrote {out}")
     return result
+
+
+def bench_row(cfg: DictConfig, setup: str, batch_size: int, device: torch.device, peak: float, scratch: Path,
+              console: Console) -> dict[str, Any]:
+    """One row, printed as it is done (a sweep of rows takes minutes)."""
+    row = bench_one(cfg, setup, batch_size, device, peak, scratch)
+    console.print(f"{setup} batch {batch_size}: gan-cli {row['img_per_sec']['gan_cli']:,.0f} img/s, "
+                  f"reference {row['img_per_sec']['reference']:,.0f} img/s ({row['speedup']:.2f}x), "
+                  f"{row['share_of_fp32_peak']:.0%} of the fp32 peak")
+    if (row["other_cpu_share"] or 0) > 0.05:
+        console.print(f"  [yellow]other processes used {row['other_cpu_share']:.0%} of the CPU meanwhile: "
+                      "these img/s are not reliable[/yellow]")
+    gc.collect()
+    return row
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="bench")

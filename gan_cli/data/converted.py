@@ -97,6 +97,18 @@ def open_arrays(folder: Path, info: DatasetInfo) -> tuple[np.ndarray, np.ndarray
     return arrays[0], arrays[1]
 
 
+def write_arrays(folder: Path, images: np.ndarray, labels: np.ndarray, classes: list[str], source: str
+                 ) -> DatasetInfo:
+    """Images (N, C, S, S) already in memory -> a converted dataset in the new folder `folder`
+    (gan-bench's synthetic images; gan-data writes chunk by chunk instead, convert.py)."""
+    folder.mkdir(parents=True)
+    np.save(folder / IMAGES, np.ascontiguousarray(images, dtype=np.uint8))
+    np.save(folder / LABELS, np.asarray(labels, dtype=np.int64))
+    info = DatasetInfo(images.shape[0], images.shape[1], images.shape[2], classes, source)
+    (folder / INFO).write_text(info.as_json())
+    return info
+
+
 def mapped_tensor(array: np.ndarray) -> torch.Tensor:
     """A read-only memory map as a tensor without copying it. torch warns that it cannot protect
     read-only memory; nothing in gan-cli writes to a dataset's images (a write would fail)."""
