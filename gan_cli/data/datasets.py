@@ -159,6 +159,15 @@ def load_fake(
     return ImageData((images * 255).round().to(torch.uint8), labels, num_classes)
 
 
+def epoch_draws(seed: int, epoch: int, count: int, device: torch.device) -> tuple[Tensor, Tensor]:
+    """The permutation of `count` rows and their flips for `epoch`, drawn on `device`: every
+    sampler's (the streaming one draws on the CPU), so batch k is the same whichever serves it."""
+    generator = torch.Generator(device=device).manual_seed(seed * 1_000_003 + epoch)
+    permutation = torch.randperm(count, device=device, generator=generator)
+    flips = torch.rand(count, device=device, generator=generator) < 0.5
+    return permutation, flips
+
+
 class DeviceSampler:
     """Serves batch number `index` of the run: a pure function of (seed, index).
 
@@ -186,10 +195,7 @@ class DeviceSampler:
         self._perm = self._flip = torch.empty(0)
 
     def _start_epoch(self, epoch: int) -> None:
-        generator = torch.Generator(device=self.device).manual_seed(self.seed * 1_000_003 + epoch)
-        count = self.images.shape[0]
-        self._perm = torch.randperm(count, device=self.device, generator=generator)
-        self._flip = torch.rand(count, device=self.device, generator=generator) < 0.5
+        self._perm, self._flip = epoch_draws(self.seed, epoch, self.images.shape[0], self.device)
         self._epoch = epoch
 
     def batch(self, index: int) -> tuple[Tensor, Tensor]:

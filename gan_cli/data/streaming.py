@@ -30,7 +30,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from gan_cli.core.errors import GanCliError
 from gan_cli.data.converted import IMAGES, OnDiskData
-from gan_cli.data.datasets import DeviceSampler, ImageData, to_float
+from gan_cli.data.datasets import DeviceSampler, ImageData, epoch_draws, to_float
 from gan_cli.reporting.outputs import available_memory, size_text
 
 log = logging.getLogger("gan_cli")
@@ -49,14 +49,6 @@ class BatchSource(Protocol):
     batches_per_epoch: int
 
     def batch(self, index: int) -> tuple[Tensor, Tensor]: ...
-
-
-def epoch_draws(seed: int, epoch: int, count: int, device: torch.device) -> tuple[Tensor, Tensor]:
-    """The permutation of `count` rows and their flips for `epoch`: DeviceSampler's draws."""
-    generator = torch.Generator(device=device).manual_seed(seed * 1_000_003 + epoch)
-    permutation = torch.randperm(count, device=device, generator=generator)
-    flips = torch.rand(count, device=device, generator=generator) < 0.5
-    return permutation, flips
 
 
 class BatchReader(Dataset[tuple[Tensor, Tensor, Tensor]]):
