@@ -95,6 +95,8 @@ def trained_encoder(cfg: DictConfig, table: CaptionTable, images: Tensor, width:
                  len(table.sentences), images.shape[0], len(table.vocabulary), path)
         tokens = table.image_tokens().to(device)
         # one caption drawn per image and step: an image with fewer captions repeats its first ones
-        encoder = pretrain(encoder, images.to(device), tokens, steps, min(256, images.shape[0]), seed=0)
+        # the images stay where they are (a converted dataset's may be a memory map larger than memory):
+        # each step's rows are read and moved to the device, the same rows and pixels either way
+        encoder = pretrain(encoder, images, tokens, steps, min(256, images.shape[0]), seed=0)
     save_atomic(encoder.state_dict(), path)
     return encoder
