@@ -3,19 +3,24 @@ from disk trains bitwise the run that holds it in memory (on the CPU), and resum
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
+from gan_cli.apps.data import convert
+from gan_cli.core.errors import GanCliError
 from gan_cli.data import captions
 from gan_cli.data.converted import load_converted
 from gan_cli.loop.train import train
 from tests.conftest import assert_same_weights, compose_train
 from tests.test_srgan import TINY_SR
-from tests.test_streaming import digits
-from tests.test_text2image import TINY_T2I
+from tests.test_streaming import compose_data, digits
+from tests.test_text2image import PROMPTS, TINY_T2I
 
 
 def streaming_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
@@ -94,3 +99,70 @@ def test_made_captions_measure_a_mapped_dataset_a_chunk_at_a_time(tmp_path: Path
     assert torch.equal(amount, real_ink(data.images)) and torch.equal(slant, captions.shear(data.images))
     thickness, slanted = captions.attributes(data, 0.15)
     assert thickness.shape == slanted.shape == (40,) and reads[3:] == [16, 16, 8]
+
+
+# ---------------------------------------------------------------- task=text2image: a converted captioned folder
+
+
+def captioned_folder(root: Path, count: int = 24) -> Path:
+    """`count` 16x16 RGB images (at the size trained: no resampling either way) and captions.jsonl,
+    one or two captions per image in the words of TINY_T2I's prompts."""
+    root.mkdir()
+    rng = np.random.default_rng(0)
+    lines = []
+    for index in range(count):
+        name = f"{index:02d}.png"
+        Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(root / name)
+        lines += [{"file": name, "text": PROMPTS[index % 3]}] + ([{"file": name, "text": "a thin seven"}] * (index % 2))
+    (root / "captions.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    return root
+
+
+def test_a_converted_captioned_folder_streams_into_the_run_dataset_captioned_trains(tmp_path: Path) -> None:
+    """gan-data captions=captions.jsonl stores each image's captions by row (captions.jsonl beside
+    the arrays); task=text2image streaming it trains bitwise the run dataset=captioned trains on the
+    folder itself."""
+    folder = captioned_folder(tmp_path / "birds")
+    out = convert(compose_data([f"source={folder}", f"out={tmp_path / 'birds16'}", "image_size=16", "channels=3",
+                                "captions=captions.jsonl", "num_workers=0"]))
+    stored = [json.loads(line) for line in (out / "captions.jsonl").read_text().splitlines()]
+    assert stored[:3] == [{"row": 0, "text": PROMPTS[0]}, {"row": 1, "text": PROMPTS[1]},
+                          {"row": 1, "text": "a thin seven"}]
+    tiny = [arg for arg in TINY_T2I if not arg.startswith(("dataset=", "dataset."))]
+    same = [*tiny, f"dataset.root={folder}", "dataset.channels=3", "dataset.image_size=16", "dataset.hflip=false",
+            "dataset.num_classes=0"]
+    train(compose_train(["dataset=captioned", *same]), run_dir=tmp_path / "folder")
+    streamed = ["dataset=converted", *same, f"dataset.root={out}", "dataset.in_memory=false", "dataset.num_workers=2"]
+    train(compose_train(streamed), run_dir=tmp_path / "converted")
+    assert_same_weights(tmp_path / "folder", tmp_path / "converted", 4)
+
+
+def test_captions_stay_with_their_images_when_a_file_is_skipped(tmp_path: Path) -> None:
+    folder = captioned_folder(tmp_path / "birds", count=4)
+    (folder / "01.png").write_bytes(b"not a png")  # row 1 is then image 02's
+    out = convert(compose_data([f"source={folder}", f"out={tmp_path / 'out'}", "image_size=16",
+                                "captions=captions.jsonl", "num_workers=0"]))
+    data = load_converted(root=str(out), channels=3, image_size=16, num_classes=0)
+    assert data.captions == [[PROMPTS[0]], [PROMPTS[2]], [PROMPTS[0], "a thin seven"]]
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["source=mnist", "captions=captions.jsonl"], r"^captions=captions.jsonl reads a folder of captioned images, but "
+                                                  r"source='mnist' is not a folder"),
+    (["captions=none.jsonl"], r"^source='.*' has no captions: add none.jsonl"),
+])
+def test_bad_captioned_conversions_are_one_line(tmp_path: Path, args: list[str], expected: str) -> None:
+    folder = captioned_folder(tmp_path / "birds", count=2)
+    (folder / "captions.jsonl").unlink()
+    with pytest.raises(GanCliError, match=expected):
+        convert(compose_data([f"source={folder}", f"out={tmp_path / 'out'}", *args]))
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_damaged_captions_file_is_one_line(tmp_path: Path) -> None:
+    out = convert(compose_data([f"source={captioned_folder(tmp_path / 'birds', count=3)}", f"out={tmp_path / 'out'}",
+                                "image_size=16", "captions=captions.jsonl", "num_workers=0"]))
+    (out / "captions.jsonl").write_text('{"row": 0, "text": "a two"}\n')
+    with pytest.raises(GanCliError, match=r"captions.jsonl: image row 1 has no caption \(2 rows have none\): "
+                                          "convert the dataset again with gan-data$"):
+        load_converted(root=str(out), channels=3, image_size=16, num_classes=0)

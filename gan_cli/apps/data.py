@@ -33,7 +33,12 @@ def convert(cfg: DictConfig) -> Path:
     out = Path(cfg.out).expanduser().absolute()
     conversion.check_out(out)
     folder = Path(cfg.source).expanduser()
-    if folder.is_dir():
+    if cfg.captions is not None and not folder.is_dir():
+        raise GanCliError(f"captions={cfg.captions} reads a folder of captioned images, but source={cfg.source!r} "
+                          "is not a folder: give source=DIR, or leave captions out")
+    if cfg.captions is not None:
+        source = conversion.captioned_source(folder, cfg.captions)
+    elif folder.is_dir():
         source = conversion.folder_source(folder)
     elif cfg.source in conversion.TORCHVISION_SOURCES:
         source = conversion.torchvision_source(cfg.source, cfg.root)
@@ -43,6 +48,8 @@ def convert(cfg: DictConfig) -> Path:
     workers = default_workers() if cfg.num_workers is None else cfg.num_workers
     settings = conversion.Settings(cfg.image_size, cfg.channels, cfg.crop, cfg.on_error == "stop", workers)
     labels = f"{len(source.classes)} classes" if len(source.classes) > 1 else "unlabelled"
+    if source.captions is not None:
+        labels += f", {sum(len(texts) for texts in source.captions)} captions"
     log.info(f"gan-data: {len(source.items)} images of {source.description} ({labels}) -> {out} "
              f"({cfg.channels}x{cfg.image_size}x{cfg.image_size}, crop={cfg.crop})")
     columns = (TextColumn("converting"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())

@@ -58,10 +58,22 @@ def load_captioned_folder(*, root: str, channels: int, image_size: int, captions
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
         raise GanCliError(f"dataset.root={root!r} holds no images ({', '.join(IMAGE_SUFFIXES)})")
-    jsonl = folder / captions
-    texts = read_jsonl(jsonl, files) if jsonl.is_file() else read_txt(folder, files, jsonl)
+    texts = read_captions(folder, files, captions)
     images = read_images(files, channels, image_size)
     return Captioned(images, torch.zeros(len(files), dtype=torch.long), 0, texts)
+
+
+def read_captions(folder: Path, files: list[Path], captions: str, key: str = "dataset.root") -> list[list[str]]:
+    """Each image's captions: from folder/`captions` (jsonl) when it exists, else one .txt per image."""
+    jsonl = folder / captions
+    return read_jsonl(jsonl, files) if jsonl.is_file() else read_txt(folder, files, jsonl, key)
+
+
+def own_captions(data: ImageData) -> list[list[str]] | None:
+    """Image i's captions: a captioned folder's, or those gan-data stored beside a converted one's
+    arrays (captions.jsonl); None: a labelled dataset, whose captions are made (made_captions)."""
+    captions: list[list[str]] | None = getattr(data, "captions", None)
+    return captions or None
 
 
 def read_jsonl(path: Path, files: list[Path]) -> list[list[str]]:
@@ -83,10 +95,10 @@ def read_jsonl(path: Path, files: list[Path]) -> list[list[str]]:
     return [checked(by_name[p.name], p, f"no line of {path.name} names it") for p in files]
 
 
-def read_txt(folder: Path, files: list[Path], jsonl: Path) -> list[list[str]]:
+def read_txt(folder: Path, files: list[Path], jsonl: Path, key: str = "dataset.root") -> list[list[str]]:
     """Each image's captions from the .txt beside it, one per line."""
     if not any(p.with_suffix(".txt").is_file() for p in files):
-        raise GanCliError(f"dataset.root={str(folder)!r} has no captions: add {jsonl.name} ({{\"file\", \"text\"}} "
+        raise GanCliError(f"{key}={str(folder)!r} has no captions: add {jsonl.name} ({{\"file\", \"text\"}} "
                           "lines) or one .txt per image with one caption per line")
     texts = []
     for image in files:

@@ -22,7 +22,7 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset
 
 from gan_cli.core.errors import GanCliError
-from gan_cli.data.converted import IMAGES, INFO, LABELS, DatasetInfo, is_converted
+from gan_cli.data.converted import CAPTIONS, IMAGES, INFO, LABELS, DatasetInfo, captions_jsonl, is_converted
 
 log = logging.getLogger("gan_cli")
 
@@ -49,6 +49,7 @@ class Source:
     items: list[Item]
     classes: list[str]
     description: str
+    captions: list[list[str]] | None = None  # item i's captions (a captioned folder); None: none
 
 
 def fit(image: Image.Image, size: int, crop: str, mode: str) -> np.ndarray:
@@ -103,6 +104,19 @@ def folder_source(root: Path) -> Source:
         raise GanCliError(f"source={root} holds no images ({', '.join(IMAGE_SUFFIXES)}), neither directly nor in "
                           "class folders")
     return Source(items, classes, str(root.resolve()))
+
+
+def captioned_source(root: Path, captions: str) -> Source:
+    """A flat folder of captioned images, as dataset=captioned reads it (data/captions.py): the
+    images in name order, each with its captions from root/`captions` (jsonl) or its own .txt."""
+    from gan_cli.data import captions as captioned
+
+    files = sorted(p for p in root.iterdir() if p.suffix.lower() in captioned.IMAGE_SUFFIXES and p.is_file())
+    if not files:
+        raise GanCliError(f"source={root} holds no images directly ({', '.join(captioned.IMAGE_SUFFIXES)}): "
+                          "captions= reads a flat folder of captioned images")
+    texts = captioned.read_captions(root, files, captions, key="source")
+    return Source([Item(str(p), _opener(p), 0) for p in files], [], str(root.resolve()), texts)
 
 
 def torchvision_source(name: str, root: str) -> Source:
@@ -201,10 +215,13 @@ def write(source: Source, out: Path, settings: Settings, advance: Callable[[int]
         shutil.rmtree(staging)
     staging.mkdir()
     try:
-        kept = _fill(source, staging, settings, advance)
+        rows = _fill(source, staging, settings, advance)
+        kept = len(rows)
         if kept == 0:
             raise GanCliError(f"no image of {source.description} could be read: nothing was written")
         info = DatasetInfo(kept, settings.channels, settings.size, source.classes, source.description)
+        if source.captions is not None:  # the kept images' captions, keyed by their rows
+            (staging / CAPTIONS).write_text(captions_jsonl([source.captions[i] for i in rows]), encoding="utf-8")
         (staging / INFO).write_text(info.as_json())
         _replace(staging, out)
     except BaseException:
@@ -216,14 +233,15 @@ def write(source: Source, out: Path, settings: Settings, advance: Callable[[int]
     return info
 
 
-def _fill(source: Source, staging: Path, settings: Settings, advance: Callable[[int], None]) -> int:
-    """Decode (in `settings.workers` processes, in order) and write CHUNK images at a time."""
+def _fill(source: Source, staging: Path, settings: Settings, advance: Callable[[int], None]) -> list[int]:
+    """Decode (in `settings.workers` processes, in order) and write CHUNK images at a time; returns
+    the kept items' indices (row r of the arrays is item rows[r])."""
     total, size = len(source.items), settings.size
     images = open_memmap(staging / IMAGES, mode="w+", dtype=np.uint8, shape=(total, settings.channels, size, size))
     labels = np.zeros(total, dtype=np.int64)
     decoded = DataLoader(Decoded(source.items, settings), batch_size=None, num_workers=settings.workers,
                          collate_fn=_as_is)
-    kept, chunk = 0, list[np.ndarray]()
+    kept, chunk, rows = 0, list[np.ndarray](), list[int]()
     for index, (array, reason) in enumerate(itertools.chain.from_iterable(decoded)):
         item = source.items[index]
         if array is None:
@@ -233,6 +251,7 @@ def _fill(source: Source, staging: Path, settings: Settings, advance: Callable[[
         else:
             labels[kept + len(chunk)] = item.label
             chunk.append(array)
+            rows.append(index)
         if len(chunk) == CHUNK or index == total - 1:
             if chunk:
                 images[kept : kept + len(chunk)] = np.stack(chunk)
@@ -244,7 +263,7 @@ def _fill(source: Source, staging: Path, settings: Settings, advance: Callable[[
     if kept < total:  # skipped files: the array is shorter (copied in chunks, never held whole)
         _shorten(staging / IMAGES, kept)
     np.save(staging / LABELS, labels[:kept])
-    return kept
+    return rows
 
 
 def _shorten(path: Path, count: int) -> None:

@@ -4,6 +4,9 @@ A converted dataset is a folder of three files:
   images.npy    (N, C, H, W) uint8, NumPy's .npy format: a short header, then the raw array
   labels.npy    (N,) int64
   dataset.json  {"format": 1, "count": N, "channels": C, "size": S, "classes": [...], "source": "..."}
+and, converted from a captioned folder (gan-data captions=...), a fourth:
+  captions.jsonl  {"row": i, "text": "..."} per line, one line per caption of image row i (each row
+                has at least one), read by task=text2image
 
 Why .npy: any row is an offset into the file (random access without decoding, unlike JPEG or PNG
 shards), `np.load(mmap_mode="r")` maps it without reading it (the OS page cache does the caching,
@@ -30,7 +33,7 @@ from gan_cli.core.errors import GanCliError
 from gan_cli.data.datasets import ImageData
 
 FORMAT_VERSION = 1
-INFO, IMAGES, LABELS = "dataset.json", "images.npy", "labels.npy"
+INFO, IMAGES, LABELS, CAPTIONS = "dataset.json", "images.npy", "labels.npy", "captions.jsonl"
 IN_MEMORY_ALLOWED = "auto, true or false"
 
 
@@ -113,10 +116,41 @@ class OnDiskData(ImageData):
     in_memory: bool | str  # auto | True | False: streaming.make_sampler decides from it
     memory_budget_gb: float | None  # None: a share of the training device's free memory
     num_workers: int | None  # DataLoader workers when streaming; None: min(4, CPUs)
+    captions: list[list[str]] | None = None  # image i's captions (captions.jsonl); None: none stored
 
     def loaded(self) -> ImageData:
         """The arrays read into memory (dataset.in_memory=true), as every other dataset is."""
         return ImageData(torch.from_numpy(np.load(self.folder / IMAGES)), self.labels, self.num_classes)
+
+
+def captions_jsonl(captions: list[list[str]]) -> str:
+    """captions.jsonl's text: a line per caption, keyed by the image's row."""
+    lines = (json.dumps({"row": row, "text": text}) for row, texts in enumerate(captions) for text in texts)
+    return "".join(line + "\n" for line in lines)
+
+
+def read_captions(folder: Path, count: int) -> list[list[str]] | None:
+    """Each row's captions from folder/captions.jsonl, checked; None when the dataset has none."""
+    path = folder / CAPTIONS
+    if not path.is_file():
+        return None
+    rows: list[list[str]] = [[] for _ in range(count)]
+    again = "convert the dataset again with gan-data"
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        try:
+            entry = json.loads(line)
+            row, text = entry["row"], entry["text"]
+        except (ValueError, KeyError, TypeError):
+            raise GanCliError(f"{path}:{number}: not a {{\"row\": ..., \"text\": ...}} line: {again}") from None
+        if not isinstance(row, int) or isinstance(row, bool) or not 0 <= row < count or not isinstance(text, str) \
+                or not text.strip():
+            raise GanCliError(f"{path}:{number}: row {row!r} is not one of the {count} images, or its text is "
+                              f"empty: {again}")
+        rows[row].append(text)
+    missing = [row for row, texts in enumerate(rows) if not texts]
+    if missing:
+        raise GanCliError(f"{path}: image row {missing[0]} has no caption ({len(missing)} rows have none): {again}")
+    return rows
 
 
 def load_converted(
@@ -145,4 +179,4 @@ def load_converted(
         raise GanCliError(f"dataset.num_classes={num_classes} but {folder} has {classes} classes: set "
                           f"dataset.num_classes={classes}")
     return OnDiskData(mapped_tensor(images), torch.from_numpy(np.array(labels)), classes, folder, in_memory,
-                      memory_budget_gb, num_workers)
+                      memory_budget_gb, num_workers, read_captions(folder, info.count))

@@ -19,7 +19,7 @@ import torch
 from omegaconf import DictConfig
 from torch import Tensor
 
-from gan_cli.data.captions import Captioned, made_captions
+from gan_cli.data.captions import made_captions, own_captions
 from gan_cli.data.datasets import ImageData
 from gan_cli.evaluate.classifier import save_atomic
 from gan_cli.evaluate.metrics import cache_dir, dataset_key
@@ -58,16 +58,18 @@ class CaptionTable:
 
 
 def caption_table(data: ImageData, settings: CaptionSettings) -> CaptionTable:
-    """A captioned folder's own captions, or captions made from a labelled dataset (data/captions.py)."""
-    if isinstance(data, Captioned):
+    """A captioned folder's own captions (or a converted one's), or captions made from a labelled
+    dataset (data/captions.py)."""
+    own = own_captions(data)
+    if own is not None:
         index: dict[str, int] = {}
-        for texts in data.captions:
+        for texts in own:
             for text in texts:
                 index.setdefault(text, len(index))
-        width = max(len(texts) for texts in data.captions)
+        width = max(len(texts) for texts in own)
         codes = torch.tensor([[index[t] for t in texts] + [index[texts[0]]] * (width - len(texts))
-                              for texts in data.captions], dtype=torch.long)
-        counts = torch.tensor([len(texts) for texts in data.captions], dtype=torch.long)
+                              for texts in own], dtype=torch.long)
+        counts = torch.tensor([len(texts) for texts in own], dtype=torch.long)
         sentences = list(index)
     else:
         sentences, codes = made_captions(data, settings.class_words, settings.per_image, settings.drop_attribute,
