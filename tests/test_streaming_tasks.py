@@ -15,9 +15,11 @@ from PIL import Image
 from gan_cli.apps.data import convert
 from gan_cli.core.errors import GanCliError
 from gan_cli.data import captions
-from gan_cli.data.converted import load_converted
+from gan_cli.data.converted import OnDiskData, load_converted
+from gan_cli.data.domains import Domains
 from gan_cli.loop.train import train
 from tests.conftest import assert_same_weights, compose_train
+from tests.test_cyclegan import TINY_CYCLE, make_unpaired
 from tests.test_srgan import TINY_SR
 from tests.test_streaming import compose_data, digits
 from tests.test_text2image import PROMPTS, TINY_T2I
@@ -166,3 +168,57 @@ def test_a_damaged_captions_file_is_one_line(tmp_path: Path) -> None:
     with pytest.raises(GanCliError, match=r"captions.jsonl: image row 1 has no caption \(2 rows have none\): "
                                           "convert the dataset again with gan-data$"):
         load_converted(root=str(out), channels=3, image_size=16, num_classes=0)
+
+
+# ---------------------------------------------------------------- task=cyclegan: two converted domains
+
+
+def test_gan_data_layout_unpaired_writes_a_converted_dataset_per_domain(tmp_path: Path) -> None:
+    """trainA, trainB, testA, testB each become out/<name> (a converted dataset) and dataset=converted
+    loads them as CycleGAN's domains, memory-mapped; without test folders the training ones stand in."""
+    out = convert(compose_data([f"source={make_unpaired(tmp_path / 'h2z')}", f"out={tmp_path / 'h2z16'}",
+                                "layout=unpaired", "image_size=16", "num_workers=0"]))
+    domains = load_converted(root=str(out), channels=3, image_size=16, num_classes=0)
+    assert isinstance(domains, Domains) and isinstance(domains.train_a, OnDiskData)
+    shapes = [d.images.shape for d in (domains.train_a, domains.train_b, domains.test_a, domains.test_b)]
+    assert shapes == [(10, 3, 16, 16), (12, 3, 16, 16), (3, 3, 16, 16), (4, 3, 16, 16)]
+    assert domains.train_a.images[:, 0].float().mean() > 150 > domains.train_b.images[:, 0].float().mean()
+    again = convert(compose_data([f"source={make_unpaired(tmp_path / 'other', with_test=False)}", f"out={out}",
+                                  "layout=unpaired", "image_size=16", "num_workers=0"]))  # replaces the first
+    no_test = load_converted(root=str(again), channels=3, image_size=16, num_classes=0)
+    assert isinstance(no_test, Domains) and no_test.test_b is no_test.train_b
+    assert sorted(p.name for p in again.iterdir()) == ["layout.json", "trainA", "trainB"]
+
+
+def test_bad_unpaired_conversions_are_one_line(tmp_path: Path) -> None:
+    root = make_unpaired(tmp_path / "h2z", with_test=False)
+    for path in (root / "trainB").iterdir():
+        path.unlink()
+    (root / "trainB").rmdir()
+    with pytest.raises(GanCliError, match=r"^layout=unpaired needs source/trainA and source/trainB .*trainB is not "
+                                          r"a folder$"):
+        convert(compose_data([f"source={root}", f"out={tmp_path / 'out'}", "layout=unpaired"]))
+    with pytest.raises(GanCliError, match=r"^layout=unpaired reads a folder"):
+        convert(compose_data(["source=mnist", f"out={tmp_path / 'out'}", "layout=unpaired"]))
+    with pytest.raises(GanCliError, match=r"^invalid value layout='pairs': allowed is images or unpaired"):
+        convert(compose_data([f"source={root}", f"out={tmp_path / 'out'}", "layout=pairs"]))
+    assert not (tmp_path / "out").exists()
+
+
+def test_cyclegan_streams_two_converted_domains_bitwise_the_in_memory_run_and_resumes_bitwise(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    out = convert(compose_data([f"source={make_unpaired(tmp_path / 'h2z')}", f"out={tmp_path / 'h2z16'}",
+                                "layout=unpaired", "image_size=16", "num_workers=0"]))
+    tiny = [arg for arg in TINY_CYCLE if not arg.startswith(("dataset", "task.domain"))]
+    run = [*tiny, "dataset=converted", f"dataset.root={out}", "dataset.image_size=16", "trainer.batch_size=4",
+           "trainer.max_steps=6", "trainer.ckpt_every_n_steps=3"]
+    with caplog.at_level(logging.INFO, logger="gan_cli"):
+        train(compose_train([*run, "dataset.in_memory=true"]), run_dir=tmp_path / "memory")
+        streamed = [*run, "dataset.in_memory=false", "dataset.num_workers=2"]
+        train(compose_train(streamed), run_dir=tmp_path / "stream")
+        middle = tmp_path / "stream" / "checkpoints" / "step_0000003.pt"
+        train(compose_train([*streamed, f"trainer.resume={middle}"]), run_dir=tmp_path / "resumed")
+    said = streaming_lines(caplog)
+    assert [line.split(":")[1] for line in said] == [" in memory"] * 2 + [" streaming from disk"] * 4, said
+    assert_same_weights(tmp_path / "memory", tmp_path / "stream", 6)
+    assert_same_weights(tmp_path / "stream", tmp_path / "resumed", 6)

@@ -22,7 +22,18 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset
 
 from gan_cli.core.errors import GanCliError
-from gan_cli.data.converted import CAPTIONS, IMAGES, INFO, LABELS, DatasetInfo, captions_jsonl, is_converted
+from gan_cli.data.converted import (
+    CAPTIONS,
+    IMAGES,
+    INFO,
+    LABELS,
+    LAYOUT,
+    UNPAIRED_SPLITS,
+    DatasetInfo,
+    captions_jsonl,
+    is_converted,
+    layout_json,
+)
 
 log = logging.getLogger("gan_cli")
 
@@ -117,6 +128,24 @@ def captioned_source(root: Path, captions: str) -> Source:
                           "captions= reads a flat folder of captioned images")
     texts = captioned.read_captions(root, files, captions, key="source")
     return Source([Item(str(p), _opener(p), 0) for p in files], [], str(root.resolve()), texts)
+
+
+def unpaired_sources(root: Path) -> dict[str, Source]:
+    """CycleGAN's layout: root/trainA and root/trainB (testA, testB optional), each a flat folder of
+    images (in name order, unlabelled), as dataset=unpaired reads it."""
+    sources = {}
+    for split in UNPAIRED_SPLITS:
+        folder = root / split
+        if split.startswith("test") and not folder.exists():
+            continue
+        if not folder.is_dir():
+            raise GanCliError(f"layout=unpaired needs source/trainA and source/trainB (testA and testB optional) "
+                              f"holding images: {folder} is not a folder")
+        files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        if not files:
+            raise GanCliError(f"{folder} holds no images ({', '.join(IMAGE_SUFFIXES)})")
+        sources[split] = Source([Item(str(p), _opener(p), 0) for p in files], [], str(folder.resolve()))
+    return sources
 
 
 def torchvision_source(name: str, root: str) -> Source:
@@ -231,6 +260,24 @@ def write(source: Source, out: Path, settings: Settings, advance: Callable[[int]
     if skipped:
         log.warning(f"{skipped} of {len(source.items)} images were unreadable and left out")
     return info
+
+
+def write_layout(sources: dict[str, Source], out: Path, settings: Settings,
+                 advance: Callable[[int], None] = lambda n: None) -> dict[str, DatasetInfo]:
+    """Each source as out/<its name>, a converted dataset, and out/layout.json naming them: built
+    in a hidden folder beside `out` and renamed when complete, as `write` does for one dataset."""
+    staging = staging_folder(out)
+    if staging.exists():
+        shutil.rmtree(staging)
+    staging.mkdir()
+    try:
+        infos = {name: write(source, staging / name, settings, advance) for name, source in sources.items()}
+        (staging / LAYOUT).write_text(layout_json("unpaired", list(sources)))
+        _replace(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return infos
 
 
 def _fill(source: Source, staging: Path, settings: Settings, advance: Callable[[int], None]) -> list[int]:

@@ -31,9 +31,12 @@ import torch
 
 from gan_cli.core.errors import GanCliError
 from gan_cli.data.datasets import ImageData
+from gan_cli.data.domains import Domains
 
 FORMAT_VERSION = 1
 INFO, IMAGES, LABELS, CAPTIONS = "dataset.json", "images.npy", "labels.npy", "captions.jsonl"
+LAYOUT = "layout.json"  # a folder of converted datasets: {"format": 1, "layout": "unpaired", "splits": [...]}
+UNPAIRED_SPLITS = ("trainA", "trainB", "testA", "testB")  # CycleGAN's folders; the test ones optional
 IN_MEMORY_ALLOWED = "auto, true or false"
 
 
@@ -53,7 +56,29 @@ class DatasetInfo:
 
 
 def is_converted(folder: Path) -> bool:
-    return (folder / INFO).is_file()
+    return (folder / INFO).is_file() or (folder / LAYOUT).is_file()
+
+
+def layout_json(layout: str, splits: list[str]) -> str:
+    return json.dumps({"format": FORMAT_VERSION, "layout": layout, "splits": splits}, indent=2) + "\n"
+
+
+def read_layout(folder: Path) -> list[str] | None:
+    """The splits of an unpaired layout folder (layout.json), checked; None: a single dataset."""
+    path = folder / LAYOUT
+    if not path.is_file():
+        return None
+    try:
+        raw = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise GanCliError(f"{path} is not readable JSON ({str(err).splitlines()[0]}): convert the dataset "
+                          "again with gan-data") from None
+    splits = raw.get("splits") if isinstance(raw, dict) else None
+    if not isinstance(raw, dict) or raw.get("format") != FORMAT_VERSION or raw.get("layout") != "unpaired" \
+            or not isinstance(splits, list) or not {"trainA", "trainB"} <= set(splits) <= set(UNPAIRED_SPLITS):
+        raise GanCliError(f"{path} is not a format-{FORMAT_VERSION} unpaired layout with trainA and trainB: "
+                          "convert the dataset again with this version's gan-data layout=unpaired")
+    return [str(split) for split in splits]
 
 
 def read_info(folder: Path) -> DatasetInfo:
@@ -163,11 +188,25 @@ def load_converted(
     memory_budget_gb: float | None = None,
     num_workers: int | None = None,
     **_unused: Any,  # keys every dataset option carries (name, download, hflip) that loading does not need
-) -> OnDiskData:
-    """A folder gan-data wrote: its images stay on disk, mapped, until a sampler reads them."""
+) -> OnDiskData | Domains:
+    """A folder gan-data wrote: its images stay on disk, mapped, until a sampler reads them. A
+    `layout=unpaired` folder is CycleGAN's two domains, each split a converted dataset (missing
+    test splits: the training ones, as dataset=unpaired does)."""
     if in_memory not in (True, False, "auto"):
         raise GanCliError(f"invalid value dataset.in_memory={in_memory!r}: allowed is {IN_MEMORY_ALLOWED}")
     folder = Path(root).expanduser()
+    settings = (channels, image_size, in_memory, memory_budget_gb, num_workers)
+    splits = read_layout(folder) if folder.is_dir() else None
+    if splits is None:
+        return load_single(folder, num_classes, *settings)
+    side = {split: load_single(folder / split, 0, *settings) for split in splits}
+    train_a, train_b = side["trainA"], side["trainB"]
+    return Domains(train_a, train_b, side.get("testA", train_a), side.get("testB", train_b))
+
+
+def load_single(folder: Path, num_classes: int, channels: int, image_size: int, in_memory: bool | str,
+                memory_budget_gb: float | None, num_workers: int | None) -> OnDiskData:
+    """One converted dataset (images.npy, labels.npy, dataset.json), checked against the config."""
     info = read_info(folder)
     if (info.channels, info.size) != (channels, image_size):
         raise GanCliError(f"{folder} holds {info.channels}x{info.size}x{info.size} images but the config asks for "
