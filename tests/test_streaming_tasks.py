@@ -17,9 +17,11 @@ from gan_cli.core.errors import GanCliError
 from gan_cli.data import captions
 from gan_cli.data.converted import OnDiskData, load_converted
 from gan_cli.data.domains import Domains
+from gan_cli.data.paired import Pairs, load_aligned_folder
 from gan_cli.loop.train import train
 from tests.conftest import assert_same_weights, compose_train
 from tests.test_cyclegan import TINY_CYCLE, make_unpaired
+from tests.test_pix2pix import TINY_P2P
 from tests.test_srgan import TINY_SR
 from tests.test_streaming import compose_data, digits
 from tests.test_text2image import PROMPTS, TINY_T2I
@@ -200,7 +202,7 @@ def test_bad_unpaired_conversions_are_one_line(tmp_path: Path) -> None:
         convert(compose_data([f"source={root}", f"out={tmp_path / 'out'}", "layout=unpaired"]))
     with pytest.raises(GanCliError, match=r"^layout=unpaired reads a folder"):
         convert(compose_data(["source=mnist", f"out={tmp_path / 'out'}", "layout=unpaired"]))
-    with pytest.raises(GanCliError, match=r"^invalid value layout='pairs': allowed is images or unpaired"):
+    with pytest.raises(GanCliError, match=r"^invalid value layout='pairs': allowed is images, unpaired or paired$"):
         convert(compose_data([f"source={root}", f"out={tmp_path / 'out'}", "layout=pairs"]))
     assert not (tmp_path / "out").exists()
 
@@ -221,4 +223,68 @@ def test_cyclegan_streams_two_converted_domains_bitwise_the_in_memory_run_and_re
     said = streaming_lines(caplog)
     assert [line.split(":")[1] for line in said] == [" in memory"] * 2 + [" streaming from disk"] * 4, said
     assert_same_weights(tmp_path / "memory", tmp_path / "stream", 6)
+    assert_same_weights(tmp_path / "stream", tmp_path / "resumed", 6)
+
+
+# ---------------------------------------------------------------- task=pix2pix: converted pairs
+
+
+def side_by_side(folder: Path, count: int, size: int = 16) -> Path:
+    """`count` RGB files A | B, each half size x size (the size trained: no resampling either way)."""
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(1)
+    for index in range(count):
+        Image.fromarray(rng.integers(0, 256, (size, 2 * size, 3), dtype=np.uint8)).save(folder / f"{index:03d}.png")
+    return folder.parent
+
+
+def test_gan_data_layout_paired_stores_a_and_b_joined_for_both_layouts(tmp_path: Path) -> None:
+    """pix2pix's A | B files and trainA/trainB of the same names both become out/train (and test),
+    A's channels then B's; dataset=converted reads them as the folder options read the folders."""
+    root = side_by_side(tmp_path / "facades" / "train", 6)
+    side_by_side(tmp_path / "facades" / "val", 2)
+    out = convert(compose_data([f"source={root}", f"out={tmp_path / 'f16'}", "layout=paired", "image_size=16",
+                                "num_workers=0"]))
+    pairs = load_converted(root=str(out), channels=3, image_size=16, num_classes=0)
+    folder = load_aligned_folder(root=str(root), image_size=16, channels=3)
+    assert isinstance(pairs, Pairs) and isinstance(pairs.stored, OnDiskData) and pairs.stored.images.shape[1] == 6
+    for name in ("train_a", "train_b", "test_a", "test_b"):
+        assert torch.equal(getattr(pairs, name), getattr(folder, name)), name
+    matched = tmp_path / "day2night"
+    for split, side in (("trainA", 0), ("trainB", 1)):
+        (matched / split).mkdir(parents=True)
+        for index in range(3):
+            Image.open(root / "train" / f"{index:03d}.png").crop((16 * side, 0, 16 * side + 16, 16)).save(
+                matched / split / f"{index:03d}.png")
+    again = convert(compose_data([f"source={matched}", f"out={tmp_path / 'd16'}", "layout=paired", "image_size=16",
+                                  "num_workers=0"]))
+    two = load_converted(root=str(again), channels=3, image_size=16, num_classes=0)
+    assert isinstance(two, Pairs) and torch.equal(two.train_b, folder.train_b[:3]) and two.test_a is not None
+    assert torch.equal(two.test_a, folder.train_a[:3])  # no testA/testB: the training pairs
+    with pytest.raises(GanCliError, match=r"holds pairs of 3-channel images but the config asks for "
+                                          r"dataset.channels=1: set dataset.channels=3$"):
+        load_converted(root=str(again), channels=1, image_size=16, num_classes=0)
+    with pytest.raises(GanCliError, match=r"^layout=paired needs source/train .* has neither$"):
+        convert(compose_data([f"source={matched / 'trainA'}", f"out={tmp_path / 'x'}", "layout=paired"]))
+
+
+@pytest.mark.parametrize("direction", ["a2b", "b2a"])
+def test_pix2pix_streams_converted_pairs_bitwise_the_aligned_folder_run(tmp_path: Path, direction: str,
+                                                                        caplog: pytest.LogCaptureFixture) -> None:
+    """Pairs streamed from a layout=paired conversion train bitwise what dataset=aligned trains on
+    the folder itself (flips alike on both halves), in either direction; a streaming resume too."""
+    root = side_by_side(tmp_path / "facades" / "train", 12)
+    out = convert(compose_data([f"source={root}", f"out={tmp_path / 'f16'}", "layout=paired", "image_size=16",
+                                "num_workers=0"]))
+    tiny = [arg for arg in TINY_P2P if not arg.startswith(("dataset", "task.transform"))]
+    same = [*tiny, "dataset.image_size=16", "dataset.hflip=true", f"task.direction={direction}",
+            "trainer.batch_size=4", "trainer.max_steps=6", "trainer.ckpt_every_n_steps=3"]
+    train(compose_train(["dataset=aligned", f"dataset.root={root}", *same]), run_dir=tmp_path / "folder")
+    streamed = ["dataset=converted", f"dataset.root={out}", *same, "dataset.in_memory=false", "dataset.num_workers=2"]
+    with caplog.at_level(logging.INFO, logger="gan_cli"):
+        train(compose_train(streamed), run_dir=tmp_path / "stream")
+        middle = tmp_path / "stream" / "checkpoints" / "step_0000003.pt"
+        train(compose_train([*streamed, f"trainer.resume={middle}"]), run_dir=tmp_path / "resumed")
+    assert [line.split(":")[1] for line in streaming_lines(caplog)] == [" streaming from disk"] * 2
+    assert_same_weights(tmp_path / "folder", tmp_path / "stream", 6)
     assert_same_weights(tmp_path / "stream", tmp_path / "resumed", 6)

@@ -41,10 +41,12 @@ def convert(cfg: DictConfig) -> Path:
         raise GanCliError(f"captions={cfg.captions} reads a folder of captioned images, but source={cfg.source!r} "
                           "is not a folder: give source=DIR, or leave captions out")
     if cfg.layout != "images" and (cfg.captions is not None or not folder.is_dir()):
-        raise GanCliError(f"layout={cfg.layout} reads a folder (source=DIR holding trainA, trainB) without "
-                          "captions=: give source=DIR and leave captions out")
+        raise GanCliError(f"layout={cfg.layout} reads a folder (source=DIR holding trainA, trainB, or train for "
+                          "layout=paired) without captions=: give source=DIR and leave captions out")
     if cfg.layout == "unpaired":
-        return convert_unpaired(conversion.unpaired_sources(folder), out, cfg)
+        return convert_layout("unpaired", conversion.unpaired_sources(folder), out, cfg)
+    if cfg.layout == "paired":
+        return convert_layout("paired", conversion.paired_sources(folder), out, cfg)
     if cfg.captions is not None:
         source = conversion.captioned_source(folder, cfg.captions)
     elif folder.is_dir():
@@ -73,8 +75,9 @@ def convert(cfg: DictConfig) -> Path:
     return out
 
 
-def convert_unpaired(sources: dict[str, Source], out: Path, cfg: DictConfig) -> Path:
-    """layout=unpaired: each of trainA, trainB (testA, testB) as out/<its name>."""
+def convert_layout(layout: str, sources: dict[str, Source], out: Path, cfg: DictConfig) -> Path:
+    """layout=unpaired: each of trainA, trainB (testA, testB) as out/<its name>; layout=paired: the
+    train (and test) pairs as out/train, out/test, A and B joined on channels."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from gan_cli.data import convert as conversion
@@ -83,14 +86,15 @@ def convert_unpaired(sources: dict[str, Source], out: Path, cfg: DictConfig) -> 
     workers = default_workers() if cfg.num_workers is None else cfg.num_workers
     settings = conversion.Settings(cfg.image_size, cfg.channels, cfg.crop, cfg.on_error == "stop", workers)
     counts = ", ".join(f"{name} {len(source.items)}" for name, source in sources.items())
-    log.info(f"gan-data: unpaired layout ({counts} images) -> {out} ({cfg.channels}x{cfg.image_size}x"
+    log.info(f"gan-data: {layout} layout ({counts} images) -> {out} ({cfg.channels}x{cfg.image_size}x"
              f"{cfg.image_size}, crop={cfg.crop})")
     columns = (TextColumn("converting"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns, transient=True) as progress:
         task = progress.add_task("convert", total=sum(len(source.items) for source in sources.values()))
-        infos = conversion.write_layout(sources, out, settings, lambda done: progress.advance(task, done))
+        infos = conversion.write_layout(layout, sources, out, settings, lambda done: progress.advance(task, done))
     written = ", ".join(f"{name} {info.count}" for name, info in infos.items())
-    log.info(f"gan-data: wrote {written} images to {out}; train with: gan-train task=cyclegan dataset=converted "
+    trains = "cyclegan" if layout == "unpaired" else "pix2pix"
+    log.info(f"gan-data: wrote {written} images to {out}; train with: gan-train task={trains} dataset=converted "
              f"dataset.root={out} dataset.channels={cfg.channels} dataset.image_size={cfg.image_size}")
     return out
 

@@ -51,7 +51,7 @@ class Item:
     """One source image: a name for messages, a loader (raises READ_ERRORS when unreadable), a label."""
 
     name: str
-    open: Callable[[], Image.Image]
+    open: Callable[[], Image.Image | tuple[Image.Image, Image.Image]]  # a pair: A and B, joined on channels
     label: int
 
 
@@ -61,6 +61,7 @@ class Source:
     classes: list[str]
     description: str
     captions: list[list[str]] | None = None  # item i's captions (a captioned folder); None: none
+    paired: bool = False  # each item a pair (layout=paired): its images hold A's channels, then B's
 
 
 def fit(image: Image.Image, size: int, crop: str, mode: str) -> np.ndarray:
@@ -148,6 +149,57 @@ def unpaired_sources(root: Path) -> dict[str, Source]:
     return sources
 
 
+def _pair_opener(path_a: Path, path_b: Path) -> Callable[[], tuple[Image.Image, Image.Image]]:
+    open_a, open_b = _opener(path_a), _opener(path_b)
+    return lambda: (open_a(), open_b())
+
+
+def _halves_opener(path: Path) -> Callable[[], tuple[Image.Image, Image.Image]]:
+    """A file holding A | B side by side -> (left half, right half); an odd middle column is
+    dropped, as dataset=aligned does."""
+    def read() -> tuple[Image.Image, Image.Image]:
+        with Image.open(path) as image:
+            image.load()
+            half = image.width // 2
+            return image.crop((0, 0, half, image.height)), image.crop((image.width - half, 0, image.width,
+                                                                        image.height))
+    return read
+
+
+def paired_sources(root: Path) -> dict[str, Source]:
+    """pix2pix's layouts, each split's pairs as one source (A and B joined on channels):
+    root/train/ (test/ or val/ optional) of A | B files (dataset=aligned), or root/trainA and
+    root/trainB (testA, testB optional) of the same file names (dataset=paired)."""
+    from gan_cli.data.paired import matched_files
+
+    def flat(folder: Path) -> list[Path]:
+        files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        if not files:
+            raise GanCliError(f"{folder} holds no images ({', '.join(IMAGE_SUFFIXES)})")
+        return files
+
+    sources = {}
+    if (root / "train").is_dir():
+        test = next((root / name for name in ("test", "val") if (root / name).is_dir()), None)
+        for split, folder in (("train", root / "train"), ("test", test)):
+            if folder is not None:
+                items = [Item(str(p), _halves_opener(p), 0) for p in flat(folder)]
+                sources[split] = Source(items, [], str(folder.resolve()), paired=True)
+        return sources
+    if not (root / "trainA").is_dir() or not (root / "trainB").is_dir():
+        raise GanCliError(f"layout=paired needs source/train (A | B side by side in each file; test or val "
+                          f"optional) or source/trainA and source/trainB (same file names; testA, testB optional): "
+                          f"{root} has neither")
+    for split in ("train", "test"):
+        folder_a, folder_b = root / f"{split}A", root / f"{split}B"
+        if split == "test" and not folder_a.exists() and not folder_b.exists():
+            continue
+        pairs = matched_files(folder_a, folder_b)
+        sources[split] = Source([Item(str(a), _pair_opener(a, b), 0) for a, b in pairs], [], str(root.resolve()),
+                                paired=True)
+    return sources
+
+
 def torchvision_source(name: str, root: str) -> Source:
     """A torchvision dataset's training split, read through gan-cli's own loader (never downloaded)."""
     import torch
@@ -226,7 +278,10 @@ class Decoded(Dataset[list[tuple[np.ndarray | None, str]]]):
     def _one(self, item: Item) -> tuple[np.ndarray | None, str]:
         settings = self.settings
         try:
-            return fit(item.open(), settings.size, settings.crop, settings.mode), ""
+            opened = item.open()
+            if isinstance(opened, tuple):  # a pair (layout=paired): A's channels, then B's
+                return np.concatenate([fit(side, settings.size, settings.crop, settings.mode) for side in opened]), ""
+            return fit(opened, settings.size, settings.crop, settings.mode), ""
         except READ_ERRORS as err:
             return None, str(err).splitlines()[0] if str(err) else type(err).__name__
 
@@ -248,7 +303,8 @@ def write(source: Source, out: Path, settings: Settings, advance: Callable[[int]
         kept = len(rows)
         if kept == 0:
             raise GanCliError(f"no image of {source.description} could be read: nothing was written")
-        info = DatasetInfo(kept, settings.channels, settings.size, source.classes, source.description)
+        channels = settings.channels * (2 if source.paired else 1)
+        info = DatasetInfo(kept, channels, settings.size, source.classes, source.description)
         if source.captions is not None:  # the kept images' captions, keyed by their rows
             (staging / CAPTIONS).write_text(captions_jsonl([source.captions[i] for i in rows]), encoding="utf-8")
         (staging / INFO).write_text(info.as_json())
@@ -262,7 +318,7 @@ def write(source: Source, out: Path, settings: Settings, advance: Callable[[int]
     return info
 
 
-def write_layout(sources: dict[str, Source], out: Path, settings: Settings,
+def write_layout(layout: str, sources: dict[str, Source], out: Path, settings: Settings,
                  advance: Callable[[int], None] = lambda n: None) -> dict[str, DatasetInfo]:
     """Each source as out/<its name>, a converted dataset, and out/layout.json naming them: built
     in a hidden folder beside `out` and renamed when complete, as `write` does for one dataset."""
@@ -272,7 +328,7 @@ def write_layout(sources: dict[str, Source], out: Path, settings: Settings,
     staging.mkdir()
     try:
         infos = {name: write(source, staging / name, settings, advance) for name, source in sources.items()}
-        (staging / LAYOUT).write_text(layout_json("unpaired", list(sources)))
+        (staging / LAYOUT).write_text(layout_json(layout, list(sources)))
         _replace(staging, out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -284,7 +340,8 @@ def _fill(source: Source, staging: Path, settings: Settings, advance: Callable[[
     """Decode (in `settings.workers` processes, in order) and write CHUNK images at a time; returns
     the kept items' indices (row r of the arrays is item rows[r])."""
     total, size = len(source.items), settings.size
-    images = open_memmap(staging / IMAGES, mode="w+", dtype=np.uint8, shape=(total, settings.channels, size, size))
+    channels = settings.channels * (2 if source.paired else 1)  # a pair: A's channels, then B's
+    images = open_memmap(staging / IMAGES, mode="w+", dtype=np.uint8, shape=(total, channels, size, size))
     labels = np.zeros(total, dtype=np.int64)
     decoded = DataLoader(Decoded(source.items, settings), batch_size=None, num_workers=settings.workers,
                          collate_fn=_as_is)

@@ -32,11 +32,14 @@ import torch
 from gan_cli.core.errors import GanCliError
 from gan_cli.data.datasets import ImageData
 from gan_cli.data.domains import Domains
+from gan_cli.data.paired import Pairs
 
 FORMAT_VERSION = 1
 INFO, IMAGES, LABELS, CAPTIONS = "dataset.json", "images.npy", "labels.npy", "captions.jsonl"
 LAYOUT = "layout.json"  # a folder of converted datasets: {"format": 1, "layout": "unpaired", "splits": [...]}
 UNPAIRED_SPLITS = ("trainA", "trainB", "testA", "testB")  # CycleGAN's folders; the test ones optional
+PAIRED_SPLITS = ("train", "test")  # pix2pix's pairs, A and B joined on channels; test optional
+LAYOUTS = {"unpaired": (UNPAIRED_SPLITS, {"trainA", "trainB"}), "paired": (PAIRED_SPLITS, {"train"})}
 IN_MEMORY_ALLOWED = "auto, true or false"
 
 
@@ -63,8 +66,8 @@ def layout_json(layout: str, splits: list[str]) -> str:
     return json.dumps({"format": FORMAT_VERSION, "layout": layout, "splits": splits}, indent=2) + "\n"
 
 
-def read_layout(folder: Path) -> list[str] | None:
-    """The splits of an unpaired layout folder (layout.json), checked; None: a single dataset."""
+def read_layout(folder: Path) -> tuple[str, list[str]] | None:
+    """The layout and splits of a layout folder (layout.json), checked; None: a single dataset."""
     path = folder / LAYOUT
     if not path.is_file():
         return None
@@ -74,11 +77,13 @@ def read_layout(folder: Path) -> list[str] | None:
         raise GanCliError(f"{path} is not readable JSON ({str(err).splitlines()[0]}): convert the dataset "
                           "again with gan-data") from None
     splits = raw.get("splits") if isinstance(raw, dict) else None
-    if not isinstance(raw, dict) or raw.get("format") != FORMAT_VERSION or raw.get("layout") != "unpaired" \
-            or not isinstance(splits, list) or not {"trainA", "trainB"} <= set(splits) <= set(UNPAIRED_SPLITS):
-        raise GanCliError(f"{path} is not a format-{FORMAT_VERSION} unpaired layout with trainA and trainB: "
-                          "convert the dataset again with this version's gan-data layout=unpaired")
-    return [str(split) for split in splits]
+    layout = raw.get("layout") if isinstance(raw, dict) else None
+    allowed, needed = LAYOUTS.get(layout, ((), {""})) if isinstance(layout, str) else ((), {""})
+    if not isinstance(raw, dict) or raw.get("format") != FORMAT_VERSION or not isinstance(splits, list) \
+            or not needed <= set(splits) <= set(allowed):
+        raise GanCliError(f"{path} is not a format-{FORMAT_VERSION} unpaired or paired layout: convert the dataset "
+                          "again with this version's gan-data layout=unpaired|paired")
+    return str(layout), [str(split) for split in splits]
 
 
 def read_info(folder: Path) -> DatasetInfo:
@@ -188,20 +193,38 @@ def load_converted(
     memory_budget_gb: float | None = None,
     num_workers: int | None = None,
     **_unused: Any,  # keys every dataset option carries (name, download, hflip) that loading does not need
-) -> OnDiskData | Domains:
+) -> OnDiskData | Domains | Pairs:
     """A folder gan-data wrote: its images stay on disk, mapped, until a sampler reads them. A
     `layout=unpaired` folder is CycleGAN's two domains, each split a converted dataset (missing
-    test splits: the training ones, as dataset=unpaired does)."""
+    test splits: the training ones, as dataset=unpaired does); a `layout=paired` one pix2pix's pairs."""
     if in_memory not in (True, False, "auto"):
         raise GanCliError(f"invalid value dataset.in_memory={in_memory!r}: allowed is {IN_MEMORY_ALLOWED}")
     folder = Path(root).expanduser()
     settings = (channels, image_size, in_memory, memory_budget_gb, num_workers)
-    splits = read_layout(folder) if folder.is_dir() else None
-    if splits is None:
+    found = read_layout(folder) if folder.is_dir() else None
+    if found is None:
         return load_single(folder, num_classes, *settings)
+    layout, splits = found
+    if layout == "paired":
+        return load_pairs(folder, splits, *settings)
     side = {split: load_single(folder / split, 0, *settings) for split in splits}
     train_a, train_b = side["trainA"], side["trainB"]
     return Domains(train_a, train_b, side.get("testA", train_a), side.get("testB", train_b))
+
+
+def load_pairs(folder: Path, splits: list[str], channels: int, image_size: int, in_memory: bool | str,
+               memory_budget_gb: float | None, num_workers: int | None) -> Pairs:
+    """A layout=paired folder: train (and test) pairs stored A | B on channels, each side `channels`
+    wide; the training pairs stay joined (Pairs.stored), so one sampler streams them whole."""
+    info = read_info(folder / "train")
+    if info.channels != 2 * channels:
+        raise GanCliError(f"{folder} holds pairs of {info.channels // 2}-channel images but the config asks for "
+                          f"dataset.channels={channels}: set dataset.channels={info.channels // 2}")
+    side = {split: load_single(folder / split, 0, 2 * channels, image_size, in_memory, memory_budget_gb, num_workers)
+            for split in splits}
+    train, test = side["train"], side.get("test", side["train"])
+    return Pairs(train.images[:, :channels], train.images[:, channels:], test.images[:, :channels],
+                 test.images[:, channels:], stored=train)
 
 
 def load_single(folder: Path, num_classes: int, channels: int, image_size: int, in_memory: bool | str,
