@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import hydra
 from omegaconf import DictConfig
@@ -17,6 +18,9 @@ from omegaconf import DictConfig
 from gan_cli.apps.cli import CONFIG_DIR, check_keys
 from gan_cli.core.errors import NOTHING_WRITTEN, GanCliError, interrupted, interrupts_deferred, reported
 from gan_cli.core.schema import DataSchema
+
+if TYPE_CHECKING:
+    from gan_cli.data.convert import Source
 
 log = logging.getLogger("gan_cli")
 
@@ -33,7 +37,19 @@ def convert(cfg: DictConfig) -> Path:
     out = Path(cfg.out).expanduser().absolute()
     conversion.check_out(out)
     folder = Path(cfg.source).expanduser()
-    if folder.is_dir():
+    if cfg.captions is not None and not folder.is_dir():
+        raise GanCliError(f"captions={cfg.captions} reads a folder of captioned images, but source={cfg.source!r} "
+                          "is not a folder: give source=DIR, or leave captions out")
+    if cfg.layout != "images" and (cfg.captions is not None or not folder.is_dir()):
+        raise GanCliError(f"layout={cfg.layout} reads a folder (source=DIR holding trainA, trainB, or train for "
+                          "layout=paired) without captions=: give source=DIR and leave captions out")
+    if cfg.layout == "unpaired":
+        return convert_layout("unpaired", conversion.unpaired_sources(folder), out, cfg)
+    if cfg.layout == "paired":
+        return convert_layout("paired", conversion.paired_sources(folder), out, cfg)
+    if cfg.captions is not None:
+        source = conversion.captioned_source(folder, cfg.captions)
+    elif folder.is_dir():
         source = conversion.folder_source(folder)
     elif cfg.source in conversion.TORCHVISION_SOURCES:
         source = conversion.torchvision_source(cfg.source, cfg.root)
@@ -43,6 +59,8 @@ def convert(cfg: DictConfig) -> Path:
     workers = default_workers() if cfg.num_workers is None else cfg.num_workers
     settings = conversion.Settings(cfg.image_size, cfg.channels, cfg.crop, cfg.on_error == "stop", workers)
     labels = f"{len(source.classes)} classes" if len(source.classes) > 1 else "unlabelled"
+    if source.captions is not None:
+        labels += f", {sum(len(texts) for texts in source.captions)} captions"
     log.info(f"gan-data: {len(source.items)} images of {source.description} ({labels}) -> {out} "
              f"({cfg.channels}x{cfg.image_size}x{cfg.image_size}, crop={cfg.crop})")
     columns = (TextColumn("converting"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
@@ -54,6 +72,30 @@ def convert(cfg: DictConfig) -> Path:
              f"dataset=converted dataset.root={out} dataset.channels={info.channels} "
              f"dataset.image_size={info.size}" + (f" dataset.num_classes={len(info.classes)}"
                                                   if len(info.classes) > 1 else ""))
+    return out
+
+
+def convert_layout(layout: str, sources: dict[str, Source], out: Path, cfg: DictConfig) -> Path:
+    """layout=unpaired: each of trainA, trainB (testA, testB) as out/<its name>; layout=paired: the
+    train (and test) pairs as out/train, out/test, A and B joined on channels."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from gan_cli.data import convert as conversion
+    from gan_cli.data.streaming import default_workers
+
+    workers = default_workers() if cfg.num_workers is None else cfg.num_workers
+    settings = conversion.Settings(cfg.image_size, cfg.channels, cfg.crop, cfg.on_error == "stop", workers)
+    counts = ", ".join(f"{name} {len(source.items)}" for name, source in sources.items())
+    log.info(f"gan-data: {layout} layout ({counts} images) -> {out} ({cfg.channels}x{cfg.image_size}x"
+             f"{cfg.image_size}, crop={cfg.crop})")
+    columns = (TextColumn("converting"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, transient=True) as progress:
+        task = progress.add_task("convert", total=sum(len(source.items) for source in sources.values()))
+        infos = conversion.write_layout(layout, sources, out, settings, lambda done: progress.advance(task, done))
+    written = ", ".join(f"{name} {info.count}" for name, info in infos.items())
+    trains = "cyclegan" if layout == "unpaired" else "pix2pix"
+    log.info(f"gan-data: wrote {written} images to {out}; train with: gan-train task={trains} dataset=converted "
+             f"dataset.root={out} dataset.channels={cfg.channels} dataset.image_size={cfg.image_size}")
     return out
 
 

@@ -145,6 +145,7 @@ DATA_CHECKS: list[Check] = [
     ("channels", lambda v: v in (1, 3), "1 or 3"),
     ("crop", lambda v: v in ("center", "resize", "pad"), "center, resize or pad"),
     ("on_error", lambda v: v in ("skip", "stop"), "skip or stop"),
+    ("layout", lambda v: v in ("images", "unpaired", "paired"), "images, unpaired or paired"),
     ("num_workers", lambda v: v >= 0, "null (min(4, CPUs)) or an integer >= 0 (0: decode in this process)"),
 ]
 DATA_REQUIRED = {

@@ -253,3 +253,5 @@ class DataSchema:
     crop: str = "center"  # center | resize | pad
     on_error: str = "skip"  # skip | stop: an unreadable file
     num_workers: int | None = None  # decoding processes; None: min(4, CPUs)
+    captions: str | None = None  # a flat captioned folder's jsonl file name (or .txt per image); None: no captions
+    layout: str = "images"  # images | unpaired (trainA, trainB, testA, testB) | paired (pix2pix's train, test)

@@ -58,10 +58,22 @@ def load_captioned_folder(*, root: str, channels: int, image_size: int, captions
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
         raise GanCliError(f"dataset.root={root!r} holds no images ({', '.join(IMAGE_SUFFIXES)})")
-    jsonl = folder / captions
-    texts = read_jsonl(jsonl, files) if jsonl.is_file() else read_txt(folder, files, jsonl)
+    texts = read_captions(folder, files, captions)
     images = read_images(files, channels, image_size)
     return Captioned(images, torch.zeros(len(files), dtype=torch.long), 0, texts)
+
+
+def read_captions(folder: Path, files: list[Path], captions: str, key: str = "dataset.root") -> list[list[str]]:
+    """Each image's captions: from folder/`captions` (jsonl) when it exists, else one .txt per image."""
+    jsonl = folder / captions
+    return read_jsonl(jsonl, files) if jsonl.is_file() else read_txt(folder, files, jsonl, key)
+
+
+def own_captions(data: ImageData) -> list[list[str]] | None:
+    """Image i's captions: a captioned folder's, or those gan-data stored beside a converted one's
+    arrays (captions.jsonl); None: a labelled dataset, whose captions are made (made_captions)."""
+    captions: list[list[str]] | None = getattr(data, "captions", None)
+    return captions or None
 
 
 def read_jsonl(path: Path, files: list[Path]) -> list[list[str]]:
@@ -83,10 +95,10 @@ def read_jsonl(path: Path, files: list[Path]) -> list[list[str]]:
     return [checked(by_name[p.name], p, f"no line of {path.name} names it") for p in files]
 
 
-def read_txt(folder: Path, files: list[Path], jsonl: Path) -> list[list[str]]:
+def read_txt(folder: Path, files: list[Path], jsonl: Path, key: str = "dataset.root") -> list[list[str]]:
     """Each image's captions from the .txt beside it, one per line."""
     if not any(p.with_suffix(".txt").is_file() for p in files):
-        raise GanCliError(f"dataset.root={str(folder)!r} has no captions: add {jsonl.name} ({{\"file\", \"text\"}} "
+        raise GanCliError(f"{key}={str(folder)!r} has no captions: add {jsonl.name} ({{\"file\", \"text\"}} "
                           "lines) or one .txt per image with one caption per line")
     texts = []
     for image in files:
@@ -124,16 +136,26 @@ def shear(images: Tensor) -> Tensor:
     return -mu11 / mu02.clamp_min(1e-6)
 
 
+MEASURED_ROWS = 4096  # images measured at once: a memory-mapped dataset is read this many rows at a time
+
+
+def measured(images: Tensor) -> tuple[Tensor, Tensor]:
+    """ink and shear of every image (N,) each, `MEASURED_ROWS` images at a time: a converted
+    dataset's memory-mapped images are read once, in file order, and never held whole (their
+    float copy would be 4x the file); each image's numbers are its own, whatever the chunking."""
+    chunks = [(ink(chunk), shear(chunk)) for chunk in images.split(MEASURED_ROWS)]
+    return torch.cat([amount for amount, _ in chunks]), torch.cat([slant for _, slant in chunks])
+
+
 def attributes(data: ImageData, slant_threshold: float) -> tuple[Tensor, Tensor]:
     """(thickness, slant) indices per image into THICKNESS and SLANTS: ink thirds within each
     class, and the shear beyond +-slant_threshold."""
-    amount, thickness = ink(data.images), torch.ones(data.images.shape[0], dtype=torch.long)
+    (amount, slant), thickness = measured(data.images), torch.ones(data.images.shape[0], dtype=torch.long)
     for label in data.labels.unique():
         members = data.labels == label
         low, high = torch.quantile(amount[members], torch.tensor([1 / 3, 2 / 3]))
         thickness[members & (amount < low)] = 0
         thickness[members & (amount > high)] = 2
-    slant = shear(data.images)
     return thickness, 1 + (slant > slant_threshold).long() - (slant < -slant_threshold).long()
 
 

@@ -22,7 +22,18 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset
 
 from gan_cli.core.errors import GanCliError
-from gan_cli.data.converted import IMAGES, INFO, LABELS, DatasetInfo, is_converted
+from gan_cli.data.converted import (
+    CAPTIONS,
+    IMAGES,
+    INFO,
+    LABELS,
+    LAYOUT,
+    UNPAIRED_SPLITS,
+    DatasetInfo,
+    captions_jsonl,
+    is_converted,
+    layout_json,
+)
 
 log = logging.getLogger("gan_cli")
 
@@ -40,7 +51,7 @@ class Item:
     """One source image: a name for messages, a loader (raises READ_ERRORS when unreadable), a label."""
 
     name: str
-    open: Callable[[], Image.Image]
+    open: Callable[[], Image.Image | tuple[Image.Image, Image.Image]]  # a pair: A and B, joined on channels
     label: int
 
 
@@ -49,6 +60,8 @@ class Source:
     items: list[Item]
     classes: list[str]
     description: str
+    captions: list[list[str]] | None = None  # item i's captions (a captioned folder); None: none
+    paired: bool = False  # each item a pair (layout=paired): its images hold A's channels, then B's
 
 
 def fit(image: Image.Image, size: int, crop: str, mode: str) -> np.ndarray:
@@ -103,6 +116,88 @@ def folder_source(root: Path) -> Source:
         raise GanCliError(f"source={root} holds no images ({', '.join(IMAGE_SUFFIXES)}), neither directly nor in "
                           "class folders")
     return Source(items, classes, str(root.resolve()))
+
+
+def captioned_source(root: Path, captions: str) -> Source:
+    """A flat folder of captioned images, as dataset=captioned reads it (data/captions.py): the
+    images in name order, each with its captions from root/`captions` (jsonl) or its own .txt."""
+    from gan_cli.data import captions as captioned
+
+    files = sorted(p for p in root.iterdir() if p.suffix.lower() in captioned.IMAGE_SUFFIXES and p.is_file())
+    if not files:
+        raise GanCliError(f"source={root} holds no images directly ({', '.join(captioned.IMAGE_SUFFIXES)}): "
+                          "captions= reads a flat folder of captioned images")
+    texts = captioned.read_captions(root, files, captions, key="source")
+    return Source([Item(str(p), _opener(p), 0) for p in files], [], str(root.resolve()), texts)
+
+
+def unpaired_sources(root: Path) -> dict[str, Source]:
+    """CycleGAN's layout: root/trainA and root/trainB (testA, testB optional), each a flat folder of
+    images (in name order, unlabelled), as dataset=unpaired reads it."""
+    sources = {}
+    for split in UNPAIRED_SPLITS:
+        folder = root / split
+        if split.startswith("test") and not folder.exists():
+            continue
+        if not folder.is_dir():
+            raise GanCliError(f"layout=unpaired needs source/trainA and source/trainB (testA and testB optional) "
+                              f"holding images: {folder} is not a folder")
+        files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        if not files:
+            raise GanCliError(f"{folder} holds no images ({', '.join(IMAGE_SUFFIXES)})")
+        sources[split] = Source([Item(str(p), _opener(p), 0) for p in files], [], str(folder.resolve()))
+    return sources
+
+
+def _pair_opener(path_a: Path, path_b: Path) -> Callable[[], tuple[Image.Image, Image.Image]]:
+    open_a, open_b = _opener(path_a), _opener(path_b)
+    return lambda: (open_a(), open_b())
+
+
+def _halves_opener(path: Path) -> Callable[[], tuple[Image.Image, Image.Image]]:
+    """A file holding A | B side by side -> (left half, right half); an odd middle column is
+    dropped, as dataset=aligned does."""
+    def read() -> tuple[Image.Image, Image.Image]:
+        with Image.open(path) as image:
+            image.load()
+            half = image.width // 2
+            return image.crop((0, 0, half, image.height)), image.crop((image.width - half, 0, image.width,
+                                                                        image.height))
+    return read
+
+
+def paired_sources(root: Path) -> dict[str, Source]:
+    """pix2pix's layouts, each split's pairs as one source (A and B joined on channels):
+    root/train/ (test/ or val/ optional) of A | B files (dataset=aligned), or root/trainA and
+    root/trainB (testA, testB optional) of the same file names (dataset=paired)."""
+    from gan_cli.data.paired import matched_files
+
+    def flat(folder: Path) -> list[Path]:
+        files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        if not files:
+            raise GanCliError(f"{folder} holds no images ({', '.join(IMAGE_SUFFIXES)})")
+        return files
+
+    sources = {}
+    if (root / "train").is_dir():
+        test = next((root / name for name in ("test", "val") if (root / name).is_dir()), None)
+        for split, folder in (("train", root / "train"), ("test", test)):
+            if folder is not None:
+                items = [Item(str(p), _halves_opener(p), 0) for p in flat(folder)]
+                sources[split] = Source(items, [], str(folder.resolve()), paired=True)
+        return sources
+    if not (root / "trainA").is_dir() or not (root / "trainB").is_dir():
+        raise GanCliError(f"layout=paired needs source/train (A | B side by side in each file; test or val "
+                          f"optional) or source/trainA and source/trainB (same file names; testA, testB optional): "
+                          f"{root} has neither")
+    for split in ("train", "test"):
+        folder_a, folder_b = root / f"{split}A", root / f"{split}B"
+        if split == "test" and not folder_a.exists() and not folder_b.exists():
+            continue
+        pairs = matched_files(folder_a, folder_b)
+        sources[split] = Source([Item(str(a), _pair_opener(a, b), 0) for a, b in pairs], [], str(root.resolve()),
+                                paired=True)
+    return sources
 
 
 def torchvision_source(name: str, root: str) -> Source:
@@ -183,7 +278,10 @@ class Decoded(Dataset[list[tuple[np.ndarray | None, str]]]):
     def _one(self, item: Item) -> tuple[np.ndarray | None, str]:
         settings = self.settings
         try:
-            return fit(item.open(), settings.size, settings.crop, settings.mode), ""
+            opened = item.open()
+            if isinstance(opened, tuple):  # a pair (layout=paired): A's channels, then B's
+                return np.concatenate([fit(side, settings.size, settings.crop, settings.mode) for side in opened]), ""
+            return fit(opened, settings.size, settings.crop, settings.mode), ""
         except READ_ERRORS as err:
             return None, str(err).splitlines()[0] if str(err) else type(err).__name__
 
@@ -201,10 +299,14 @@ def write(source: Source, out: Path, settings: Settings, advance: Callable[[int]
         shutil.rmtree(staging)
     staging.mkdir()
     try:
-        kept = _fill(source, staging, settings, advance)
+        rows = _fill(source, staging, settings, advance)
+        kept = len(rows)
         if kept == 0:
             raise GanCliError(f"no image of {source.description} could be read: nothing was written")
-        info = DatasetInfo(kept, settings.channels, settings.size, source.classes, source.description)
+        channels = settings.channels * (2 if source.paired else 1)
+        info = DatasetInfo(kept, channels, settings.size, source.classes, source.description)
+        if source.captions is not None:  # the kept images' captions, keyed by their rows
+            (staging / CAPTIONS).write_text(captions_jsonl([source.captions[i] for i in rows]), encoding="utf-8")
         (staging / INFO).write_text(info.as_json())
         _replace(staging, out)
     except BaseException:
@@ -216,14 +318,34 @@ def write(source: Source, out: Path, settings: Settings, advance: Callable[[int]
     return info
 
 
-def _fill(source: Source, staging: Path, settings: Settings, advance: Callable[[int], None]) -> int:
-    """Decode (in `settings.workers` processes, in order) and write CHUNK images at a time."""
+def write_layout(layout: str, sources: dict[str, Source], out: Path, settings: Settings,
+                 advance: Callable[[int], None] = lambda n: None) -> dict[str, DatasetInfo]:
+    """Each source as out/<its name>, a converted dataset, and out/layout.json naming them: built
+    in a hidden folder beside `out` and renamed when complete, as `write` does for one dataset."""
+    staging = staging_folder(out)
+    if staging.exists():
+        shutil.rmtree(staging)
+    staging.mkdir()
+    try:
+        infos = {name: write(source, staging / name, settings, advance) for name, source in sources.items()}
+        (staging / LAYOUT).write_text(layout_json(layout, list(sources)))
+        _replace(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return infos
+
+
+def _fill(source: Source, staging: Path, settings: Settings, advance: Callable[[int], None]) -> list[int]:
+    """Decode (in `settings.workers` processes, in order) and write CHUNK images at a time; returns
+    the kept items' indices (row r of the arrays is item rows[r])."""
     total, size = len(source.items), settings.size
-    images = open_memmap(staging / IMAGES, mode="w+", dtype=np.uint8, shape=(total, settings.channels, size, size))
+    channels = settings.channels * (2 if source.paired else 1)  # a pair: A's channels, then B's
+    images = open_memmap(staging / IMAGES, mode="w+", dtype=np.uint8, shape=(total, channels, size, size))
     labels = np.zeros(total, dtype=np.int64)
     decoded = DataLoader(Decoded(source.items, settings), batch_size=None, num_workers=settings.workers,
                          collate_fn=_as_is)
-    kept, chunk = 0, list[np.ndarray]()
+    kept, chunk, rows = 0, list[np.ndarray](), list[int]()
     for index, (array, reason) in enumerate(itertools.chain.from_iterable(decoded)):
         item = source.items[index]
         if array is None:
@@ -233,6 +355,7 @@ def _fill(source: Source, staging: Path, settings: Settings, advance: Callable[[
         else:
             labels[kept + len(chunk)] = item.label
             chunk.append(array)
+            rows.append(index)
         if len(chunk) == CHUNK or index == total - 1:
             if chunk:
                 images[kept : kept + len(chunk)] = np.stack(chunk)
@@ -244,7 +367,7 @@ def _fill(source: Source, staging: Path, settings: Settings, advance: Callable[[
     if kept < total:  # skipped files: the array is shorter (copied in chunks, never held whole)
         _shorten(staging / IMAGES, kept)
     np.save(staging / LABELS, labels[:kept])
-    return kept
+    return rows
 
 
 def _shorten(path: Path, count: int) -> None:

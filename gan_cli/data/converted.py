@@ -4,6 +4,9 @@ A converted dataset is a folder of three files:
   images.npy    (N, C, H, W) uint8, NumPy's .npy format: a short header, then the raw array
   labels.npy    (N,) int64
   dataset.json  {"format": 1, "count": N, "channels": C, "size": S, "classes": [...], "source": "..."}
+and, converted from a captioned folder (gan-data captions=...), a fourth:
+  captions.jsonl  {"row": i, "text": "..."} per line, one line per caption of image row i (each row
+                has at least one), read by task=text2image
 
 Why .npy: any row is an offset into the file (random access without decoding, unlike JPEG or PNG
 shards), `np.load(mmap_mode="r")` maps it without reading it (the OS page cache does the caching,
@@ -28,9 +31,15 @@ import torch
 
 from gan_cli.core.errors import GanCliError
 from gan_cli.data.datasets import ImageData
+from gan_cli.data.domains import Domains
+from gan_cli.data.paired import Pairs
 
 FORMAT_VERSION = 1
-INFO, IMAGES, LABELS = "dataset.json", "images.npy", "labels.npy"
+INFO, IMAGES, LABELS, CAPTIONS = "dataset.json", "images.npy", "labels.npy", "captions.jsonl"
+LAYOUT = "layout.json"  # a folder of converted datasets: {"format": 1, "layout": "unpaired", "splits": [...]}
+UNPAIRED_SPLITS = ("trainA", "trainB", "testA", "testB")  # CycleGAN's folders; the test ones optional
+PAIRED_SPLITS = ("train", "test")  # pix2pix's pairs, A and B joined on channels; test optional
+LAYOUTS = {"unpaired": (UNPAIRED_SPLITS, {"trainA", "trainB"}), "paired": (PAIRED_SPLITS, {"train"})}
 IN_MEMORY_ALLOWED = "auto, true or false"
 
 
@@ -50,7 +59,31 @@ class DatasetInfo:
 
 
 def is_converted(folder: Path) -> bool:
-    return (folder / INFO).is_file()
+    return (folder / INFO).is_file() or (folder / LAYOUT).is_file()
+
+
+def layout_json(layout: str, splits: list[str]) -> str:
+    return json.dumps({"format": FORMAT_VERSION, "layout": layout, "splits": splits}, indent=2) + "\n"
+
+
+def read_layout(folder: Path) -> tuple[str, list[str]] | None:
+    """The layout and splits of a layout folder (layout.json), checked; None: a single dataset."""
+    path = folder / LAYOUT
+    if not path.is_file():
+        return None
+    try:
+        raw = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise GanCliError(f"{path} is not readable JSON ({str(err).splitlines()[0]}): convert the dataset "
+                          "again with gan-data") from None
+    splits = raw.get("splits") if isinstance(raw, dict) else None
+    layout = raw.get("layout") if isinstance(raw, dict) else None
+    allowed, needed = LAYOUTS.get(layout, ((), {""})) if isinstance(layout, str) else ((), {""})
+    if not isinstance(raw, dict) or raw.get("format") != FORMAT_VERSION or not isinstance(splits, list) \
+            or not needed <= set(splits) <= set(allowed):
+        raise GanCliError(f"{path} is not a format-{FORMAT_VERSION} unpaired or paired layout: convert the dataset "
+                          "again with this version's gan-data layout=unpaired|paired")
+    return str(layout), [str(split) for split in splits]
 
 
 def read_info(folder: Path) -> DatasetInfo:
@@ -125,10 +158,41 @@ class OnDiskData(ImageData):
     in_memory: bool | str  # auto | True | False: streaming.make_sampler decides from it
     memory_budget_gb: float | None  # None: a share of the training device's free memory
     num_workers: int | None  # DataLoader workers when streaming; None: min(4, CPUs)
+    captions: list[list[str]] | None = None  # image i's captions (captions.jsonl); None: none stored
 
     def loaded(self) -> ImageData:
         """The arrays read into memory (dataset.in_memory=true), as every other dataset is."""
         return ImageData(torch.from_numpy(np.load(self.folder / IMAGES)), self.labels, self.num_classes)
+
+
+def captions_jsonl(captions: list[list[str]]) -> str:
+    """captions.jsonl's text: a line per caption, keyed by the image's row."""
+    lines = (json.dumps({"row": row, "text": text}) for row, texts in enumerate(captions) for text in texts)
+    return "".join(line + "\n" for line in lines)
+
+
+def read_captions(folder: Path, count: int) -> list[list[str]] | None:
+    """Each row's captions from folder/captions.jsonl, checked; None when the dataset has none."""
+    path = folder / CAPTIONS
+    if not path.is_file():
+        return None
+    rows: list[list[str]] = [[] for _ in range(count)]
+    again = "convert the dataset again with gan-data"
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        try:
+            entry = json.loads(line)
+            row, text = entry["row"], entry["text"]
+        except (ValueError, KeyError, TypeError):
+            raise GanCliError(f"{path}:{number}: not a {{\"row\": ..., \"text\": ...}} line: {again}") from None
+        if not isinstance(row, int) or isinstance(row, bool) or not 0 <= row < count or not isinstance(text, str) \
+                or not text.strip():
+            raise GanCliError(f"{path}:{number}: row {row!r} is not one of the {count} images, or its text is "
+                              f"empty: {again}")
+        rows[row].append(text)
+    missing = [row for row, texts in enumerate(rows) if not texts]
+    if missing:
+        raise GanCliError(f"{path}: image row {missing[0]} has no caption ({len(missing)} rows have none): {again}")
+    return rows
 
 
 def load_converted(
@@ -141,11 +205,43 @@ def load_converted(
     memory_budget_gb: float | None = None,
     num_workers: int | None = None,
     **_unused: Any,  # keys every dataset option carries (name, download, hflip) that loading does not need
-) -> OnDiskData:
-    """A folder gan-data wrote: its images stay on disk, mapped, until a sampler reads them."""
+) -> OnDiskData | Domains | Pairs:
+    """A folder gan-data wrote: its images stay on disk, mapped, until a sampler reads them. A
+    `layout=unpaired` folder is CycleGAN's two domains, each split a converted dataset (missing
+    test splits: the training ones, as dataset=unpaired does); a `layout=paired` one pix2pix's pairs."""
     if in_memory not in (True, False, "auto"):
         raise GanCliError(f"invalid value dataset.in_memory={in_memory!r}: allowed is {IN_MEMORY_ALLOWED}")
     folder = Path(root).expanduser()
+    settings = (channels, image_size, in_memory, memory_budget_gb, num_workers)
+    found = read_layout(folder) if folder.is_dir() else None
+    if found is None:
+        return load_single(folder, num_classes, *settings)
+    layout, splits = found
+    if layout == "paired":
+        return load_pairs(folder, splits, *settings)
+    side = {split: load_single(folder / split, 0, *settings) for split in splits}
+    train_a, train_b = side["trainA"], side["trainB"]
+    return Domains(train_a, train_b, side.get("testA", train_a), side.get("testB", train_b))
+
+
+def load_pairs(folder: Path, splits: list[str], channels: int, image_size: int, in_memory: bool | str,
+               memory_budget_gb: float | None, num_workers: int | None) -> Pairs:
+    """A layout=paired folder: train (and test) pairs stored A | B on channels, each side `channels`
+    wide; the training pairs stay joined (Pairs.stored), so one sampler streams them whole."""
+    info = read_info(folder / "train")
+    if info.channels != 2 * channels:
+        raise GanCliError(f"{folder} holds pairs of {info.channels // 2}-channel images but the config asks for "
+                          f"dataset.channels={channels}: set dataset.channels={info.channels // 2}")
+    side = {split: load_single(folder / split, 0, 2 * channels, image_size, in_memory, memory_budget_gb, num_workers)
+            for split in splits}
+    train, test = side["train"], side.get("test", side["train"])
+    return Pairs(train.images[:, :channels], train.images[:, channels:], test.images[:, :channels],
+                 test.images[:, channels:], stored=train)
+
+
+def load_single(folder: Path, num_classes: int, channels: int, image_size: int, in_memory: bool | str,
+                memory_budget_gb: float | None, num_workers: int | None) -> OnDiskData:
+    """One converted dataset (images.npy, labels.npy, dataset.json), checked against the config."""
     info = read_info(folder)
     if (info.channels, info.size) != (channels, image_size):
         raise GanCliError(f"{folder} holds {info.channels}x{info.size}x{info.size} images but the config asks for "
@@ -157,4 +253,4 @@ def load_converted(
         raise GanCliError(f"dataset.num_classes={num_classes} but {folder} has {classes} classes: set "
                           f"dataset.num_classes={classes}")
     return OnDiskData(mapped_tensor(images), torch.from_numpy(np.array(labels)), classes, folder, in_memory,
-                      memory_budget_gb, num_workers)
+                      memory_budget_gb, num_workers, read_captions(folder, info.count))

@@ -53,10 +53,21 @@ class Pairs:
     train_labels: Tensor | None = None  # (N,) int64 when the source dataset had labels ("label kept" metrics)
     test_labels: Tensor | None = None
     num_classes: int = 0
+    # A converted paired dataset (gan-data layout=paired): its training pairs as stored, A's channels
+    # then B's (memory-mapped: train_a and train_b are views of it), served as they are by joined()
+    # so they can stream; `swapped` when direction=b2a made the stored B this Pairs' A.
+    stored: ImageData | None = None
+    swapped: bool = False
 
     def __post_init__(self) -> None:
         for a, b in ((self.train_a, self.train_b), (self.test_a, self.test_b)):
             assert a.shape[0] == b.shape[0] and a.shape[2:] == b.shape[2:], "pairs are index-aligned, one size"
+
+    def split(self, joined: Tensor) -> tuple[Tensor, Tensor]:
+        """Images of joined("train") (N, C_a + C_b, ...) -> (A, B): the stored order, swapped for b2a."""
+        if self.swapped:
+            return joined[:, self.channels_b :], joined[:, : self.channels_b]
+        return joined[:, : self.channels_a], joined[:, self.channels_a :]
 
     @property
     def channels_a(self) -> int:
@@ -72,6 +83,8 @@ class Pairs:
         images[:, :channels_a], images[:, channels_a:]."""
         if split not in ("train", "test"):
             raise ValueError(f"split is 'train' or 'test', got {split!r}")
+        if split == "train" and self.stored is not None:
+            return self.stored  # A | B as stored: split() knows its order
         a, b, labels = ((self.train_a, self.train_b, self.train_labels) if split == "train"
                         else (self.test_a, self.test_b, self.test_labels))
         labels = labels if labels is not None else torch.zeros(a.shape[0], dtype=torch.long)
@@ -89,7 +102,7 @@ def oriented(pairs: Pairs, direction: str) -> Pairs:
     if direction == "a2b":
         return pairs
     return Pairs(pairs.train_b, pairs.train_a, pairs.test_b, pairs.test_a, pairs.train_labels, pairs.test_labels,
-                 pairs.num_classes)
+                 pairs.num_classes, pairs.stored, pairs.stored is not None and not pairs.swapped)
 
 
 # ---------------------------------------------------------------- transforms (uint8 (N, C, H, W) in and out)

@@ -107,8 +107,9 @@ def contrastive_loss(text: Tensor, image: Tensor, same_caption: Tensor, temperat
 def pretrain(encoder: TextEncoder, images: Tensor, tokens: Tensor, steps: int, batch_size: int,
              seed: int, temperature: float = 0.1) -> TextEncoder:
     """Train `encoder` for `steps` batches of (image, one of its captions) against a fresh image
-    encoder; `images` uint8 (N, C, H, W), `tokens` (N, K, L), on one device. Returns it frozen."""
-    device = images.device
+    encoder; `images` uint8 (N, C, H, W) on the device of `tokens` (N, K, L), or a converted
+    dataset's memory-mapped images on the CPU (each batch's rows read and moved). Returns it frozen."""
+    device = tokens.device
     image_encoder = ImageEncoder(images.shape[1], encoder.text_dim).to(device)
     parameters = [*encoder.parameters(), *image_encoder.parameters()]
     optimizer = torch.optim.Adam(parameters, lr=2e-3)
@@ -119,7 +120,7 @@ def pretrain(encoder: TextEncoder, images: Tensor, tokens: Tensor, steps: int, b
         picks = torch.randint(tokens.shape[1], (batch_size,), device=device, generator=noise)
         chosen = tokens[rows, picks]  # (B, L)
         same = (chosen.unsqueeze(0) == chosen.unsqueeze(1)).all(-1)  # (B, B)
-        pixels = images[rows].float().div(127.5).sub(1)
+        pixels = images[rows.to(images.device)].to(device).float().div(127.5).sub(1)
         loss = contrastive_loss(encoder(chosen), image_encoder(pixels), same, temperature)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

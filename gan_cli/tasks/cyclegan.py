@@ -27,9 +27,10 @@ from torch import Tensor, nn
 
 from gan_cli.core.config import build
 from gan_cli.core.errors import GanCliError
-from gan_cli.data.datasets import DeviceSampler, to_float, to_uint8
+from gan_cli.data.datasets import to_float, to_uint8
 from gan_cli.data.domains import Domains, from_dataset, load_images
 from gan_cli.data.image_pool import ImagePool
+from gan_cli.data.streaming import make_sampler
 from gan_cli.evaluate.metrics import load_test_split
 from gan_cli.loop.distributed import SINGLE_PROCESS, Ranks
 from gan_cli.tasks.adversarial import Adversary, mapped, sampling_network, setup_networks
@@ -40,7 +41,8 @@ DIRECTIONS = {"a2b": ("g_ab", "a"), "b2a": ("g_ba", "b")}  # direction -> (gener
 
 
 def load_domains(cfg: DictConfig, domain_a: str, domain_b: str) -> Domains:
-    """`dataset=unpaired` (a trainA/trainB folder) gives Domains; any other dataset is split."""
+    """`dataset=unpaired` (a trainA/trainB folder) and `dataset=converted` of a gan-data
+    layout=unpaired folder give Domains; any other dataset is split."""
     loaded = build(cfg.dataset)
     if isinstance(loaded, Domains):
         return loaded
@@ -108,8 +110,9 @@ class CycleGan:
         self.lambda_cycle, self.lambda_identity = lambda_cycle, lambda_identity
         self.domains = load_domains(cfg, domain_a, domain_b)
         batch, seed = cfg.trainer.batch_size, cfg.trainer.seed + ranks.rank
-        self.samplers = {d: DeviceSampler(data, device, batch, seed * 2 + i, cfg.dataset.hflip, ranks.rank,
-                                          ranks.world_size)
+        # each domain in memory, or streamed from its converted folder (gan-data layout=unpaired)
+        self.samplers = {d: make_sampler(data, device, batch, seed * 2 + i, cfg.dataset.hflip, ranks.rank,
+                                         ranks.world_size)
                          for i, (d, data) in enumerate((("a", self.domains.train_a), ("b", self.domains.train_b)))}
         channels = self.domains.train_a.images.shape[1]
         # InstanceNorm has no running statistics: the EMA copies need no input sampler

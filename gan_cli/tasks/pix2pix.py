@@ -28,9 +28,10 @@ from torch import Tensor, nn
 
 from gan_cli.core.config import build
 from gan_cli.core.errors import GanCliError
-from gan_cli.data.datasets import DeviceSampler, ImageData, to_float, to_uint8
+from gan_cli.data.datasets import ImageData, to_float, to_uint8
 from gan_cli.data.domains import load_images
 from gan_cli.data.paired import Pairs, check_direction, oriented, pairs_from_dataset
+from gan_cli.data.streaming import make_sampler
 from gan_cli.evaluate.metrics import load_test_split
 from gan_cli.loop.distributed import SINGLE_PROCESS, Ranks
 from gan_cli.tasks.adversarial import Adversary, mapped, sampling_network, setup_networks
@@ -127,9 +128,10 @@ class Pix2Pix:
         self.device, self.lambda_l1, self.adversarial_weight = device, lambda_l1, adversarial_weight
         self.pairs = load_pairs(cfg, transform, direction, device)
         self.channels_a = self.pairs.channels_a
-        # A and B side by side on channels: one sampler draws aligned batches, and flips both alike
-        self.sampler = DeviceSampler(self.pairs.joined("train"), device, cfg.trainer.batch_size,
-                                     cfg.trainer.seed + ranks.rank, cfg.dataset.hflip, ranks.rank, ranks.world_size)
+        # A and B side by side on channels: one sampler draws aligned batches, and flips both alike (a
+        # converted paired dataset is stored so, and streams when make_sampler says so)
+        self.sampler = make_sampler(self.pairs.joined("train"), device, cfg.trainer.batch_size,
+                                    cfg.trainer.seed + ranks.rank, cfg.dataset.hflip, ranks.rank, ranks.world_size)
         networks = build_networks(cfg, self.pairs.channels_a, self.pairs.channels_b)
         trained = setup_networks(cfg, networks, device, {"generator": self.training_inputs})
         self.networks, self.averages, self.optimizers = trained.networks, trained.averages, trained.optimizers
@@ -145,13 +147,13 @@ class Pix2Pix:
     def batch(self, step: int) -> tuple[Tensor, Tensor]:
         """Inputs A and targets B (B, C, H, W) in [-1, 1] of this step's pairs."""
         joined, _ = self.sampler.batch(step)
-        return joined[:, : self.channels_a], joined[:, self.channels_a :]
+        return self.pairs.split(joined)
 
     def training_inputs(self, count: int, noise: torch.Generator) -> tuple[Tensor]:
         """Random training inputs from a private generator (the EMA's BatchNorm re-estimation)."""
-        images = self.sampler.images
+        images = self.sampler.images  # on the device, or a streaming run's memory-mapped file (CPU)
         rows = torch.randint(images.shape[0], (count,), device=noise.device, generator=noise)
-        return (to_float(images[rows.to(images.device), : self.channels_a]),)
+        return (to_float(self.pairs.split(images[rows.to(images.device)])[0].to(noise.device)),)
 
     def d_loss(self, step: int, repeat: int, handed: object) -> tuple[Tensor, Stats, Translated]:
         inputs, targets = self.batch(step)
@@ -195,7 +197,7 @@ class Pix2Pix:
     def real_preview(self) -> Preview:
         """Training pairs: inputs (first row) and their targets (second row)."""
         count = self.preview_a.shape[0]
-        a, b = self.sampler.images[:count, : self.channels_a], self.sampler.images[:count, self.channels_a :]
+        a, b = self.pairs.split(self.sampler.images[:count])
         if a.shape[1] != b.shape[1]:
             a, b = a.expand(-1, 3, -1, -1), b.expand(-1, 3, -1, -1)
         return Preview(torch.cat([a, b]), count)

@@ -32,9 +32,10 @@ from torch import Tensor, nn
 from gan_cli.components.perceptual import build_perceptual
 from gan_cli.core.config import build, run_length
 from gan_cli.core.errors import GanCliError
-from gan_cli.data.datasets import DeviceSampler, ImageData, to_float, to_uint8
+from gan_cli.data.datasets import ImageData, to_float, to_uint8
 from gan_cli.data.domains import load_images
 from gan_cli.data.lowres import bicubic, center_crop, downsample, nearest, random_crops
+from gan_cli.data.streaming import make_sampler
 from gan_cli.evaluate.metrics import load_test_split
 from gan_cli.loop.distributed import SINGLE_PROCESS, Ranks
 from gan_cli.tasks.adversarial import Adversary, mapped, sampling_network, setup_networks
@@ -167,8 +168,10 @@ class SrGan:
         self.content_loss = CONTENT_LOSSES[sr.content]
         self.data = build(cfg.dataset, expect=ImageData)
         self.test = load_test(cfg, self.data)
-        self.sampler = DeviceSampler(self.data, device, cfg.trainer.batch_size, cfg.trainer.seed + ranks.rank,
-                                     cfg.dataset.hflip, ranks.rank, ranks.world_size)
+        # HR batches in memory or streamed from a converted dataset (make_sampler decides); the LR
+        # side is made on the device from each streamed HR batch, so nothing LR is ever stored.
+        self.sampler = make_sampler(self.data, device, cfg.trainer.batch_size, cfg.trainer.seed + ranks.rank,
+                                    cfg.dataset.hflip, ranks.rank, ranks.world_size)
         trained = setup_networks(cfg, build_networks(cfg, sr.scale), device, {"generator": self.lr_inputs})
         self.networks, self.averages, self.optimizers = trained.networks, trained.averages, trained.optimizers
         self.generator, self.discriminator = self.networks["generator"], self.networks["discriminator"]
@@ -207,8 +210,9 @@ class SrGan:
 
     def lr_inputs(self, count: int, noise: torch.Generator) -> tuple[Tensor]:
         """Random LR training inputs from a private generator (the EMA's BatchNorm re-estimation)."""
-        rows = torch.randint(self.sampler.images.shape[0], (count,), device=noise.device, generator=noise)
-        hr = random_crops(to_float(self.sampler.images[rows.to(self.sampler.images.device)]), self.hr_size, noise)
+        images = self.sampler.images  # on the device, or a streaming run's memory-mapped file (CPU)
+        rows = torch.randint(images.shape[0], (count,), device=noise.device, generator=noise)
+        hr = random_crops(to_float(images[rows.to(images.device)].to(noise.device)), self.hr_size, noise)
         return (downsample(hr, self.scale),)
 
     def d_loss(self, step: int, repeat: int, handed: object) -> tuple[Tensor, Stats, Pending]:

@@ -27,7 +27,7 @@ text_sampling.py.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import ClassVar
 
@@ -38,7 +38,8 @@ from torch import Tensor, nn
 from gan_cli.components.contracts import DiversityTerm
 from gan_cli.core.config import build
 from gan_cli.core.errors import GanCliError
-from gan_cli.data.datasets import DeviceSampler, ImageData
+from gan_cli.data.datasets import ImageData
+from gan_cli.data.streaming import make_sampler
 from gan_cli.loop.distributed import SINGLE_PROCESS, Ranks
 from gan_cli.models.text import tokenize
 from gan_cli.sampling.generate import draw_latents, z_dim
@@ -93,10 +94,11 @@ class TextToImage:
         encoder = trained_encoder(cfg, self.captions, data.images, text_width, text_dim, text_encoder_steps, device)
         self.caption_tokens = self.captions.image_tokens().to(device)  # (N, K, L)
         self.caption_counts = self.captions.counts.to(device)  # (N,)
-        # The sampler's "labels" are row numbers: a batch's rows pick its captions (and nothing else reads them)
-        rows = ImageData(data.images, torch.arange(data.images.shape[0]), data.num_classes)
-        self.sampler = DeviceSampler(rows, device, cfg.trainer.batch_size, cfg.trainer.seed + ranks.rank,
-                                     cfg.dataset.hflip, ranks.rank, ranks.world_size)
+        # The sampler's "labels" are row numbers: a batch's rows pick its captions (and nothing else reads
+        # them). `replace` keeps the dataset's kind, so a converted one streams when make_sampler says so.
+        rows = replace(data, labels=torch.arange(data.images.shape[0]))
+        self.sampler = make_sampler(rows, device, cfg.trainer.batch_size, cfg.trainer.seed + ranks.rank,
+                                    cfg.dataset.hflip, ranks.rank, ranks.world_size)
         networks = {"generator": build(cfg.model.generator, text_dim=text_dim),
                     "discriminator": build(cfg.model.discriminator, text_dim=text_dim), "text_encoder": encoder}
         trained = setup_networks(cfg, networks, device, {"generator": self.latent_inputs})

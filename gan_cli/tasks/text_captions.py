@@ -19,7 +19,7 @@ import torch
 from omegaconf import DictConfig
 from torch import Tensor
 
-from gan_cli.data.captions import Captioned, made_captions
+from gan_cli.data.captions import made_captions, own_captions
 from gan_cli.data.datasets import ImageData
 from gan_cli.evaluate.classifier import save_atomic
 from gan_cli.evaluate.metrics import cache_dir, dataset_key
@@ -58,16 +58,18 @@ class CaptionTable:
 
 
 def caption_table(data: ImageData, settings: CaptionSettings) -> CaptionTable:
-    """A captioned folder's own captions, or captions made from a labelled dataset (data/captions.py)."""
-    if isinstance(data, Captioned):
+    """A captioned folder's own captions (or a converted one's), or captions made from a labelled
+    dataset (data/captions.py)."""
+    own = own_captions(data)
+    if own is not None:
         index: dict[str, int] = {}
-        for texts in data.captions:
+        for texts in own:
             for text in texts:
                 index.setdefault(text, len(index))
-        width = max(len(texts) for texts in data.captions)
+        width = max(len(texts) for texts in own)
         codes = torch.tensor([[index[t] for t in texts] + [index[texts[0]]] * (width - len(texts))
-                              for texts in data.captions], dtype=torch.long)
-        counts = torch.tensor([len(texts) for texts in data.captions], dtype=torch.long)
+                              for texts in own], dtype=torch.long)
+        counts = torch.tensor([len(texts) for texts in own], dtype=torch.long)
         sentences = list(index)
     else:
         sentences, codes = made_captions(data, settings.class_words, settings.per_image, settings.drop_attribute,
@@ -95,6 +97,8 @@ def trained_encoder(cfg: DictConfig, table: CaptionTable, images: Tensor, width:
                  len(table.sentences), images.shape[0], len(table.vocabulary), path)
         tokens = table.image_tokens().to(device)
         # one caption drawn per image and step: an image with fewer captions repeats its first ones
-        encoder = pretrain(encoder, images.to(device), tokens, steps, min(256, images.shape[0]), seed=0)
+        # the images stay where they are (a converted dataset's may be a memory map larger than memory):
+        # each step's rows are read and moved to the device, the same rows and pixels either way
+        encoder = pretrain(encoder, images, tokens, steps, min(256, images.shape[0]), seed=0)
     save_atomic(encoder.state_dict(), path)
     return encoder

@@ -23,7 +23,7 @@ import torch
 from omegaconf import DictConfig
 from torch import Tensor
 
-from gan_cli.data.captions import CLASS_WORDS, SLANTS, Captioned, attributes, caption, ink, shear
+from gan_cli.data.captions import CLASS_WORDS, SLANTS, attributes, caption, ink, own_captions, shear
 from gan_cli.data.datasets import ImageData, to_uint8
 from gan_cli.evaluate.metrics import Evaluator, predicted_labels, timed
 from gan_cli.models.text import tokenize
@@ -64,7 +64,7 @@ class TextEvaluation:
         self.primary, self.sample, self.device = self.features.primary_metric, sample, device
         self.batch = cfg.eval.batch_size
         task = cfg.task
-        self.by_attribute = not isinstance(data, Captioned) and data.num_classes > 0
+        self.by_attribute = own_captions(data) is None and data.num_classes > 0
         if self.by_attribute:
             prompts = attribute_prompts(task.class_words, data.num_classes)
             self.per_prompt = max(cfg.eval.num_samples // len(prompts), 1)
