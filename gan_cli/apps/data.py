@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import hydra
 from omegaconf import DictConfig
@@ -20,18 +22,17 @@ from gan_cli.core.errors import NOTHING_WRITTEN, GanCliError, interrupted, inter
 from gan_cli.core.schema import DataSchema
 
 if TYPE_CHECKING:
-    from gan_cli.data.convert import Source
+    from gan_cli.data.convert import Settings, Source
+
+T = TypeVar("T")
 
 log = logging.getLogger("gan_cli")
 
 
 def convert(cfg: DictConfig) -> Path:
     """Write cfg.out from cfg.source; returns the dataset folder."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
     from gan_cli.core.config import validate_data
     from gan_cli.data import convert as conversion
-    from gan_cli.data.streaming import default_workers
 
     cfg = validate_data(cfg)
     out = Path(cfg.out).expanduser().absolute()
@@ -56,17 +57,12 @@ def convert(cfg: DictConfig) -> Path:
     else:
         raise GanCliError(f"source={cfg.source!r} is neither a folder nor a known dataset: allowed is a folder of "
                           f"images or {', '.join(conversion.TORCHVISION_SOURCES)} (read from root=)")
-    workers = default_workers() if cfg.num_workers is None else cfg.num_workers
-    settings = conversion.Settings(cfg.image_size, cfg.channels, cfg.crop, cfg.on_error == "stop", workers)
     labels = f"{len(source.classes)} classes" if len(source.classes) > 1 else "unlabelled"
     if source.captions is not None:
         labels += f", {sum(len(texts) for texts in source.captions)} captions"
     log.info(f"gan-data: {len(source.items)} images of {source.description} ({labels}) -> {out} "
              f"({cfg.channels}x{cfg.image_size}x{cfg.image_size}, crop={cfg.crop})")
-    columns = (TextColumn("converting"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    with Progress(*columns, transient=True) as progress:
-        task = progress.add_task("convert", total=len(source.items))
-        info = conversion.write(source, out, settings, lambda done: progress.advance(task, done))
+    info = with_progress(len(source.items), partial(conversion.write, source, out, settings_of(cfg)))
     gigabytes = info.count * info.channels * info.size**2 / 1e9
     log.info(f"gan-data: wrote {info.count} images ({gigabytes:.2f} GB) to {out}; train with: gan-train "
              f"dataset=converted dataset.root={out} dataset.channels={info.channels} "
@@ -78,25 +74,36 @@ def convert(cfg: DictConfig) -> Path:
 def convert_layout(layout: str, sources: dict[str, Source], out: Path, cfg: DictConfig) -> Path:
     """layout=unpaired: each of trainA, trainB (testA, testB) as out/<its name>; layout=paired: the
     train (and test) pairs as out/train, out/test, A and B joined on channels."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
     from gan_cli.data import convert as conversion
-    from gan_cli.data.streaming import default_workers
 
-    workers = default_workers() if cfg.num_workers is None else cfg.num_workers
-    settings = conversion.Settings(cfg.image_size, cfg.channels, cfg.crop, cfg.on_error == "stop", workers)
     counts = ", ".join(f"{name} {len(source.items)}" for name, source in sources.items())
     log.info(f"gan-data: {layout} layout ({counts} images) -> {out} ({cfg.channels}x{cfg.image_size}x"
              f"{cfg.image_size}, crop={cfg.crop})")
-    columns = (TextColumn("converting"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    with Progress(*columns, transient=True) as progress:
-        task = progress.add_task("convert", total=sum(len(source.items) for source in sources.values()))
-        infos = conversion.write_layout(layout, sources, out, settings, lambda done: progress.advance(task, done))
+    infos = with_progress(sum(len(source.items) for source in sources.values()),
+                          partial(conversion.write_layout, layout, sources, out, settings_of(cfg)))
     written = ", ".join(f"{name} {info.count}" for name, info in infos.items())
     trains = "cyclegan" if layout == "unpaired" else "pix2pix"
     log.info(f"gan-data: wrote {written} images to {out}; train with: gan-train task={trains} dataset=converted "
              f"dataset.root={out} dataset.channels={cfg.channels} dataset.image_size={cfg.image_size}")
     return out
+
+
+def settings_of(cfg: DictConfig) -> Settings:
+    from gan_cli.data.convert import Settings
+    from gan_cli.data.streaming import default_workers
+
+    workers = default_workers() if cfg.num_workers is None else cfg.num_workers
+    return Settings(cfg.image_size, cfg.channels, cfg.crop, cfg.on_error == "stop", workers)
+
+
+def with_progress(total: int, write: Callable[[Callable[[int], None]], T]) -> T:
+    """`write(advance)` under a rich progress bar of `total` images (gone when done)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    columns = (TextColumn("converting"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, transient=True) as progress:
+        task = progress.add_task("convert", total=total)
+        return write(lambda done: progress.advance(task, done))
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="data")

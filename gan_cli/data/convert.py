@@ -11,7 +11,8 @@ from __future__ import annotations
 import itertools
 import logging
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -290,15 +291,27 @@ def _as_is(decoded: Any) -> Any:
     return decoded  # no collation: the arrays stay NumPy's
 
 
-def write(source: Source, out: Path, settings: Settings, advance: Callable[[int], None] = lambda n: None
-          ) -> DatasetInfo:
-    """Convert every item of `source` into `out`; unreadable files are skipped with a warning each
-    (or, with stop_on_error, the first one stops the conversion). Returns what dataset.json says."""
+@contextmanager
+def staged(out: Path) -> Iterator[Path]:
+    """A fresh hidden folder beside `out` to write into, renamed to `out` when the block completes
+    and removed when it does not: a killed or failed conversion leaves no half dataset at `out`."""
     staging = staging_folder(out)
     if staging.exists():  # a killed conversion's leftover
         shutil.rmtree(staging)
     staging.mkdir()
     try:
+        yield staging
+        _replace(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def write(source: Source, out: Path, settings: Settings, advance: Callable[[int], None] = lambda n: None
+          ) -> DatasetInfo:
+    """Convert every item of `source` into `out`; unreadable files are skipped with a warning each
+    (or, with stop_on_error, the first one stops the conversion). Returns what dataset.json says."""
+    with staged(out) as staging:
         rows = _fill(source, staging, settings, advance)
         kept = len(rows)
         if kept == 0:
@@ -308,10 +321,6 @@ def write(source: Source, out: Path, settings: Settings, advance: Callable[[int]
         if source.captions is not None:  # the kept images' captions, keyed by their rows
             (staging / CAPTIONS).write_text(captions_jsonl([source.captions[i] for i in rows]), encoding="utf-8")
         (staging / INFO).write_text(info.as_json())
-        _replace(staging, out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     skipped = len(source.items) - kept
     if skipped:
         log.warning(f"{skipped} of {len(source.items)} images were unreadable and left out")
@@ -322,17 +331,9 @@ def write_layout(layout: str, sources: dict[str, Source], out: Path, settings: S
                  advance: Callable[[int], None] = lambda n: None) -> dict[str, DatasetInfo]:
     """Each source as out/<its name>, a converted dataset, and out/layout.json naming them: built
     in a hidden folder beside `out` and renamed when complete, as `write` does for one dataset."""
-    staging = staging_folder(out)
-    if staging.exists():
-        shutil.rmtree(staging)
-    staging.mkdir()
-    try:
+    with staged(out) as staging:
         infos = {name: write(source, staging / name, settings, advance) for name, source in sources.items()}
         (staging / LAYOUT).write_text(layout_json(layout, list(sources)))
-        _replace(staging, out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return infos
 
 

@@ -62,6 +62,15 @@ def is_converted(folder: Path) -> bool:
     return (folder / INFO).is_file() or (folder / LAYOUT).is_file()
 
 
+def read_json(path: Path) -> object:
+    """A JSON file gan-data wrote; unreadable: one line saying to convert again."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise GanCliError(f"{path} is not readable JSON ({str(err).splitlines()[0]}): convert the dataset "
+                          "again with gan-data") from None
+
+
 def layout_json(layout: str, splits: list[str]) -> str:
     return json.dumps({"format": FORMAT_VERSION, "layout": layout, "splits": splits}, indent=2) + "\n"
 
@@ -71,11 +80,7 @@ def read_layout(folder: Path) -> tuple[str, list[str]] | None:
     path = folder / LAYOUT
     if not path.is_file():
         return None
-    try:
-        raw = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise GanCliError(f"{path} is not readable JSON ({str(err).splitlines()[0]}): convert the dataset "
-                          "again with gan-data") from None
+    raw = read_json(path)
     splits = raw.get("splits") if isinstance(raw, dict) else None
     layout = raw.get("layout") if isinstance(raw, dict) else None
     allowed, needed = LAYOUTS.get(layout, ((), {""})) if isinstance(layout, str) else ((), {""})
@@ -95,11 +100,7 @@ def read_info(folder: Path) -> DatasetInfo:
     if not path.is_file():
         raise GanCliError(f"{folder} has no {INFO}: it is not a gan-data dataset (convert it with "
                           f"gan-data source={folder} out=NEW_DIR)")
-    try:
-        raw = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise GanCliError(f"{path} is not readable JSON ({str(err).splitlines()[0]}): convert the dataset "
-                          "again with gan-data") from None
+    raw = read_json(path)
     if not isinstance(raw, dict) or raw.get("format") != FORMAT_VERSION:
         found = raw.get("format") if isinstance(raw, dict) else None
         raise GanCliError(f"{path} has format {found!r}; this gan-cli reads format {FORMAT_VERSION}: convert the "
