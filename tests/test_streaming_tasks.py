@@ -31,6 +31,13 @@ def streaming_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [r.getMessage() for r in caplog.records if r.getMessage().startswith("dataset: ")]
 
 
+def streamed_and_resumed(tmp_path: Path, streamed: list[str]) -> None:
+    """A 6-step streaming run into tmp_path/stream, and its resume from step 3 into tmp_path/resumed."""
+    train(compose_train(streamed), run_dir=tmp_path / "stream")
+    middle = tmp_path / "stream" / "checkpoints" / "step_0000003.pt"
+    train(compose_train([*streamed, f"trainer.resume={middle}"]), run_dir=tmp_path / "resumed")
+
+
 # ---------------------------------------------------------------- task=srgan: HR batches stream
 
 
@@ -49,9 +56,7 @@ def test_srgan_streams_hr_batches_bitwise_the_in_memory_run_and_resumes_bitwise(
     with caplog.at_level(logging.INFO, logger="gan_cli"):
         train(compose_train(srgan_run(out, "dataset.in_memory=true")), run_dir=tmp_path / "memory")
         streamed = srgan_run(out, "dataset.in_memory=false", "dataset.num_workers=2")
-        train(compose_train(streamed), run_dir=tmp_path / "stream")
-        middle = tmp_path / "stream" / "checkpoints" / "step_0000003.pt"
-        train(compose_train([*streamed, f"trainer.resume={middle}"]), run_dir=tmp_path / "resumed")
+        streamed_and_resumed(tmp_path, streamed)
     said = streaming_lines(caplog)
     assert said[0].startswith("dataset: in memory"), said
     assert all(line.startswith("dataset: streaming from disk") for line in said[1:]) and len(said) == 3, said
@@ -78,9 +83,7 @@ def test_text2image_streams_a_converted_labelled_dataset_bitwise_and_resumes_bit
     with caplog.at_level(logging.INFO, logger="gan_cli"):
         train(compose_train(text_run(out, "dataset.in_memory=true")), run_dir=tmp_path / "memory")
         streamed = text_run(out, "dataset.in_memory=false", "dataset.num_workers=2")
-        train(compose_train(streamed), run_dir=tmp_path / "stream")
-        middle = tmp_path / "stream" / "checkpoints" / "step_0000003.pt"
-        train(compose_train([*streamed, f"trainer.resume={middle}"]), run_dir=tmp_path / "resumed")
+        streamed_and_resumed(tmp_path, streamed)
     said = streaming_lines(caplog)
     assert said[0].startswith("dataset: in memory"), said
     assert all(line.startswith("dataset: streaming from disk") for line in said[1:]) and len(said) == 3, said
@@ -217,9 +220,7 @@ def test_cyclegan_streams_two_converted_domains_bitwise_the_in_memory_run_and_re
     with caplog.at_level(logging.INFO, logger="gan_cli"):
         train(compose_train([*run, "dataset.in_memory=true"]), run_dir=tmp_path / "memory")
         streamed = [*run, "dataset.in_memory=false", "dataset.num_workers=2"]
-        train(compose_train(streamed), run_dir=tmp_path / "stream")
-        middle = tmp_path / "stream" / "checkpoints" / "step_0000003.pt"
-        train(compose_train([*streamed, f"trainer.resume={middle}"]), run_dir=tmp_path / "resumed")
+        streamed_and_resumed(tmp_path, streamed)
     said = streaming_lines(caplog)
     assert [line.split(":")[1] for line in said] == [" in memory"] * 2 + [" streaming from disk"] * 4, said
     assert_same_weights(tmp_path / "memory", tmp_path / "stream", 6)
@@ -282,9 +283,7 @@ def test_pix2pix_streams_converted_pairs_bitwise_the_aligned_folder_run(tmp_path
     train(compose_train(["dataset=aligned", f"dataset.root={root}", *same]), run_dir=tmp_path / "folder")
     streamed = ["dataset=converted", f"dataset.root={out}", *same, "dataset.in_memory=false", "dataset.num_workers=2"]
     with caplog.at_level(logging.INFO, logger="gan_cli"):
-        train(compose_train(streamed), run_dir=tmp_path / "stream")
-        middle = tmp_path / "stream" / "checkpoints" / "step_0000003.pt"
-        train(compose_train([*streamed, f"trainer.resume={middle}"]), run_dir=tmp_path / "resumed")
+        streamed_and_resumed(tmp_path, streamed)
     assert [line.split(":")[1] for line in streaming_lines(caplog)] == [" streaming from disk"] * 2
     assert_same_weights(tmp_path / "folder", tmp_path / "stream", 6)
     assert_same_weights(tmp_path / "stream", tmp_path / "resumed", 6)
