@@ -19,7 +19,7 @@ from gan_cli.data.converted import OnDiskData, load_converted
 from gan_cli.data.domains import Domains
 from gan_cli.data.paired import Pairs, load_aligned_folder
 from gan_cli.loop.train import train
-from tests.conftest import assert_same_weights, compose_train
+from tests.conftest import TINY, assert_same_weights, compose_train
 from tests.test_cyclegan import TINY_CYCLE, make_unpaired
 from tests.test_pix2pix import TINY_P2P
 from tests.test_srgan import TINY_SR
@@ -287,3 +287,23 @@ def test_pix2pix_streams_converted_pairs_bitwise_the_aligned_folder_run(tmp_path
     assert [line.split(":")[1] for line in streaming_lines(caplog)] == [" streaming from disk"] * 2
     assert_same_weights(tmp_path / "folder", tmp_path / "stream", 6)
     assert_same_weights(tmp_path / "stream", tmp_path / "resumed", 6)
+
+
+# ---------------------------------------------------------------- a layout folder under the wrong task
+
+
+@pytest.mark.parametrize(("layout", "task", "owner"), [
+    ("unpaired", "image_gan", "task=cyclegan"), ("unpaired", "pix2pix", "task=cyclegan"),
+    ("paired", "image_gan", "task=pix2pix"), ("paired", "cyclegan", "task=pix2pix"),
+    ("paired", "srgan", "task=pix2pix")])
+def test_a_layout_folder_under_another_task_names_the_task_it_is_for(tmp_path: Path, layout: str, task: str,
+                                                                    owner: str) -> None:
+    source = make_unpaired(tmp_path / "h2z") if layout == "unpaired" else side_by_side(tmp_path / "f" / "train", 6)
+    out = convert(compose_data([f"source={source}", f"out={tmp_path / 'out'}", f"layout={layout}",
+                                "image_size=16", "num_workers=0"]))
+    tiny = {"image_gan": TINY, "pix2pix": TINY_P2P, "cyclegan": TINY_CYCLE, "srgan": TINY_SR}[task]
+    run = [*(a for a in tiny if not a.startswith(("dataset", "task.domain", "task.transform"))), f"task={task}",
+           "dataset=converted", f"dataset.root={out}", "dataset.image_size=16", "trainer.batch_size=2"]
+    with pytest.raises(GanCliError, match=rf"(holds|made) \w+ \(what {owner} trains on\)") as err:
+        train(compose_train(run), run_dir=tmp_path / "run")
+    assert "\n" not in str(err.value) and owner in str(err.value)

@@ -329,8 +329,14 @@ def build(node: DictConfig, *args: Any, expect: Any = None, **kwargs: Any) -> An
     made = _instantiate(node, args, kwargs)
     if expect is not None and not isinstance(made, expect):
         raise GanCliError(f"cannot build {node.get('_target_', '?')} from the config: it made "
-                          f"{type(made).__qualname__}, not {getattr(expect, '__name__', expect)}")
+                          f"{type(made).__qualname__}{trained_by(made)}, not {getattr(expect, '__name__', expect)}")
     return made
+
+
+def trained_by(made: object) -> str:
+    """" (what task=X trains on)" for data made for one task (Domains, Pairs: their `trained_by`)."""
+    owner = getattr(type(made), "trained_by", None)
+    return f" (what {owner} trains on)" if isinstance(owner, str) else ""
 
 
 def plain_dict(node: DictConfig) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -33,6 +33,7 @@ Transform = Callable[[Tensor, torch.Generator], Tensor]  # uint8 (N, C, H, W) ->
 
 @dataclass
 class Domains:
+    trained_by: ClassVar[str] = "task=cyclegan"  # named when a dataset of two domains reaches another task
     train_a: ImageData
     train_b: ImageData
     test_a: ImageData

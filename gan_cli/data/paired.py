@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -45,6 +45,8 @@ CHUNK = 4096  # images transformed at once: bounded float memory for 256-px data
 @dataclass
 class Pairs:
     """train_a[i] is the input paired with target train_b[i] (uint8 (N, C, H, W), CPU); likewise test."""
+
+    trained_by: ClassVar[str] = "task=pix2pix"  # named when a paired dataset reaches another task
 
     train_a: Tensor
     train_b: Tensor

@@ -25,9 +25,9 @@ import torch.nn.functional as F
 from omegaconf import DictConfig
 from torch import Tensor, nn
 
-from gan_cli.core.config import build
+from gan_cli.core.config import build, trained_by
 from gan_cli.core.errors import GanCliError
-from gan_cli.data.datasets import to_float, to_uint8
+from gan_cli.data.datasets import ImageData, to_float, to_uint8
 from gan_cli.data.domains import Domains, from_dataset, load_images
 from gan_cli.data.image_pool import ImagePool
 from gan_cli.data.streaming import make_sampler
@@ -46,6 +46,9 @@ def load_domains(cfg: DictConfig, domain_a: str, domain_b: str) -> Domains:
     loaded = build(cfg.dataset)
     if isinstance(loaded, Domains):
         return loaded
+    if not isinstance(loaded, ImageData):
+        raise GanCliError(f"dataset={cfg.dataset.name} holds {type(loaded).__name__}{trained_by(loaded)}: "
+                          "task=cyclegan needs two unpaired domains or one dataset of images to split")
     return from_dataset(loaded, load_test_split(cfg.dataset), domain_a, domain_b, cfg.trainer.seed)
 
 

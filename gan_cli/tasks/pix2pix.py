@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from omegaconf import DictConfig
 from torch import Tensor, nn
 
-from gan_cli.core.config import build
+from gan_cli.core.config import build, trained_by
 from gan_cli.core.errors import GanCliError
 from gan_cli.data.datasets import ImageData, to_float, to_uint8
 from gan_cli.data.domains import load_images
@@ -47,7 +47,8 @@ def load_pairs(cfg: DictConfig, transform: str, direction: str, device: torch.de
     if isinstance(loaded, Pairs):
         return oriented(loaded, direction)
     if not isinstance(loaded, ImageData):
-        raise GanCliError(f"dataset={cfg.dataset.name} holds no images for task=pix2pix")
+        raise GanCliError(f"dataset={cfg.dataset.name} holds {type(loaded).__name__}{trained_by(loaded)}, not "
+                          "pairs or images for task=pix2pix")
     if transform == "none":
         raise GanCliError(f"dataset={cfg.dataset.name} holds single images: task=pix2pix needs pairs: set "
                           "task.transform (mask_bottom, edges, blur, downsample, dilate, erode, invert, colorize) "
