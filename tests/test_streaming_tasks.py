@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -47,23 +48,6 @@ def srgan_run(root: Path, *extra: str) -> list[str]:
             "task.pretrain_steps=2", "trainer.max_steps=6", "trainer.ckpt_every_n_steps=3", *extra]
 
 
-def test_srgan_streams_hr_batches_bitwise_the_in_memory_run_and_resumes_bitwise(
-        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    """HR batches from a converted dataset: in memory and streamed (2 workers) train the same
-    weights (the LR side is made from each HR batch, the EMA's BatchNorm re-estimation reads the
-    memory-mapped rows); a streaming resume from step 3 lands on them too."""
-    out = digits(tmp_path)
-    with caplog.at_level(logging.INFO, logger="gan_cli"):
-        train(compose_train(srgan_run(out, "dataset.in_memory=true")), run_dir=tmp_path / "memory")
-        streamed = srgan_run(out, "dataset.in_memory=false", "dataset.num_workers=2")
-        streamed_and_resumed(tmp_path, streamed)
-    said = streaming_lines(caplog)
-    assert said[0].startswith("dataset: in memory"), said
-    assert all(line.startswith("dataset: streaming from disk") for line in said[1:]) and len(said) == 3, said
-    assert_same_weights(tmp_path / "memory", tmp_path / "stream", 6)
-    assert_same_weights(tmp_path / "stream", tmp_path / "resumed", 6)
-
-
 # ---------------------------------------------------------------- task=text2image: captions made from labels
 
 
@@ -74,15 +58,17 @@ def text_run(root: Path, *extra: str) -> list[str]:
             *extra]
 
 
-def test_text2image_streams_a_converted_labelled_dataset_bitwise_and_resumes_bitwise(
-        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    """Captions made from a converted MNIST's labels and measured attributes: the in-memory run and
-    the streaming run (batches of row numbers picking the captions) train the same weights, and a
-    streaming resume lands on them."""
+@pytest.mark.parametrize("run", [srgan_run, text_run], ids=["srgan", "text2image"])
+def test_a_converted_dataset_streams_bitwise_the_in_memory_run_and_resumes_bitwise(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture, run: Callable[..., list[str]]) -> None:
+    """srgan: HR batches (the LR side made from each HR batch, the EMA's BatchNorm re-estimation
+    reading the memory-mapped rows); text2image: captions made from a converted MNIST's labels and
+    measured attributes (batches of row numbers picking the captions). In memory and streamed
+    (2 workers) train the same weights, and a streaming resume from step 3 lands on them too."""
     out = digits(tmp_path)
     with caplog.at_level(logging.INFO, logger="gan_cli"):
-        train(compose_train(text_run(out, "dataset.in_memory=true")), run_dir=tmp_path / "memory")
-        streamed = text_run(out, "dataset.in_memory=false", "dataset.num_workers=2")
+        train(compose_train(run(out, "dataset.in_memory=true")), run_dir=tmp_path / "memory")
+        streamed = run(out, "dataset.in_memory=false", "dataset.num_workers=2")
         streamed_and_resumed(tmp_path, streamed)
     said = streaming_lines(caplog)
     assert said[0].startswith("dataset: in memory"), said
