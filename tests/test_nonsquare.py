@@ -158,6 +158,18 @@ def test_models_train_sample_and_evaluate_on_a_non_square_dataset(tmp_path: Path
     assert np.load(sample(cfg))["arr_0"].shape == (3, HEIGHT, WIDTH, 1)
 
 
+@pytest.mark.parametrize("model", ["text_dcgan", "text_stylegan2"])
+def test_text_to_image_models_train_at_height_by_width(tmp_path: Path, model: str) -> None:
+    """task=text2image's networks come from dcgan's and stylegan2's: the preview grid's cells are H x W."""
+    from tests.test_text2image import TINY_MODELS, TINY_TEXT
+
+    metrics = train(compose_train([*TINY_TEXT, *TINY_MODELS[model], f"dataset.image_size={SIZE}",
+                                   "trainer.max_steps=2"]), run_dir=tmp_path)
+    assert metrics["steps"] == 2
+    grid = Image.open(tmp_path / "samples" / "step_0000002.png")  # 3 prompts x 3 samples each
+    assert grid.size == (3 * (WIDTH + 2) + 2, 3 * (HEIGHT + 2) + 2)
+
+
 @pytest.mark.parametrize("size, base", [([48, 64], (6, 8)), ([64, 48], (8, 6)), ([28, 56], (7, 14)),
                                         ([64, 128], (4, 8))])
 def test_each_model_builds_height_by_width(size: list[int], base: tuple[int, int]) -> None:
