@@ -158,6 +158,28 @@ def test_models_train_sample_and_evaluate_on_a_non_square_dataset(tmp_path: Path
     assert np.load(sample(cfg))["arr_0"].shape == (3, HEIGHT, WIDTH, 1)
 
 
+def test_gan_eval_judges_a_non_square_checkpoint_and_images(tmp_path: Path, converted: Path) -> None:
+    """gan-eval checkpoint= draws H x W samples; images= reads an .npz of them (and of another size:
+    resized to the dataset's); both against the converted dataset's cached classifier."""
+    from gan_cli.evaluate.main import evaluate
+
+    run = tmp_path / "run"
+    train(compose_train(["dataset=converted", f"dataset.root={converted}", "dataset.channels=1",
+                         f"dataset.image_size={SIZE}", "dataset.num_classes=2", *TINY, "trainer.max_steps=2"]),
+          run_dir=run)
+    common = ["metrics=[fd,prdc]", "num_samples=16", "num_threads=1", "device=cpu", "classifier_epochs=1",
+              "kid_subsets=2", "kid_subset_size=8", f"cache_dir={tmp_path / 'cache'}"]
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        scored = evaluate(compose("evaluate", [f"checkpoint={run / 'checkpoints' / 'last.pt'}", *common]))
+        rng = np.random.default_rng(0)
+        np.savez(tmp_path / "wide.npz", rng.integers(0, 256, (16, 24, 40, 1), dtype=np.uint8))
+        from_npz = evaluate(compose("evaluate", [f"images={tmp_path / 'wide.npz'}", "dataset=converted",
+                                                 f"dataset.root={converted}", "dataset.channels=1",
+                                                 f"dataset.image_size={SIZE}", "dataset.num_classes=2", *common]))
+    assert np.isfinite(scored[0]["fd_classifier"]) and np.isfinite(from_npz[0]["fd_classifier"])
+    assert sorted((tmp_path / "cache").glob(f"converted_1x{HEIGHT}x{WIDTH}_*_classifier_e1.pt"))  # no brackets
+
+
 @pytest.mark.parametrize("model", ["text_dcgan", "text_stylegan2"])
 def test_text_to_image_models_train_at_height_by_width(tmp_path: Path, model: str) -> None:
     """task=text2image's networks come from dcgan's and stylegan2's: the preview grid's cells are H x W."""
