@@ -180,6 +180,30 @@ def test_gan_eval_judges_a_non_square_checkpoint_and_images(tmp_path: Path, conv
     assert sorted((tmp_path / "cache").glob(f"converted_1x{HEIGHT}x{WIDTH}_*_classifier_e1.pt"))  # no brackets
 
 
+def test_gan_draw_and_gan_project_refuse_a_non_square_checkpoint_in_one_line(tmp_path: Path) -> None:
+    from gan_cli.apps import draw_panels
+    from gan_cli.apps.project import project
+    from gan_cli.core.config import validate_draw
+
+    train(compose_train(["dataset=fake", "dataset.num_samples=16", f"dataset.image_size={SIZE}", *TINY,
+                         "trainer.max_steps=1"]), run_dir=tmp_path / "run")
+    checkpoint = tmp_path / "run" / "checkpoints" / "last.pt"
+    Image.new("L", (WIDTH, HEIGHT), 128).save(tmp_path / "target.png")
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        calls = {"gan-project": lambda: project(compose("project", [f"checkpoint={checkpoint}", "device=cpu",
+                                                                     f"target={tmp_path / 'target.png'}",
+                                                                     f"out={tmp_path / 'p.npz'}"])),
+                 "gan-draw": lambda: draw_panels.load(validate_draw(compose("draw", [f"checkpoint={checkpoint}",
+                                                                                     "device=cpu"])))}
+        for who, call in calls.items():
+            with pytest.raises(GanCliError) as caught:
+                call()
+            assert str(caught.value) == (f"dataset.image_size={SIZE}: {who} supports square sizes only (an integer); "
+                                         "[height, width] sizes are supported by task=image_gan (model=dcgan, mlp, "
+                                         "resnet, stylegan2), task=text2image, gan-data, gan-sample and gan-eval")
+    assert not (tmp_path / "p.npz").exists()
+
+
 @pytest.mark.parametrize("model", ["text_dcgan", "text_stylegan2"])
 def test_text_to_image_models_train_at_height_by_width(tmp_path: Path, model: str) -> None:
     """task=text2image's networks come from dcgan's and stylegan2's: the preview grid's cells are H x W."""

@@ -66,7 +66,7 @@ def shape_text(size: ImageSize) -> str:
 
 # What takes [height, width] sizes; the rest (square_size) says so in one line.
 NON_SQUARE_SUPPORT = ("task=image_gan (model=dcgan, mlp, resnet, stylegan2), task=text2image, gan-data, gan-sample "
-                      "and gan-evaluate")
+                      "and gan-eval")
 
 
 def square_size(size: ImageSize, who: str) -> int:
