@@ -24,7 +24,7 @@ from gan_cli.data.datasets import load_fake, load_image_folder
 from gan_cli.loop.train import train
 from gan_cli.models import dcgan, mlp, resnet, stylegan2
 from gan_cli.sampling.sample import sample
-from tests.conftest import TINY, compose_train, one_line_error
+from tests.conftest import TINY, compose_train, one_line_error, run_cli
 
 HEIGHT, WIDTH = 12, 16  # the smallest side 12 = 6 * 2: DCGAN's one stage from a 6x8 base
 SIZE = f"[{HEIGHT},{WIDTH}]"
@@ -86,6 +86,19 @@ def test_gan_data_paired_halves_become_height_by_width_pairs(tmp_path: Path) -> 
     images = np.load(out / "train" / "images.npy")
     assert images.shape == (1, 2, 8, 16) and images[0, 0].max() == 0 and images[0, 1].min() == 200
     assert json.loads((out / "train" / "dataset.json").read_text())["size"] == [8, 16]
+
+
+def test_the_printed_train_command_runs_as_printed(tmp_path: Path) -> None:
+    """gan-data's `train with: gan-train ...` line, pasted as it is (the size as one shell word,
+    [12,16]), trains: the console scripts parse [H,W] as a user types it."""
+    source = labelled_folder(tmp_path / "src")
+    printed = run_cli("gan-data", [f"source={source}", f"out={tmp_path / 'data'}", f"image_size={SIZE}",
+                                   "channels=1", "num_workers=0"], cwd=tmp_path).stdout
+    command = printed.split("train with: ")[1].split()
+    assert command[0] == "gan-train" and f"dataset.image_size={SIZE}" in command, printed
+    run_cli("gan-train", [*command[1:], *TINY, "trainer.max_steps=1", f"hydra.run.dir={tmp_path / 'run'}"],
+            cwd=tmp_path)
+    assert (tmp_path / "run" / "checkpoints" / "last.pt").is_file()
 
 
 def test_an_int_dataset_json_loads_and_a_size_mismatch_says_the_value_to_paste(tmp_path: Path) -> None:
