@@ -57,6 +57,17 @@ def banded(folder: Path) -> Path:
     return folder
 
 
+def labelled_folder(root: Path) -> Path:
+    """Two class folders of 20 high, 30 wide RGB PNGs (FD's feature classifier needs two classes)."""
+    rng = np.random.default_rng(1)
+    for label in range(2):
+        (root / f"class_{label}").mkdir(parents=True)
+        for index in range(16):
+            pixels = rng.integers(0, 120 + 100 * label, (20, 30, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(root / f"class_{label}" / f"{index}.png")
+    return root
+
+
 def test_gan_data_makes_height_by_width_images_in_each_crop_mode(tmp_path: Path) -> None:
     """To 8 high x 16 wide: center scales the square to 16x16 and keeps rows 4..12 (the white
     middle), resize squeezes it (a black band of 2 rows above and below), pad scales it to 8x8
@@ -131,17 +142,6 @@ def test_folder_and_fake_datasets_take_height_by_width(tmp_path: Path) -> None:
     assert data.images.shape == (1, 1, 8, 16)
     assert data.images.min() > 200 and data.images[..., 1:-1, :].min() > 250  # covered to 16x16, the middle kept
     assert load_fake(num_samples=4, channels=3, image_size=[8, 16], num_classes=2).images.shape == (4, 3, 8, 16)
-
-
-def labelled_folder(root: Path) -> Path:
-    """Two class folders of 20 high, 30 wide RGB PNGs (FD's feature classifier needs two classes)."""
-    rng = np.random.default_rng(1)
-    for label in range(2):
-        (root / f"class_{label}").mkdir(parents=True)
-        for index in range(16):
-            pixels = rng.integers(0, 120 + 100 * label, (20, 30, 3), dtype=np.uint8)
-            Image.fromarray(pixels).save(root / f"class_{label}" / f"{index}.png")
-    return root
 
 
 @pytest.fixture(scope="module")
