@@ -41,6 +41,7 @@ from gan_cli.apps.bench_reference import ReferenceLoop
 from gan_cli.apps.cli import CONFIG_DIR
 from gan_cli.core.config import check_device, resolve_device, validate
 from gan_cli.core.errors import GanCliError, reported
+from gan_cli.core.sizes import image_shape, setting_text, shape_text
 from gan_cli.data.converted import DatasetInfo, read_info, write_arrays
 from gan_cli.data.datasets import load_fake
 from gan_cli.loop.step import Updater, build_task, build_updater, train_step
@@ -171,13 +172,13 @@ def dataset_overrides(cfg: DictConfig, setup: str, scratch: Path) -> list[str]:
     root = Path(cfg.data_root).expanduser() if cfg.data_root else synthetic_folder(cfg, setup, scratch)
     info: DatasetInfo = read_info(root)
     shape = compose_train(["dataset=fake", *setup_overrides]).dataset
-    if (shape.channels, shape.image_size) != (info.channels, info.size):
-        raise GanCliError(f"data_root={cfg.data_root} holds {info.channels}x{info.size}x{info.size} images but "
-                          f"config {setup} trains {shape.channels}x{shape.image_size}x{shape.image_size}: pick "
+    if (shape.channels, image_shape(shape.image_size)) != (info.channels, info.shape):
+        raise GanCliError(f"data_root={cfg.data_root} holds {info.channels}x{shape_text(info.size)} images but "
+                          f"config {setup} trains {shape.channels}x{shape_text(shape.image_size)}: pick "
                           f"configs of that shape, e.g. configs=[dcgan64] for 3x64x64")
     model = [o for o in setup_overrides if not o.startswith("dataset.")]  # the shape comes from the folder
     return [*model, "dataset=converted", f"dataset.root={root}", f"dataset.channels={info.channels}",
-            f"dataset.image_size={info.size}", "dataset.num_classes=0", "dataset.hflip=false",
+            f"dataset.image_size={setting_text(info.size)}", "dataset.num_classes=0", "dataset.hflip=false",
             f"dataset.in_memory={str(cfg.data == 'memory').lower()}"]
 
 
@@ -254,7 +255,7 @@ def bench_one(cfg: DictConfig, setup: str, batch_size: int, device: torch.device
     return {
         "config": setup,
         "model": train_cfg.model.name,
-        "image_shape": [train_cfg.dataset.channels, train_cfg.dataset.image_size, train_cfg.dataset.image_size],
+        "image_shape": [train_cfg.dataset.channels, *image_shape(train_cfg.dataset.image_size)],
         "batch_size": batch_size,
         "data": cfg.data,
         "img_per_sec": median,

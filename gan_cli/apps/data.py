@@ -3,11 +3,13 @@
 disk when it does not fit in memory (data/streaming.py).
 
     gan-data source=~/celeba out=~/celeba64 image_size=64 crop=center
+    gan-data source=~/photos out=~/photos48x64 image_size=[48,64]   # [height, width]
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import sys
 from collections.abc import Callable
 from functools import partial
@@ -20,6 +22,7 @@ from omegaconf import DictConfig
 from gan_cli.apps.cli import CONFIG_DIR, check_keys
 from gan_cli.core.errors import NOTHING_WRITTEN, GanCliError, interrupted, interrupts_deferred, reported
 from gan_cli.core.schema import DataSchema
+from gan_cli.core.sizes import as_setting, image_shape, setting_text, shape_text
 
 if TYPE_CHECKING:
     from gan_cli.data.convert import Settings, Source
@@ -61,13 +64,13 @@ def convert(cfg: DictConfig) -> Path:
     if source.captions is not None:
         labels += f", {sum(len(texts) for texts in source.captions)} captions"
     log.info(f"gan-data: {len(source.items)} images of {source.description} ({labels}) -> {out} "
-             f"({cfg.channels}x{cfg.image_size}x{cfg.image_size}, crop={cfg.crop})")
+             f"({cfg.channels}x{shape_text(cfg.image_size)}, crop={cfg.crop})")
     info = with_progress(len(source.items), partial(conversion.write, source, out, settings_of(cfg)))
-    gigabytes = info.count * info.channels * info.size**2 / 1e9
+    gigabytes = info.count * info.channels * math.prod(info.shape) / 1e9
     log.info(f"gan-data: wrote {info.count} images ({gigabytes:.2f} GB) to {out}; train with: gan-train "
              f"dataset=converted dataset.root={out} dataset.channels={info.channels} "
-             f"dataset.image_size={info.size}" + (f" dataset.num_classes={len(info.classes)}"
-                                                  if len(info.classes) > 1 else ""))
+             f"dataset.image_size={setting_text(info.size)}" + (f" dataset.num_classes={len(info.classes)}"
+                                                                if len(info.classes) > 1 else ""))
     return out
 
 
@@ -77,14 +80,14 @@ def convert_layout(layout: str, sources: dict[str, Source], out: Path, cfg: Dict
     from gan_cli.data import convert as conversion
 
     counts = ", ".join(f"{name} {len(source.items)}" for name, source in sources.items())
-    log.info(f"gan-data: {layout} layout ({counts} images) -> {out} ({cfg.channels}x{cfg.image_size}x"
-             f"{cfg.image_size}, crop={cfg.crop})")
+    log.info(f"gan-data: {layout} layout ({counts} images) -> {out} ({cfg.channels}x{shape_text(cfg.image_size)}, "
+             f"crop={cfg.crop})")
     infos = with_progress(sum(len(source.items) for source in sources.values()),
                           partial(conversion.write_layout, layout, sources, out, settings_of(cfg)))
     written = ", ".join(f"{name} {info.count}" for name, info in infos.items())
     trains = "cyclegan" if layout == "unpaired" else "pix2pix"
     log.info(f"gan-data: wrote {written} images to {out}; train with: gan-train task={trains} dataset=converted "
-             f"dataset.root={out} dataset.channels={cfg.channels} dataset.image_size={cfg.image_size}")
+             f"dataset.root={out} dataset.channels={cfg.channels} dataset.image_size={setting_text(cfg.image_size)}")
     return out
 
 
@@ -93,7 +96,8 @@ def settings_of(cfg: DictConfig) -> Settings:
     from gan_cli.data.streaming import default_workers
 
     workers = default_workers() if cfg.num_workers is None else cfg.num_workers
-    return Settings(cfg.image_size, cfg.channels, cfg.crop, cfg.on_error == "stop", workers)
+    size = as_setting(*image_shape(cfg.image_size))  # plain (a ListConfig would go to every worker)
+    return Settings(size, cfg.channels, cfg.crop, cfg.on_error == "stop", workers)
 
 
 def with_progress(total: int, write: Callable[[Callable[[int], None]], T]) -> T:

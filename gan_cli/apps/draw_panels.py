@@ -21,6 +21,7 @@ from omegaconf import DictConfig
 from torch import Tensor, nn
 
 from gan_cli.core.errors import GanCliError
+from gan_cli.core.sizes import square_size
 from gan_cli.sampling.latent_file import Latents
 from gan_cli.sampling.project_terms import FitLoss, PerceptualFeatures
 from gan_cli.tasks.base import Translator
@@ -76,11 +77,12 @@ def load(cfg: DictConfig) -> Sketch | Translator:
             raise GanCliError(f"checkpoint {cfg.checkpoint} is a {target.rsplit('.', 1)[-1]}: gan-draw has no panel "
                               "for its task (neither z -> image samples nor an image -> image translation)")
         return sampling.translate(train_cfg, state, cfg.checkpoint, device)
+    size = square_size(train_cfg.dataset.image_size, "gan-draw")  # its canvas is square
     generator = sampling_network(build(train_cfg.model.generator), state, "generator", cfg.checkpoint, device)
     features = None
     if cfg.perceptual_weight > 0:
         features = perceptual_features(cfg, train_cfg, device)
-    return Sketch(generator, train_cfg.dataset.channels, train_cfg.dataset.image_size, class_count(generator),
+    return Sketch(generator, train_cfg.dataset.channels, size, class_count(generator),
                   is_style_generator(generator), features, cfg)
 
 

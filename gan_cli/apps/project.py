@@ -18,6 +18,7 @@ from omegaconf import DictConfig
 from gan_cli.apps.cli import CONFIG_DIR, check_keys
 from gan_cli.core.errors import NOTHING_WRITTEN, GanCliError, interrupted, interrupts_deferred, reported
 from gan_cli.core.schema import ProjectSchema, SampleSchema
+from gan_cli.core.sizes import square_size
 
 log = logging.getLogger("gan_cli")
 
@@ -79,7 +80,7 @@ def project(cfg: DictConfig) -> Path:
     image_sampling.check_class(classes, cfg["class"])
     if cfg["class"] == "all":
         raise GanCliError("class=all: gan-project tries every class when class is unset; set class=N to fix one")
-    size = train_cfg.dataset.image_size
+    size = square_size(train_cfg.dataset.image_size, "gan-project")  # its targets and masks are n x n
     targets = load_targets(cfg.target, train_cfg.dataset.channels, size)
     mask = load_mask(str(cfg.mask), size)
     features = None

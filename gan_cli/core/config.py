@@ -24,6 +24,7 @@ from omegaconf.errors import OmegaConfBaseException
 from gan_cli.core.errors import GanCliError
 from gan_cli.core.schema import DEFAULT_EPOCHS, DataSchema, DrawSchema, ProjectSchema, SampleSchema, TrainSchema
 from gan_cli.core.schema_check import config_problem
+from gan_cli.core.sizes import is_size, size_allowed
 
 if TYPE_CHECKING:
     from typing_extensions import TypeForm  # PEP 747: a class or a Protocol, as `expect=` takes
@@ -81,7 +82,7 @@ CHECKS: list[Check] = [
     ("eval.kid_subsets", lambda v: v >= 1, "an integer >= 1"),
     ("eval.kid_subset_size", lambda v: v >= 2, "an integer >= 2"),
     ("dataset.channels", lambda v: v in (1, 3), "1 or 3"),
-    ("dataset.image_size", lambda v: v >= 8, "an integer >= 8"),
+    ("dataset.image_size", lambda v: is_size(v, 8), size_allowed(8)),
     ("dataset.num_classes", lambda v: v >= 0, "an integer >= 0"),
     # dataset=converted (data/converted.py, data/streaming.py)
     ("dataset.in_memory", lambda v: v in (True, False, "auto"), "auto, true or false"),
@@ -131,6 +132,10 @@ DRAW_CHECKS: list[Check] = [
     ("device", lambda v: bool(DEVICE_PATTERN.match(v)), DEVICES_ALLOWED),
 ]
 
+# Keys typed Any in the schema (an integer or a list: OmegaConf has no such union) whose null is no
+# setting: checked, not skipped, when null.
+NEVER_NULL = ("dataset.image_size", "image_size")
+
 # What a required key (`???`) is for, in the one line that says it is missing.
 REQUIRED = {
     "checkpoint": "the checkpoint to draw from, e.g. gan-sample checkpoint=outputs/DATE/TIME/checkpoints/last.pt",
@@ -141,7 +146,7 @@ PROJECT_REQUIRED = {
     "target": "the images to project: an image, a folder of images or an .npz (arr_0 uint8 NHWC)",
 }
 DATA_CHECKS: list[Check] = [
-    ("image_size", lambda v: v >= 4, "an integer >= 4"),
+    ("image_size", lambda v: is_size(v, 4), size_allowed(4)),
     ("channels", lambda v: v in (1, 3), "1 or 3"),
     ("crop", lambda v: v in ("center", "resize", "pad"), "center, resize or pad"),
     ("on_error", lambda v: v in ("skip", "stop"), "skip or stop"),
@@ -188,13 +193,22 @@ def _typed(cfg: DictConfig, schema: type, open_nodes: tuple[str, ...], required:
     return merged
 
 
+def shown(value: Any) -> str:
+    """A value as the message quotes it: a list as typed on the command line (`[16,16,3]`)."""
+    if isinstance(value, ListConfig):
+        value = OmegaConf.to_container(value)
+    if isinstance(value, list) and all(isinstance(item, int) for item in value):
+        return f"[{','.join(str(item) for item in value)}]"
+    return repr(value)
+
+
 def _run_checks(cfg: DictConfig, checks: list[Check], raw: DictConfig) -> None:
     """raw: the config before resolution, to name the key a bad value was typed as."""
     typed_as = OmegaConf.to_container(raw, resolve=False)
     for key, ok, allowed in checks:
         path, each = (key[:-3], True) if key.endswith("[*]") else (key, False)
         value = OmegaConf.select(cfg, path, throw_on_missing=False)
-        if value is None:
+        if value is None and path not in NEVER_NULL:
             continue  # unset optional key, or an option that does not use this key
         for item in (value if each else [value]):
             try:
@@ -202,7 +216,7 @@ def _run_checks(cfg: DictConfig, checks: list[Check], raw: DictConfig) -> None:
             except TypeError:
                 good = False
             if not good:
-                raise GanCliError(f"invalid value {source_key(typed_as, path)}={item!r}: allowed is {allowed}")
+                raise GanCliError(f"invalid value {source_key(typed_as, path)}={shown(item)}: allowed is {allowed}")
 
 
 def validate(cfg: DictConfig) -> DictConfig:

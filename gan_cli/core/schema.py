@@ -13,13 +13,22 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from gan_cli.core.sizes import ImageSize
+
 DEFAULT_EPOCHS = 5  # trainer.epochs when neither it nor trainer.max_steps is set
 COMPONENT = "component"  # field metadata: the node is built from its `_target_`
+CHECKED_AS = "checked_as"  # field metadata: the type schema_check checks an Any field's value against
 
 
 def component(**default: Any) -> Any:
     """A field holding a component node (`_target_` + the constructor's keyword arguments)."""
     return field(metadata={COMPONENT: True}, **(default or {"default": None}))
+
+
+def checked_as(hint: Any, default: Any) -> Any:
+    """A field OmegaConf types as Any (its structured configs take no union of a scalar and a
+    list) whose values schema_check holds to `hint`, as a stored config's are."""
+    return field(default=default, metadata={CHECKED_AS: hint})
 
 
 @dataclass
@@ -29,7 +38,10 @@ class DatasetSchema:
     root: str = "data"
     download: bool = True
     channels: int = 1
-    image_size: int = 28
+    # an integer n (n x n) or [height, width]: Any to OmegaConf, whose structured configs take a Union
+    # of scalars only (2.3: no `int | list[int]`); schema_check holds it to ImageSize, config.CHECKS
+    # to the sizes allowed (sizes.is_size)
+    image_size: Any = checked_as(ImageSize, 28)
     num_classes: int = 0
     hflip: bool = False
     test_root: str | None = None  # dataset=hr_folder: a folder of test images
@@ -248,7 +260,7 @@ class DataSchema:
     source: str = "???"  # a folder of images (ImageFolder layout or flat) | mnist | fashion_mnist | cifar10
     out: str = "???"  # the dataset folder to write (dataset=converted dataset.root=OUT reads it)
     root: str = "data"  # the torchvision sources' folder (never downloaded here)
-    image_size: int = 64
+    image_size: Any = checked_as(ImageSize, 64)  # an integer or [height, width], as DatasetSchema.image_size
     channels: int = 3
     crop: str = "center"  # center | resize | pad
     on_error: str = "skip"  # skip | stop: an unreadable file

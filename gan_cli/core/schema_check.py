@@ -28,7 +28,7 @@ from typing import Any, Union
 
 import yaml
 
-from gan_cli.core.schema import COMPONENT, TrainSchema
+from gan_cli.core.schema import CHECKED_AS, COMPONENT, TrainSchema
 
 SPECIAL = ("_target_", "_args_", "_partial_", "_recursive_", "_convert_")
 LABELS = {"model.generator": "model classes", "model.discriminator": "model classes", "task": "tasks",
@@ -175,8 +175,9 @@ def _node_problem(node: dict[str, Any], schema: type, where: str, registered_onl
         path = _join(where, key)
         if key not in fields:
             return f"{path} is not a key of {where or 'the config'} (allowed: {', '.join(fields)})"
-        problem = (component_problem(value, path, hints[key], registered_only) if fields[key].metadata.get(COMPONENT)
-                   else _value_problem(value, hints[key], path, registered_only))
+        hint = fields[key].metadata.get(CHECKED_AS, hints[key])
+        problem = (component_problem(value, path, hint, registered_only) if fields[key].metadata.get(COMPONENT)
+                   else _value_problem(value, hint, path, registered_only))
         if problem is not None:
             return problem
     return None
@@ -229,7 +230,8 @@ def component_problem(node: Any, where: str, hint: Any, registered_only: bool = 
         return problem
     parameters, hints = _parameters(target)
     schema = hint if dataclasses.is_dataclass(hint) else None
-    fields = {f.name: typing.get_type_hints(schema)[f.name] for f in dataclasses.fields(schema)} if schema else {}
+    fields = {f.name: f.metadata.get(CHECKED_AS, typing.get_type_hints(schema)[f.name])
+              for f in dataclasses.fields(schema)} if schema else {}
     for key, value in node.items():
         if key.startswith("_"):
             continue

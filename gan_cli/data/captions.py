@@ -29,6 +29,7 @@ import torch
 from torch import Tensor
 
 from gan_cli.core.errors import GanCliError
+from gan_cli.core.sizes import ImageSize
 from gan_cli.data.datasets import ImageData
 from gan_cli.data.domains import IMAGE_SUFFIXES, read_images
 
@@ -48,7 +49,7 @@ class Captioned(ImageData):
     captions: list[list[str]] = field(default_factory=list)
 
 
-def load_captioned_folder(*, root: str, channels: int, image_size: int, captions: str = "captions.jsonl",
+def load_captioned_folder(*, root: str, channels: int, image_size: ImageSize, captions: str = "captions.jsonl",
                           **_unused: Any) -> Captioned:
     """root/*.png|jpg with root/`captions` (jsonl) or one .txt per image; images resized and
     center-cropped once, unlabelled."""

@@ -23,6 +23,7 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset
 
 from gan_cli.core.errors import GanCliError
+from gan_cli.core.sizes import ImageSize, image_shape
 from gan_cli.data.converted import (
     CAPTIONS,
     IMAGES,
@@ -65,25 +66,27 @@ class Source:
     paired: bool = False  # each item a pair (layout=paired): its images hold A's channels, then B's
 
 
-def fit(image: Image.Image, size: int, crop: str, mode: str) -> np.ndarray:
-    """An image of any size -> (C, size, size) uint8. center: the shorter side to `size`, then the
-    middle (load_image_folder's policy); resize: both sides to `size` (the aspect changes); pad: the
-    longer side to `size`, black bars on the other. An image already `size` square is kept as is."""
+def fit(image: Image.Image, size: ImageSize, crop: str, mode: str) -> np.ndarray:
+    """An image of any size -> (C, H, W) uint8 of `size` (n: n x n, or [H, W]). center: scaled (aspect
+    kept) to cover H x W, then the middle (load_image_folder's policy; for a square size, the shorter
+    side to n); resize: both sides to H x W (the aspect changes); pad: scaled to fit inside H x W,
+    black bars on the rest. An image already H x W is kept as is."""
     image = image.convert(mode)
     width, height = image.size
-    if (width, height) != (size, size):
+    target_height, target_width = image_shape(size)
+    if (width, height) != (target_width, target_height):
         if crop == "resize":
-            image = image.resize((size, size), Image.Resampling.LANCZOS)
-        else:
-            scale = size / (min if crop == "center" else max)(width, height)
+            image = image.resize((target_width, target_height), Image.Resampling.LANCZOS)
+        else:  # center covers (the larger of the two scales), pad fits inside (the smaller)
+            scale = (max if crop == "center" else min)(target_width / width, target_height / height)
             scaled = (max(1, round(width * scale)), max(1, round(height * scale)))
             image = image.resize(scaled, Image.Resampling.LANCZOS)
             if crop == "center":
-                left, top = (scaled[0] - size) // 2, (scaled[1] - size) // 2
-                image = image.crop((left, top, left + size, top + size))
+                left, top = (scaled[0] - target_width) // 2, (scaled[1] - target_height) // 2
+                image = image.crop((left, top, left + target_width, top + target_height))
             else:
-                canvas = Image.new(mode, (size, size))
-                canvas.paste(image, ((size - scaled[0]) // 2, (size - scaled[1]) // 2))
+                canvas = Image.new(mode, (target_width, target_height))
+                canvas.paste(image, ((target_width - scaled[0]) // 2, (target_height - scaled[1]) // 2))
                 image = canvas
     pixels = np.asarray(image, dtype=np.uint8)  # (H, W) or (H, W, C)
     return pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)
@@ -251,7 +254,7 @@ def check_out(out: Path) -> None:
 
 @dataclass(frozen=True)
 class Settings:
-    size: int
+    size: int | list[int]  # n (n x n) or [height, width] (sizes.as_setting)
     channels: int
     crop: str  # one of CROPS
     stop_on_error: bool
@@ -263,7 +266,7 @@ class Settings:
 
 
 class Decoded(Dataset[list[tuple[np.ndarray | None, str]]]):
-    """Batch b of DECODE_BATCH items -> for each, (its (C, S, S) uint8 array, "") or (None, why it is
+    """Batch b of DECODE_BATCH items -> for each, (its (C, H, W) uint8 array, "") or (None, why it is
     unreadable): what the decoding workers hand back, in the items' order (a batch per hand-over:
     one per image would cost more than decoding an MNIST digit)."""
 
@@ -340,9 +343,9 @@ def write_layout(layout: str, sources: dict[str, Source], out: Path, settings: S
 def _fill(source: Source, staging: Path, settings: Settings, advance: Callable[[int], None]) -> list[int]:
     """Decode (in `settings.workers` processes, in order) and write CHUNK images at a time; returns
     the kept items' indices (row r of the arrays is item rows[r])."""
-    total, size = len(source.items), settings.size
+    total, shape = len(source.items), image_shape(settings.size)
     channels = settings.channels * (2 if source.paired else 1)  # a pair: A's channels, then B's
-    images = open_memmap(staging / IMAGES, mode="w+", dtype=np.uint8, shape=(total, channels, size, size))
+    images = open_memmap(staging / IMAGES, mode="w+", dtype=np.uint8, shape=(total, channels, *shape))
     labels = np.zeros(total, dtype=np.int64)
     decoded = DataLoader(Decoded(source.items, settings), batch_size=None, num_workers=settings.workers,
                          collate_fn=_as_is)

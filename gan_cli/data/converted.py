@@ -4,6 +4,7 @@ A converted dataset is a folder of three files:
   images.npy    (N, C, H, W) uint8, NumPy's .npy format: a short header, then the raw array
   labels.npy    (N,) int64
   dataset.json  {"format": 1, "count": N, "channels": C, "size": S, "classes": [...], "source": "..."}
+                (size: S for S x S images, as every dataset.json has said; [H, W] for non-square ones)
 and, converted from a captioned folder (gan-data captions=...), a fourth:
   captions.jsonl  {"row": i, "text": "..."} per line, one line per caption of image row i (each row
                 has at least one), read by task=text2image
@@ -30,6 +31,7 @@ import numpy as np
 import torch
 
 from gan_cli.core.errors import GanCliError
+from gan_cli.core.sizes import ImageSize, as_setting, image_shape, is_size, setting_text, shape_text
 from gan_cli.data.datasets import ImageData
 from gan_cli.data.domains import Domains
 from gan_cli.data.paired import Pairs
@@ -49,9 +51,14 @@ class DatasetInfo:
 
     count: int
     channels: int
-    size: int
+    size: int | list[int]  # n: n x n images; [height, width] for non-square ones (sizes.as_setting)
     classes: list[str]  # empty: unlabelled (every label 0)
     source: str
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(height, width) of every image."""
+        return image_shape(self.size)
 
     def as_json(self) -> str:
         return json.dumps({"format": FORMAT_VERSION, "count": self.count, "channels": self.channels,
@@ -105,17 +112,21 @@ def read_info(folder: Path) -> DatasetInfo:
         found = raw.get("format") if isinstance(raw, dict) else None
         raise GanCliError(f"{path} has format {found!r}; this gan-cli reads format {FORMAT_VERSION}: convert the "
                           "dataset again with this version's gan-data")
-    fields = {"count": int, "channels": int, "size": int, "classes": list, "source": str}
+    fields = {"count": int, "channels": int, "classes": list, "source": str}
     for key, kind in fields.items():
         if not isinstance(raw.get(key), kind) or isinstance(raw.get(key), bool):
             raise GanCliError(f"{path}: {key!r} is {raw.get(key)!r}, not {kind.__name__}: convert the dataset "
                               "again with gan-data")
-    return DatasetInfo(raw["count"], raw["channels"], raw["size"], [str(c) for c in raw["classes"]], raw["source"])
+    if not is_size(raw.get("size"), 1):  # an int (every dataset.json before non-square sizes) or [h, w]
+        raise GanCliError(f"{path}: 'size' is {raw.get('size')!r}, not an integer or [height, width]: convert the "
+                          "dataset again with gan-data")
+    return DatasetInfo(raw["count"], raw["channels"], as_setting(*image_shape(raw["size"])),
+                       [str(c) for c in raw["classes"]], raw["source"])
 
 
 def open_arrays(folder: Path, info: DatasetInfo) -> tuple[np.ndarray, np.ndarray]:
     """images.npy memory-mapped (nothing read) and labels.npy, each checked against dataset.json."""
-    expected = {IMAGES: ((info.count, info.channels, info.size, info.size), np.uint8),
+    expected = {IMAGES: ((info.count, info.channels, *info.shape), np.uint8),
                 LABELS: ((info.count,), np.int64)}
     arrays = []
     for name, (shape, dtype) in expected.items():
@@ -133,12 +144,13 @@ def open_arrays(folder: Path, info: DatasetInfo) -> tuple[np.ndarray, np.ndarray
 
 def write_arrays(folder: Path, images: np.ndarray, labels: np.ndarray, classes: list[str], source: str
                  ) -> DatasetInfo:
-    """Images (N, C, S, S) already in memory -> a converted dataset in the new folder `folder`
+    """Images (N, C, H, W) already in memory -> a converted dataset in the new folder `folder`
     (gan-bench's synthetic images; gan-data writes chunk by chunk instead, convert.py)."""
     folder.mkdir(parents=True)
     np.save(folder / IMAGES, np.ascontiguousarray(images, dtype=np.uint8))
     np.save(folder / LABELS, np.asarray(labels, dtype=np.int64))
-    info = DatasetInfo(images.shape[0], images.shape[1], images.shape[2], classes, source)
+    info = DatasetInfo(images.shape[0], images.shape[1], as_setting(images.shape[2], images.shape[3]), classes,
+                       source)
     (folder / INFO).write_text(info.as_json())
     return info
 
@@ -200,7 +212,7 @@ def load_converted(
     *,
     root: str,
     channels: int,
-    image_size: int,
+    image_size: ImageSize,
     num_classes: int,
     in_memory: bool | str = "auto",
     memory_budget_gb: float | None = None,
@@ -225,7 +237,7 @@ def load_converted(
     return Domains(train_a, train_b, side.get("testA", train_a), side.get("testB", train_b))
 
 
-def load_pairs(folder: Path, splits: list[str], channels: int, image_size: int, in_memory: bool | str,
+def load_pairs(folder: Path, splits: list[str], channels: int, image_size: ImageSize, in_memory: bool | str,
                memory_budget_gb: float | None, num_workers: int | None) -> Pairs:
     """A layout=paired folder: train (and test) pairs stored A | B on channels, each side `channels`
     wide; the training pairs stay joined (Pairs.stored), so one sampler streams them whole."""
@@ -240,14 +252,14 @@ def load_pairs(folder: Path, splits: list[str], channels: int, image_size: int, 
                  test.images[:, channels:], stored=train)
 
 
-def load_single(folder: Path, num_classes: int, channels: int, image_size: int, in_memory: bool | str,
+def load_single(folder: Path, num_classes: int, channels: int, image_size: ImageSize, in_memory: bool | str,
                 memory_budget_gb: float | None, num_workers: int | None) -> OnDiskData:
     """One converted dataset (images.npy, labels.npy, dataset.json), checked against the config."""
     info = read_info(folder)
-    if (info.channels, info.size) != (channels, image_size):
-        raise GanCliError(f"{folder} holds {info.channels}x{info.size}x{info.size} images but the config asks for "
-                          f"dataset.channels={channels} dataset.image_size={image_size}: set "
-                          f"dataset.channels={info.channels} dataset.image_size={info.size}")
+    if (info.channels, info.shape) != (channels, image_shape(image_size)):
+        raise GanCliError(f"{folder} holds {info.channels}x{shape_text(info.size)} images but the config asks for "
+                          f"dataset.channels={channels} dataset.image_size={setting_text(image_size)}: set "
+                          f"dataset.channels={info.channels} dataset.image_size={setting_text(info.size)}")
     images, labels = open_arrays(folder, info)
     classes = len(info.classes) if len(info.classes) > 1 else 0  # one class folder: unconditional
     if num_classes and num_classes != classes:

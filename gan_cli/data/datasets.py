@@ -9,6 +9,7 @@ DataLoader, no per-sample Python in the hot loop. MNIST is 47 MB, CIFAR-10 150 M
 from __future__ import annotations
 
 import pickle
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,9 +19,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from hydra.utils import get_class
+from PIL import Image
 from torch import Tensor
 
 from gan_cli.core.errors import GanCliError
+from gan_cli.core.sizes import ImageSize, image_shape
 
 # Errors torchvision and PIL raise on missing, truncated or mis-headed files.
 LOAD_ERRORS = (RuntimeError, OSError, ValueError, AssertionError, EOFError, pickle.UnpicklingError)
@@ -33,16 +36,17 @@ class ImageData:
     num_classes: int
 
 
-def fit_images(images: Tensor, channels: int, image_size: int | None) -> Tensor:
-    """Convert uint8 (N, C, H, W) to the configured channels and size (None: keep it), once, at load time."""
+def fit_images(images: Tensor, channels: int, image_size: ImageSize | None) -> Tensor:
+    """Convert uint8 (N, C, H, W) to the configured channels and size (None: keep it), once, at load
+    time. Both sides are resized, as the size's own: a non-square size changes the aspect."""
     if images.shape[1] != channels:
         if channels == 3:
             images = images.expand(-1, 3, -1, -1)
         else:  # ITU-R 601 luma, as PIL's convert("L")
             weights = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
             images = (images.float() * weights).sum(1, keepdim=True).round().to(torch.uint8)
-    if image_size is not None and (images.shape[-1] != image_size or images.shape[-2] != image_size):
-        resized = F.interpolate(images.float(), size=(image_size, image_size), mode="bilinear", antialias=True)
+    if image_size is not None and tuple(images.shape[-2:]) != image_shape(image_size):
+        resized = F.interpolate(images.float(), size=image_shape(image_size), mode="bilinear", antialias=True)
         images = resized.round().clamp(0, 255).to(torch.uint8)
     return images.contiguous()
 
@@ -84,7 +88,7 @@ def load_torchvision(
     root: str,
     download: bool,
     channels: int,
-    image_size: int,
+    image_size: ImageSize,
     num_classes: int,
     train: bool = True,
     **_unused: Any,  # keys every dataset option carries (name, hflip) that loading does not need
@@ -122,21 +126,46 @@ def load_torchvision(
     return ImageData(fit_images(images, channels, image_size), labels, num_classes)
 
 
+def covering(image_size: ImageSize) -> Callable[[Image.Image], Image.Image]:
+    """A PIL image -> the image scaled (keeping its aspect) to the smallest size that covers
+    image_size: for a square size, torchvision's Resize(n) (the shorter side to n); for
+    [height, width], whichever side needs the larger scale reaches its target exactly."""
+    from torchvision import transforms
+
+    height, width = image_shape(image_size)
+    if height == width:
+        return transforms.Resize(height)  # the shorter side to n: square sizes read the pixels they always did
+
+    def cover(image: Image.Image) -> Image.Image:
+        scale = max(height / image.height, width / image.width)
+        scaled = (max(height, round(image.height * scale)), max(width, round(image.width * scale)))
+        return transforms.functional.resize(image, list(scaled))
+
+    return cover
+
+
+def cover_and_crop(image_size: ImageSize) -> Callable[[Image.Image], Image.Image]:
+    """Scale to cover image_size, then keep its middle (every folder loader's policy, gan-data's
+    crop=center)."""
+    from torchvision import transforms
+
+    return transforms.Compose([covering(image_size), transforms.CenterCrop(image_shape(image_size))])
+
+
 def load_image_folder(
-    *, root: str, channels: int, image_size: int, **_unused: Any
+    *, root: str, channels: int, image_size: ImageSize, **_unused: Any
 ) -> ImageData:
-    """root/<class>/<image>: resized on the shorter side and center-cropped, once."""
+    """root/<class>/<image>: scaled to cover the size (the shorter side, for a square size) and
+    center-cropped, once."""
     from torchvision import datasets, transforms
 
     mode = "RGB" if channels == 3 else "L"
-    to_tensor = transforms.Compose(
-        [transforms.Resize(image_size), transforms.CenterCrop(image_size), transforms.PILToTensor()]
-    )
+    to_tensor = transforms.Compose([cover_and_crop(image_size), transforms.PILToTensor()])
     try:
         folder = datasets.ImageFolder(str(Path(root).expanduser()))
     except LOAD_ERRORS as err:
         raise GanCliError(f"dataset.root={root!r} is not an image folder: {err}") from None
-    images = torch.empty(len(folder), channels, image_size, image_size, dtype=torch.uint8)
+    images = torch.empty(len(folder), channels, *image_shape(image_size), dtype=torch.uint8)
     for index, (path, _) in enumerate(folder.samples):
         try:
             images[index] = to_tensor(folder.loader(path).convert(mode))
@@ -147,7 +176,7 @@ def load_image_folder(
 
 
 def load_fake(
-    *, num_samples: int, channels: int, image_size: int, num_classes: int, seed: int = 1234, **_unused: Any
+    *, num_samples: int, channels: int, image_size: ImageSize, num_classes: int, seed: int = 1234, **_unused: Any
 ) -> ImageData:
     """Deterministic images: a smooth per-class pattern plus noise, so a GAN has something to learn."""
     generator = torch.Generator().manual_seed(seed)
@@ -155,7 +184,7 @@ def load_fake(
     labels = torch.randint(classes, (num_samples,), generator=generator)
     patterns = torch.rand(classes, channels, 4, 4, generator=generator)
     coarse = 0.7 * patterns[labels] + 0.3 * torch.rand(num_samples, channels, 4, 4, generator=generator)
-    images = F.interpolate(coarse, size=(image_size, image_size), mode="bilinear", align_corners=False)
+    images = F.interpolate(coarse, size=image_shape(image_size), mode="bilinear", align_corners=False)
     return ImageData((images * 255).round().to(torch.uint8), labels, num_classes)
 
 

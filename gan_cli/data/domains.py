@@ -25,7 +25,8 @@ from torch import Tensor
 from torchvision import transforms
 
 from gan_cli.core.errors import GanCliError
-from gan_cli.data.datasets import LOAD_ERRORS, ImageData, fit_images
+from gan_cli.core.sizes import ImageSize, image_shape
+from gan_cli.data.datasets import LOAD_ERRORS, ImageData, covering, fit_images
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 Transform = Callable[[Tensor, torch.Generator], Tensor]  # uint8 (N, C, H, W) -> uint8 (N, C', H, W)
@@ -113,16 +114,17 @@ def image_files(folder: Path) -> list[Path]:
     return files
 
 
-def read_images(files: list[Path], channels: int, image_size: int | None, resize: bool = True) -> Tensor:
-    """uint8 (N, C, S, S): each image resized on its shorter side and center-cropped, once.
-    resize=False keeps the pixels' scale (super-resolution data): only an image smaller than S is
-    resized. image_size None: each image as it is (N, C, H, W); all must then have one size."""
+def read_images(files: list[Path], channels: int, image_size: ImageSize | None, resize: bool = True) -> Tensor:
+    """uint8 (N, C, H, W) of image_size: each image scaled to cover it (the shorter side, for a
+    square size) and center-cropped, once. resize=False keeps the pixels' scale (super-resolution
+    data): only an image smaller than the size is scaled. image_size None: each image as it is;
+    all must then have one size."""
     mode = "RGB" if channels == 3 else "L"
     steps: list[Callable[[Any], Any]] = []
     if image_size is not None:
-        fit = transforms.Resize(image_size)
-        steps += [fit if resize else lambda image: image if min(image.size) >= image_size else fit(image),
-                  transforms.CenterCrop(image_size)]
+        fit, (height, width) = covering(image_size), image_shape(image_size)
+        steps += [fit if resize else lambda image: image if image.height >= height and image.width >= width
+                  else fit(image), transforms.CenterCrop((height, width))]
     to_tensor = transforms.Compose([*steps, transforms.PILToTensor()])
     loaded: list[Tensor] = []
     for path in files:
@@ -137,7 +139,8 @@ def read_images(files: list[Path], channels: int, image_size: int | None, resize
     return torch.stack(loaded)
 
 
-def load_image_dir(*, root: str, channels: int, image_size: int, resize: bool = False, **_unused: Any) -> ImageData:
+def load_image_dir(*, root: str, channels: int, image_size: ImageSize, resize: bool = False,
+                   **_unused: Any) -> ImageData:
     """A flat folder of images of any size (DIV2K_train_HR/*.png), unlabelled: each center-cropped
     to image_size (resized on its shorter side first only with resize=true, or when smaller)."""
     folder = Path(root).expanduser()
@@ -147,7 +150,7 @@ def load_image_dir(*, root: str, channels: int, image_size: int, resize: bool = 
     return ImageData(images, torch.zeros(images.shape[0], dtype=torch.long), 0)
 
 
-def load_unpaired_folder(*, root: str, channels: int, image_size: int, **_unused: Any) -> Domains:
+def load_unpaired_folder(*, root: str, channels: int, image_size: ImageSize, **_unused: Any) -> Domains:
     """root/trainA, trainB, testA, testB (test folders optional: then the training images)."""
     base = Path(root).expanduser()
     splits = {}
@@ -160,9 +163,9 @@ def load_unpaired_folder(*, root: str, channels: int, image_size: int, **_unused
     return Domains(splits["trainA"], splits["trainB"], splits["testA"], splits["testB"])
 
 
-def load_images(path: Path, channels: int, image_size: int | None) -> tuple[Tensor, list[str]]:
+def load_images(path: Path, channels: int, image_size: ImageSize | None) -> tuple[Tensor, list[str]]:
     """gan-sample's `input=`: a folder of images or an .npz (arr_0 uint8 (N, H, W, C)), as
-    uint8 (N, channels, image_size, image_size) (None: as they are), with a file name per image."""
+    uint8 (N, channels, *image_size) (None: as they are), with a file name per image."""
     if path.suffix == ".npz":
         import numpy as np
 

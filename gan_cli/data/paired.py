@@ -33,7 +33,8 @@ from torch import Tensor
 from torchvision import transforms
 
 from gan_cli.core.errors import GanCliError
-from gan_cli.data.datasets import LOAD_ERRORS, ImageData
+from gan_cli.core.sizes import ImageSize
+from gan_cli.data.datasets import LOAD_ERRORS, ImageData, cover_and_crop
 from gan_cli.data.domains import Transform, colorize, dilate, erode, image_files, invert, read_images
 
 DIRECTIONS = ("a2b", "b2a")
@@ -182,11 +183,11 @@ def pairs_from_dataset(train: ImageData, test: ImageData | None, transform: str,
 
 # ---------------------------------------------------------------- folders
 
-def halves(files: list[Path], channels: int, image_size: int) -> tuple[Tensor, Tensor]:
+def halves(files: list[Path], channels: int, image_size: ImageSize) -> tuple[Tensor, Tensor]:
     """Each file's left and right halves (equal widths; an odd middle column is dropped), each
-    resized on its shorter side and center-cropped to image_size: uint8 (N, C, S, S) twice."""
-    fit = transforms.Compose([transforms.Resize(image_size), transforms.CenterCrop(image_size),
-                              transforms.PILToTensor()])
+    scaled to cover image_size (the shorter side, for a square size) and center-cropped to it:
+    uint8 (N, C, H, W) twice."""
+    fit = transforms.Compose([cover_and_crop(image_size), transforms.PILToTensor()])
     lefts: list[Tensor] = []
     rights: list[Tensor] = []
     for path in files:
@@ -201,7 +202,7 @@ def halves(files: list[Path], channels: int, image_size: int) -> tuple[Tensor, T
     return torch.stack(lefts), torch.stack(rights)
 
 
-def load_aligned_folder(*, root: str, image_size: int, channels: int, direction: str = "a2b",
+def load_aligned_folder(*, root: str, image_size: ImageSize, channels: int, direction: str = "a2b",
                         **_unused: Any) -> Pairs:
     """root/train/ (required), root/test/ or, without it, root/val/ or, without both, the training
     pairs as test pairs: every image A | B side by side (pix2pix's datasets)."""
@@ -229,7 +230,7 @@ def matched_files(folder_a: Path, folder_b: Path) -> list[tuple[Path, Path]]:
     return [(names_a[name], names_b[name]) for name in sorted(names_a)]
 
 
-def load_matched_folders(*, root: str, image_size: int, channels: int, direction: str = "a2b",
+def load_matched_folders(*, root: str, image_size: ImageSize, channels: int, direction: str = "a2b",
                          **_unused: Any) -> Pairs:
     """root/trainA and root/trainB with the same file names (A and B of a pair); testA and testB
     optional (without them the training pairs are the test pairs)."""

@@ -41,6 +41,7 @@ from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.kid import KernelInceptionDistance
 
 from gan_cli.core.config import plain_dict
+from gan_cli.core.sizes import image_shape
 from gan_cli.data.datasets import ImageData, load_torchvision
 from gan_cli.evaluate import classifier
 from gan_cli.evaluate.classifier import ClassifierFeatures, save_atomic
@@ -94,14 +95,17 @@ def classifier_path(cfg: DictConfig, name: str) -> Path:
 
 
 def dataset_key(dataset: DictConfig) -> str:
-    """`<name>_<C>x<S>_<hash of the options that change the images>`, e.g. mnist_1x28_3f09a1c2."""
+    """`<name>_<C>x<S>_<hash of the options that change the images>`, e.g. mnist_1x28_3f09a1c2, or
+    `<name>_<C>x<H>x<W>_<hash>` for a non-square size (faces_3x48x64_...): a file name, no brackets."""
     # the same images either way (in_memory and its siblings: dataset=converted's way of reading them)
     options = {k: v for k, v in plain_dict(dataset).items()
                if k not in ("download", "hflip", "in_memory", "memory_budget_gb", "num_workers")}
     root = options.get("root")
     options["root"] = str(Path(root).expanduser().resolve()) if root else ""
     digest = hashlib.sha1(json.dumps(options, sort_keys=True, default=str).encode()).hexdigest()[:8]
-    return f"{dataset.name}_{dataset.channels}x{dataset.image_size}_{digest}"
+    height, width = image_shape(dataset.image_size)
+    size = str(height) if height == width else f"{height}x{width}"
+    return f"{dataset.name}_{dataset.channels}x{size}_{digest}"
 
 
 class InceptionFeatures(nn.Module):

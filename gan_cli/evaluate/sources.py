@@ -22,6 +22,7 @@ from torch import Tensor
 
 from gan_cli.core.errors import GanCliError
 from gan_cli.core.schema import SampleSchema
+from gan_cli.core.sizes import ImageSize
 from gan_cli.data.datasets import fit_images, load_image_folder
 from gan_cli.data.domains import image_files, read_images
 from gan_cli.loop.checkpoint import load_checkpoint
@@ -88,7 +89,7 @@ def draw_samples(checkpoint: Checkpoint, num_samples: int, seed: int, batch_size
                   torch.cat(labels) if labels else None, checkpoint.step)
 
 
-def load_images(spec: str, channels: int, image_size: int) -> Judged:
+def load_images(spec: str, channels: int, image_size: ImageSize) -> Judged:
     """`images=`: an .npz (arr_0 uint8 (N, H, W, C), optional arr_1 labels), a folder with one
     subfolder per class (labels from the sorted folder names, as torchvision's ImageFolder), or a
     flat folder of images (no labels)."""

@@ -1,8 +1,9 @@
 """DCGAN (Radford, Metz & Chintala 2015) with depth that follows the image size.
 
 The spatial size is halved while it is even and above 7: 28 -> 14 -> 7 (2 stages from a 7x7
-start), 32 -> 4 (3 stages), 64 -> 4 (4 stages). G doubles its width towards z, D towards the
-logit, as in the paper's 64x64 architecture.
+start), 32 -> 4 (3 stages), 64 -> 4 (4 stages). A non-square [height, width] halves both sides as
+often as its smaller side (layers.stages_for): [48, 64] starts from 6x8. G doubles its width
+towards z, D towards the logit, as in the paper's 64x64 architecture.
 
 Class-conditional when built with num_classes > 0 (and conditional=True): G concatenates a
 learned label embedding to z; D is a projection discriminator (Miyato & Koyama 2018), logit +=
@@ -18,6 +19,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from gan_cli.core.sizes import ImageSize
 from gan_cli.models.layers import MinibatchStd, class_count, require_labels, spectral_normalize, stages_for
 
 
@@ -37,7 +39,7 @@ class Generator(nn.Module):
         self,
         z_dim: int = 100,
         channels: int = 1,
-        image_size: int = 28,
+        image_size: ImageSize = 28,
         ngf: int = 64,
         num_classes: int = 0,
         conditional: bool = True,
@@ -46,10 +48,10 @@ class Generator(nn.Module):
         self.z_dim = z_dim
         self.num_classes = class_count(num_classes, conditional)
         self.embed = nn.Embedding(self.num_classes, z_dim) if self.num_classes else None
-        base, stages = stages_for(image_size)
+        base, stages = stages_for(image_size)  # base: (height, width)
         width = ngf * 2 ** (stages - 1)
         in_width = 2 * z_dim if self.num_classes else z_dim  # z, then the label embedding
-        layers: list[nn.Module] = [  # (B, in_width, 1, 1) -> (B, width, base, base)
+        layers: list[nn.Module] = [  # (B, in_width, 1, 1) -> (B, width, base_h, base_w)
             nn.ConvTranspose2d(in_width, width, base, 1, 0, bias=False),
             nn.BatchNorm2d(width),
             nn.ReLU(True),
@@ -75,7 +77,7 @@ class Discriminator(nn.Module):
     def __init__(
         self,
         channels: int = 1,
-        image_size: int = 28,
+        image_size: ImageSize = 28,
         ndf: int = 64,
         spectral_norm: bool = False,
         num_classes: int = 0,
@@ -97,10 +99,10 @@ class Discriminator(nn.Module):
             ]
             width *= 2
         # An extra input channel: the group's feature std, when minibatch_std (group size) > 0.
-        layers.append(nn.Conv2d(width + (minibatch_std > 0), 1, base, 1, 0))  # (B, width, base, base) -> (B, 1, 1, 1)
+        layers.append(nn.Conv2d(width + (minibatch_std > 0), 1, base, 1, 0))  # (B, width, *base) -> (B, 1, 1, 1)
         self.net = nn.Sequential(*layers)
         self.minibatch_std = MinibatchStd(minibatch_std) if minibatch_std > 0 else nn.Identity()
-        self.embed = nn.Embedding(self.num_classes, width * base * base) if self.num_classes else None
+        self.embed = nn.Embedding(self.num_classes, width * base[0] * base[1]) if self.num_classes else None
         self.apply(dcgan_init)
         if self.embed is not None:
             nn.init.normal_(self.embed.weight, 0.0, 0.02)  # like the last conv it stands beside
@@ -108,7 +110,7 @@ class Discriminator(nn.Module):
             spectral_normalize(self)
 
     def forward(self, images: Tensor, labels: Tensor | None = None) -> Tensor:
-        features = self.net[:-1](images)  # (B, width, base, base)
+        features = self.net[:-1](images)  # (B, width, base_h, base_w)
         logits = self.net[-1](self.minibatch_std(features)).view(-1)  # (B,)
         if self.embed is not None:
             projection = self.embed(require_labels(labels, images.shape[0])) * features.flatten(1)

@@ -7,19 +7,29 @@ from torch import Tensor, nn
 from torch.nn.utils.parametrizations import spectral_norm
 
 from gan_cli.core.errors import GanCliError
+from gan_cli.core.sizes import ImageSize, image_shape, setting_text
+
+MAX_ASPECT = 4  # a non-square size's larger base at most 4x the smaller one: D's last kernel stays small
 
 
-def stages_for(image_size: int, model: str = "dcgan") -> tuple[int, int]:
-    """(base size, number of 2x stages) with image_size == base * 2**stages and 3 <= base <= 7."""
-    base, stages = image_size, 0
+def stages_for(image_size: ImageSize, model: str = "dcgan") -> tuple[tuple[int, int], int]:
+    """((base height, base width), number of 2x stages): each side == its base * 2**stages. The
+    smaller side sets the stages as a square size does (halved while even and above 7, to a base
+    in 3..7, at least once); the larger side must halve as often, to a whole base at most
+    MAX_ASPECT times the smaller one. 28 -> ((7, 7), 2), 64 -> ((4, 4), 4), [48, 64] -> ((6, 8), 3)."""
+    height, width = image_shape(image_size)
+    base, stages = min(height, width), 0
     while base % 2 == 0 and base > 7:
         base, stages = base // 2, stages + 1
-    if not 3 <= base <= 7 or stages < 1:
+    larger = max(height, width)
+    if not 3 <= base <= 7 or stages < 1 or larger % 2**stages or larger // 2**stages > MAX_ASPECT * base:
         raise GanCliError(
-            f"model {model} cannot build dataset.image_size={image_size}: allowed are sizes b*2^k "
-            "with b in 3..7 and k >= 1, such as 28, 32, 48, 64, 128"
+            f"model {model} cannot build dataset.image_size={setting_text(image_size)}: allowed are sizes b*2^k "
+            f"with b in 3..7 and k >= 1, such as 28, 32, 48, 64, 128, or [height, width] whose smaller side is "
+            f"such a size and whose larger side is a multiple of the same 2^k, up to {MAX_ASPECT}x the smaller "
+            "side, such as [48,64], [28,56], [64,128]"
         )
-    return base, stages
+    return (height // 2**stages, width // 2**stages), stages
 
 
 def class_count(num_classes: int, conditional: bool) -> int:

@@ -7,11 +7,13 @@ Koyama 2018), logit += <embed(y), features of the last hidden layer>.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
 
+from gan_cli.core.sizes import ImageSize, image_shape
 from gan_cli.models.layers import class_count, require_labels, spectral_normalize
 
 
@@ -20,7 +22,7 @@ class Generator(nn.Module):
         self,
         z_dim: int = 64,
         channels: int = 1,
-        image_size: int = 28,
+        image_size: ImageSize = 28,
         hidden: Sequence[int] = (256, 512, 1024),
         num_classes: int = 0,
         conditional: bool = True,
@@ -29,7 +31,7 @@ class Generator(nn.Module):
         super().__init__()
         self.z_dim = z_dim
         self.num_classes = class_count(num_classes, conditional)
-        self.image_shape = (channels, image_size, image_size)
+        self.image_shape = (channels, *image_shape(image_size))  # (C, H, W)
         self.embed = nn.Embedding(self.num_classes, z_dim) if self.num_classes else None
         layers: list[nn.Module] = []
         width = 2 * z_dim if self.num_classes else z_dim  # z, then the label embedding
@@ -39,7 +41,7 @@ class Generator(nn.Module):
             norm = [nn.BatchNorm1d(size)] if batch_norm else []
             layers += [nn.Linear(width, size, bias=not batch_norm), *norm, nn.ReLU(inplace=True)]
             width = size
-        layers += [nn.Linear(width, channels * image_size * image_size), nn.Tanh()]
+        layers += [nn.Linear(width, math.prod(self.image_shape)), nn.Tanh()]
         self.net = nn.Sequential(*layers)
 
     def forward(self, z: Tensor, labels: Tensor | None = None) -> Tensor:
@@ -52,7 +54,7 @@ class Discriminator(nn.Module):
     def __init__(
         self,
         channels: int = 1,
-        image_size: int = 28,
+        image_size: ImageSize = 28,
         hidden: Sequence[int] = (1024, 512, 256),
         dropout: float = 0.0,
         spectral_norm: bool = False,
@@ -62,7 +64,7 @@ class Discriminator(nn.Module):
         super().__init__()
         self.num_classes = class_count(num_classes, conditional)
         layers: list[nn.Module] = [nn.Flatten()]
-        width = channels * image_size * image_size
+        width = channels * math.prod(image_shape(image_size))
         for size in hidden:
             layers += [nn.Linear(width, size), nn.LeakyReLU(0.2, inplace=True)]
             if dropout > 0:

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gan_cli.core.errors import GanCliError
+from gan_cli.core.sizes import ImageSize, square_size
 from gan_cli.models.cyclegan import pix2pix_init
 
 NORMS = ("batch", "instance")
@@ -67,9 +68,10 @@ class UNetGenerator(nn.Module):
     """images (B, channels_in, H, W) in [-1, 1] -> (B, channels_out, H, W) in [-1, 1], H, W <= the
     power of two at or above image_size."""
 
-    def __init__(self, channels_in: int = 3, channels_out: int = 3, ngf: int = 64, image_size: int = 256,
+    def __init__(self, channels_in: int = 3, channels_out: int = 3, ngf: int = 64, image_size: ImageSize = 256,
                  max_mult: int = 8, dropout: float = 0.5, norm: str = "batch", dropout_at_test: bool = True):
         super().__init__()
+        image_size = square_size(image_size, "model=pix2pix")  # it pads to a square power of two
         if image_size < 2 or ngf < 1 or max_mult < 1 or not 0 <= dropout < 1:
             raise GanCliError(f"invalid pix2pix generator: image_size={image_size}, ngf={ngf}, max_mult={max_mult}, "
                               f"dropout={dropout}; allowed are image_size >= 2, ngf, max_mult >= 1, 0 <= dropout < 1")

@@ -20,6 +20,7 @@ import math
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from gan_cli.core.sizes import ImageSize, image_shape
 from gan_cli.models.layers import ClassBatchNorm2d, class_count, require_labels, spectral_normalize, stages_for
 
 
@@ -78,7 +79,7 @@ class Generator(nn.Module):
         self,
         z_dim: int = 128,
         channels: int = 3,
-        image_size: int = 32,
+        image_size: ImageSize = 32,
         ngf: int = 256,
         num_classes: int = 0,
         conditional: bool = True,
@@ -87,8 +88,8 @@ class Generator(nn.Module):
         self.z_dim = z_dim
         self.num_classes = class_count(num_classes, conditional)
         self.ngf = ngf
-        self.base, stages = stages_for(image_size, "resnet")
-        self.linear = xavier(nn.Linear(z_dim, ngf * self.base * self.base))
+        self.base, stages = stages_for(image_size, "resnet")  # (height, width)
+        self.linear = xavier(nn.Linear(z_dim, ngf * self.base[0] * self.base[1]))
         self.blocks = nn.ModuleList(GeneratorBlock(ngf, ngf, self.num_classes) for _ in range(stages))
         self.bn = nn.BatchNorm2d(ngf)
         self.out = xavier(nn.Conv2d(ngf, channels, 3, 1, 1))
@@ -96,15 +97,16 @@ class Generator(nn.Module):
     def forward(self, z: Tensor, labels: Tensor | None = None) -> Tensor:
         if self.num_classes:
             labels = require_labels(labels, z.shape[0])
-        h = self.linear(z).view(z.shape[0], self.ngf, self.base, self.base)  # (B, ngf, base, base)
+        h = self.linear(z).view(z.shape[0], self.ngf, *self.base)  # (B, ngf, base_h, base_w)
         for block in self.blocks:
             h = block(h, labels)  # doubles H and W
         return self.out(F.relu(self.bn(h))).tanh()  # (B, C, H, W)
 
 
-def downsamplings_for(image_size: int) -> int:
-    """Halvings that take image_size to at most 8 (at least one): 32 -> 2, 28 -> 2, 64 -> 3."""
-    size, count = image_size, 0
+def downsamplings_for(image_size: ImageSize) -> int:
+    """Halvings that take image_size to at most 8 (at least one): 32 -> 2, 28 -> 2, 64 -> 3; a
+    non-square size by its smaller side ([48, 64] -> 3: 6x8), as D sums its features over positions."""
+    size, count = min(image_shape(image_size)), 0
     while size > 8 and size % 2 == 0:
         size, count = size // 2, count + 1
     return max(count, 1)
@@ -114,7 +116,7 @@ class Discriminator(nn.Module):
     def __init__(
         self,
         channels: int = 3,
-        image_size: int = 32,
+        image_size: ImageSize = 32,
         ndf: int = 128,
         spectral_norm: bool = True,
         num_classes: int = 0,

@@ -3,9 +3,10 @@ constant with modulated/demodulated convs, noise inputs and skip toRGB outputs; 
 minibatch std. Layers in stylegan2_layers.py.
 
 Sizes follow the dataset like DCGAN's (layers.stages_for): 28 px starts at 7x7 (7 -> 14 -> 28),
-32 and 64 px at 4x4. Padding 28 px MNIST to 32 would cost ~30% more pixels per layer for borders
-that are always blank, and would need a crop before D and the metrics. Widths per resolution r are
-min(channel_base // r, channel_max), as stylegan2-ada-pytorch's cbase/cmax.
+32 and 64 px at 4x4, a non-square [48, 64] at 6x8. Padding 28 px MNIST to 32 would cost ~30% more
+pixels per layer for borders that are always blank, and would need a crop before D and the
+metrics. Widths per resolution r are min(channel_base // r, channel_max), as stylegan2-ada-pytorch's
+cbase/cmax (r: the smaller side of a non-square resolution).
 
 The generator keeps image_gan's contract, G(z, labels) -> image, and exposes its parts for the
 StyleGAN tools: `mapping_ws(z, labels, truncation)` -> ws (B, num_ws, w_dim), one w per modulated
@@ -33,6 +34,7 @@ import torch
 from torch import Tensor, nn
 
 from gan_cli.core.errors import GanCliError
+from gan_cli.core.sizes import ImageSize, image_shape
 from gan_cli.models.layers import MinibatchStd, class_count, stages_for
 from gan_cli.models.stylegan2_layers import DiscriminatorBlock, EqualConv2d, EqualLinear, StyledConv, ToRGB, upsample
 
@@ -89,7 +91,7 @@ class MappingNetwork(nn.Module):
 class SynthesisBlock(nn.Module):
     """One resolution doubling: up + conv, conv, toRGB added to the upsampled image (skip G)."""
 
-    def __init__(self, in_channels: int, out_channels: int, w_dim: int, resolution: int, channels: int):
+    def __init__(self, in_channels: int, out_channels: int, w_dim: int, resolution: tuple[int, int], channels: int):
         super().__init__()
         self.conv0 = StyledConv(in_channels, out_channels, w_dim, resolution, up=True)
         self.conv1 = StyledConv(out_channels, out_channels, w_dim, resolution)
@@ -105,20 +107,25 @@ class SynthesisNetwork(nn.Module):
     resolution, then (conv0, conv1, toRGB) per block; `ws_resolutions[i]` is the resolution w i
     styles (the style-mixing grid's coarse / middle / fine split reads it)."""
 
-    def __init__(self, w_dim: int, image_size: int, channels: int, channel_base: int, channel_max: int):
+    def __init__(self, w_dim: int, image_size: ImageSize, channels: int, channel_base: int, channel_max: int):
         super().__init__()
-        base, stages = stages_for(image_size, "stylegan2")
+        (base_h, base_w), stages = stages_for(image_size, "stylegan2")
         width = widths(channel_base, channel_max)
-        self.const = nn.Parameter(torch.randn(width(base), base, base))  # the learned input
-        self.input_conv = StyledConv(width(base), width(base), w_dim, base)
+        # (height, width) per resolution; a resolution's number (widths, ws_resolutions) is its smaller
+        # side, as a square model of that size: [48, 64] has a 48 model's widths
+        shapes = [(base_h * 2**i, base_w * 2**i) for i in range(stages + 1)]
+        sizes = [min(shape) for shape in shapes]
+        base = sizes[0]
+        self.const = nn.Parameter(torch.randn(width(base), base_h, base_w))  # the learned input
+        self.input_conv = StyledConv(width(base), width(base), w_dim, shapes[0])
         self.input_rgb = ToRGB(width(base), channels, w_dim)
-        sizes = [base * 2**i for i in range(stages + 1)]
-        self.blocks = nn.ModuleList(SynthesisBlock(width(r // 2), width(r), w_dim, r, channels) for r in sizes[1:])
+        self.blocks = nn.ModuleList(SynthesisBlock(width(r // 2), width(r), w_dim, shape, channels)
+                                    for r, shape in zip(sizes[1:], shapes[1:], strict=True))
         self.ws_resolutions = [base, base] + [r for r in sizes[1:] for _ in range(3)]
         self.num_ws = len(self.ws_resolutions)
 
     def forward(self, ws: Tensor) -> Tensor:
-        x = self.const[None].expand(ws.shape[0], -1, -1, -1)  # (B, C, base, base)
+        x = self.const[None].expand(ws.shape[0], -1, -1, -1)  # (B, C, base_h, base_w)
         x = self.input_conv(x, ws[:, 0])
         image = self.input_rgb(x, ws[:, 1])
         for index, block in enumerate(self.blocks):
@@ -138,7 +145,7 @@ class Generator(nn.Module):
         z_dim: int = 512,
         w_dim: int = 512,
         channels: int = 1,
-        image_size: int = 28,
+        image_size: ImageSize = 28,
         channel_base: int = 32768,
         channel_max: int = 512,
         mapping_layers: int = 8,
@@ -212,7 +219,7 @@ class Discriminator(nn.Module):
     def __init__(
         self,
         channels: int = 1,
-        image_size: int = 28,
+        image_size: ImageSize = 28,
         channel_base: int = 32768,
         channel_max: int = 512,
         num_classes: int = 0,
@@ -223,21 +230,22 @@ class Discriminator(nn.Module):
     ):
         super().__init__()
         self.num_classes = class_count(num_classes, conditional)
-        base, stages = stages_for(image_size, "stylegan2")
+        (base_h, base_w), stages = stages_for(image_size, "stylegan2")
         width = widths(channel_base, channel_max)
-        sizes = [image_size // 2**i for i in range(stages + 1)]  # e.g. 28, 14, 7
-        self.from_rgb = EqualConv2d(channels, width(image_size), 1)
+        sizes = [min(image_shape(image_size)) // 2**i for i in range(stages + 1)]  # e.g. 28, 14, 7 (smaller side)
+        base = sizes[-1]
+        self.from_rgb = EqualConv2d(channels, width(sizes[0]), 1)
         self.blocks = nn.Sequential(*[DiscriminatorBlock(width(r), width(r // 2), residual) for r in sizes[:-1]])
         top = width(base)
         self.minibatch_std = MinibatchStd(minibatch_std) if minibatch_std > 0 else nn.Identity()
         self.conv = EqualConv2d(top + (minibatch_std > 0), top, 3)
-        self.fc = EqualLinear(top * base * base, top, activate=True)
+        self.fc = EqualLinear(top * base_h * base_w, top, activate=True)
         self.out = EqualLinear(top, 1)
         self.embed = condition_embedding(condition, self.num_classes, top)
         self.projection_gain = 1.0 / math.sqrt(top)
 
     def forward(self, images: Tensor, labels: Tensor | None = None) -> Tensor:
-        x = self.blocks(self.from_rgb(images))  # (B, top, base, base)
+        x = self.blocks(self.from_rgb(images))  # (B, top, base_h, base_w)
         features = self.fc(self.conv(self.minibatch_std(x)).flatten(1))  # (B, top)
         logits = self.out(features).view(-1)  # (B,)
         if self.embed is not None:

@@ -111,14 +111,15 @@ class StyledConv(nn.Module):
     strength (starts at 0), bias, leaky ReLU. Noise is fresh in training mode and a fixed buffer
     in eval mode, so a sample depends on its latent alone (seeds, truncation strips, walks)."""
 
-    noise_const: Tensor  # a buffer (1, 1, resolution, resolution)
+    noise_const: Tensor  # a buffer (1, 1, height, width) of the output
 
-    def __init__(self, in_channels: int, out_channels: int, w_dim: int, resolution: int, up: bool = False):
+    def __init__(self, in_channels: int, out_channels: int, w_dim: int, resolution: tuple[int, int],
+                 up: bool = False):
         super().__init__()
         self.conv = ModulatedConv2d(in_channels, out_channels, 3, w_dim, up=up)
         self.noise_strength = nn.Parameter(torch.zeros([]))
         self.bias = nn.Parameter(torch.zeros(out_channels))
-        self.register_buffer("noise_const", torch.randn(1, 1, resolution, resolution))
+        self.register_buffer("noise_const", torch.randn(1, 1, *resolution))
 
     def forward(self, x: Tensor, w: Tensor) -> Tensor:
         x = self.conv(x, w)  # (B, out, H, W)

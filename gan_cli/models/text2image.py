@@ -18,6 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from gan_cli.core.errors import GanCliError
+from gan_cli.core.sizes import ImageSize
 from gan_cli.models import dcgan
 from gan_cli.models.layers import spectral_normalize, stages_for
 
@@ -39,7 +40,7 @@ class TextGenerator(nn.Module):
     """(z (B, z_dim), caption embedding (B, text_dim)) -> images (B, C, H, W) in [-1, 1]."""
 
     def __init__(self, z_dim: int = 100, text_dim: int | None = None, condition_dim: int = 128, channels: int = 1,
-                 image_size: int = 28, ngf: int = 64):
+                 image_size: ImageSize = 28, ngf: int = 64):
         super().__init__()
         self.z_dim = z_dim
         self.compress = compressor(caption_width(text_dim, "text_dcgan"), condition_dim)
@@ -52,17 +53,17 @@ class TextGenerator(nn.Module):
 class MatchingDiscriminator(nn.Module):
     """(images (B, C, H, W), caption embeddings (B, text_dim)) -> logits (B,): real and matching."""
 
-    def __init__(self, channels: int = 1, image_size: int = 28, ndf: int = 64, text_dim: int | None = None,
+    def __init__(self, channels: int = 1, image_size: ImageSize = 28, ndf: int = 64, text_dim: int | None = None,
                  condition_dim: int = 128, spectral_norm: bool = False):
         super().__init__()
         text_dim = caption_width(text_dim, "text_dcgan")
         body = dcgan.Discriminator(channels, image_size, ndf, spectral_norm=spectral_norm, num_classes=0)
-        self.features = body.net[:-1]  # (B, width, base, base)
+        self.features = body.net[:-1]  # (B, width, base_h, base_w)
         base, stages = stages_for(image_size)
         width = ndf * 2 ** (stages - 1)
         self.compress = compressor(text_dim, condition_dim)
         self.joint = nn.Sequential(nn.Conv2d(width + condition_dim, width, 1), nn.LeakyReLU(0.2, True))
-        self.logit = nn.Conv2d(width, 1, base)  # (B, width, base, base) -> (B, 1, 1, 1)
+        self.logit = nn.Conv2d(width, 1, base)  # (B, width, base_h, base_w) -> (B, 1, 1, 1)
         self.project = nn.Linear(condition_dim, width, bias=False)  # the projection term's W
         # the body is initialized (and spectrally normalized) already: the text-reading heads here
         for head in (self.compress, self.joint, self.logit, self.project):
@@ -71,7 +72,7 @@ class MatchingDiscriminator(nn.Module):
                 spectral_normalize(head)
 
     def forward(self, images: Tensor, text: Tensor) -> Tensor:
-        features = self.features(images)  # (B, width, base, base)
+        features = self.features(images)  # (B, width, base_h, base_w)
         compressed = self.compress(text)  # (B, condition_dim)
         condition = compressed[:, :, None, None].expand(-1, -1, *features.shape[2:])
         logits = self.logit(self.joint(torch.cat([features, condition], dim=1))).view(-1)  # (B,)

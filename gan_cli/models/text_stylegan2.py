@@ -17,6 +17,7 @@ from functools import partial
 
 from torch import Tensor, nn
 
+from gan_cli.core.sizes import ImageSize
 from gan_cli.models import stylegan2
 from gan_cli.models.stylegan2_layers import EqualLinear
 from gan_cli.models.text2image import caption_width
@@ -35,7 +36,7 @@ class TextStyleGenerator(stylegan2.Generator):
     caption's own mean w."""
 
     def __init__(self, z_dim: int = 512, w_dim: int = 512, text_dim: int | None = None, channels: int = 1,
-                 image_size: int = 28, channel_base: int = 32768, channel_max: int = 512, mapping_layers: int = 8,
+                 image_size: ImageSize = 28, channel_base: int = 32768, channel_max: int = 512, mapping_layers: int = 8,
                  style_mixing_prob: float = 0.9, w_avg_beta: float = 0.995):
         super().__init__(z_dim, w_dim, channels, image_size, channel_base, channel_max, mapping_layers,
                          num_classes=0, conditional=False, style_mixing_prob=style_mixing_prob,
@@ -46,7 +47,7 @@ class TextStyleGenerator(stylegan2.Generator):
 class TextStyleDiscriminator(stylegan2.Discriminator):
     """(images (B, C, H, W), caption embeddings (B, text_dim)) -> logits (B,): real and matching."""
 
-    def __init__(self, channels: int = 1, image_size: int = 28, channel_base: int = 32768, channel_max: int = 512,
+    def __init__(self, channels: int = 1, image_size: ImageSize = 28, channel_base: int = 32768, channel_max: int = 512,
                  text_dim: int | None = None, minibatch_std: int = 4, residual: bool = True):
         super().__init__(channels, image_size, channel_base, channel_max, num_classes=0, conditional=False,
                          minibatch_std=minibatch_std, residual=residual,

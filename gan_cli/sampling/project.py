@@ -106,9 +106,9 @@ class Candidates:
             self.style: StyleGenerator = latent_tools.require_w(copy.deepcopy(generator).requires_grad_(False),
                                                                 f"space={settings.space}")
             for module, name in noise_inputs(self.style.synthesis):  # type: ignore[arg-type]
-                size = getattr(module, name).shape[-1]
-                values = torch.randn(len(start), 1, size, size, generator=noise).to(start.device).requires_grad_(True)
-                setattr(module, name, values)  # (B, 1, r, r): a noise map per candidate
+                shape = getattr(module, name).shape[-2:]  # (height, width) of the layer's output
+                values = torch.randn(len(start), 1, *shape, generator=noise).to(start.device).requires_grad_(True)
+                setattr(module, name, values)  # (B, 1, h, w): a noise map per candidate
                 self.maps.append(values)
             self.params += self.maps
 

@@ -27,6 +27,7 @@ from torch import Tensor, nn
 
 from gan_cli.core.config import build, trained_by
 from gan_cli.core.errors import GanCliError
+from gan_cli.core.sizes import square_size
 from gan_cli.data.datasets import ImageData, to_float, to_uint8
 from gan_cli.data.domains import Domains, from_dataset, load_images
 from gan_cli.data.image_pool import ImagePool
@@ -109,6 +110,7 @@ class CycleGan:
                  domain_a: str = "none", domain_b: str = "none", preview_images: int = 8):
         if lambda_cycle < 0 or lambda_identity < 0 or pool_size < 0:
             raise GanCliError("invalid task.lambda_cycle / task.lambda_identity / task.pool_size: allowed are >= 0")
+        square_size(cfg.dataset.image_size, "task=cyclegan")
         self.cfg, self.device = cfg, device
         self.lambda_cycle, self.lambda_identity = lambda_cycle, lambda_identity
         self.domains = load_domains(cfg, domain_a, domain_b)

@@ -14,6 +14,7 @@ from torch import Tensor, nn
 
 from gan_cli.core.config import build
 from gan_cli.core.errors import GanCliError
+from gan_cli.core.sizes import image_shape
 from gan_cli.sampling import latent_file, latent_tools
 from gan_cli.sampling.generate import class_count, generate, z_dim
 from gan_cli.tasks.adversarial import sampling_network
@@ -49,8 +50,7 @@ def draw(train_cfg: DictConfig, state: Mapping[str, Any], cfg: DictConfig, devic
     `seed`, or one per seed of `seeds`, drawn a batch at a time as they are written; with `mix` a
     style-mixing grid, with `interpolate` the frames of a walk through the seeds (latent_tools.py)."""
     generator = sampling_network(build(train_cfg.model.generator), state, "generator", cfg.checkpoint, device)
-    size = train_cfg.dataset.image_size
-    shape = (train_cfg.dataset.channels, size, size)
+    shape = (train_cfg.dataset.channels, *image_shape(train_cfg.dataset.image_size))  # (C, H, W)
     if cfg.latents is not None:
         return from_latents(generator, cfg, shape)
     latent_tools.check_options(cfg, generator)

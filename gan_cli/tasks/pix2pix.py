@@ -28,6 +28,7 @@ from torch import Tensor, nn
 
 from gan_cli.core.config import build, trained_by
 from gan_cli.core.errors import GanCliError
+from gan_cli.core.sizes import square_size
 from gan_cli.data.datasets import ImageData, to_float, to_uint8
 from gan_cli.data.domains import load_images
 from gan_cli.data.paired import Pairs, check_direction, oriented, pairs_from_dataset
@@ -126,6 +127,7 @@ class Pix2Pix:
         if lambda_l1 < 0 or adversarial_weight < 0:
             raise GanCliError(f"invalid value task.lambda_l1={lambda_l1} / task.adversarial_weight="
                               f"{adversarial_weight}: allowed are numbers >= 0")
+        square_size(cfg.dataset.image_size, "task=pix2pix")  # its U-Net pads to a square power of two
         self.device, self.lambda_l1, self.adversarial_weight = device, lambda_l1, adversarial_weight
         self.pairs = load_pairs(cfg, transform, direction, device)
         self.channels_a = self.pairs.channels_a

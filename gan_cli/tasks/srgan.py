@@ -32,6 +32,7 @@ from torch import Tensor, nn
 from gan_cli.components.perceptual import build_perceptual
 from gan_cli.core.config import build, run_length
 from gan_cli.core.errors import GanCliError
+from gan_cli.core.sizes import square_size
 from gan_cli.data.datasets import ImageData, to_float, to_uint8
 from gan_cli.data.domains import load_images
 from gan_cli.data.lowres import bicubic, center_crop, downsample, nearest, random_crops
@@ -162,7 +163,7 @@ class SrGan:
                  preview_images: int = 8):
         sr = SrSettings(scale, hr_size, pretrain_steps, content, content_weight, perceptual, perceptual_weight,
                         adversarial_weight, vgg19_weights, vgg19_layers)
-        self.hr_size = sr.check(cfg.dataset.image_size)
+        self.hr_size = sr.check(square_size(cfg.dataset.image_size, "task=srgan"))  # square training crops
         self.cfg, self.device, self.scale, self.pretrain_steps = cfg, device, sr.scale, sr.pretrain_steps
         self.weights = (sr.content_weight, sr.perceptual_weight, sr.adversarial_weight)
         self.content_loss = CONTENT_LOSSES[sr.content]

@@ -14,6 +14,7 @@ from torch import Tensor, nn
 
 from gan_cli.core.config import build
 from gan_cli.core.errors import GanCliError
+from gan_cli.core.sizes import image_shape
 from gan_cli.models.text import TextEncoder, tokenize, words_from
 from gan_cli.sampling.generate import draw_latents, generate, z_dim
 from gan_cli.sampling.latent_tools import parse_seeds, seed_inputs, walk_positions
@@ -71,8 +72,7 @@ def draw(train_cfg: DictConfig, state: Mapping[str, Any], cfg: DictConfig, devic
     z = draw_latents(cfg.num_samples, z_size, cfg.seed) if seeds is None else seed_inputs(seeds, z_size, 0)[0]
     text = encoder(tokens.to(device)).cpu()  # (prompts, text_dim)
     columns = z.shape[0]
-    size = train_cfg.dataset.image_size
-    shape = (train_cfg.dataset.channels, size, size)
+    shape = (train_cfg.dataset.channels, *image_shape(train_cfg.dataset.image_size))  # (C, H, W)
     if cfg.interpolate:
         return prompt_walk(generator, z, text, cfg, shape)
 
