@@ -56,6 +56,18 @@ def test_fid_of_the_reference_against_itself_is_zero_and_grows_with_a_shift(fake
     assert large[fd] > small[fd] > 0.1 and large[kd] > small[kd]
 
 
+def test_score_also_measures_against_a_second_reference_from_the_same_features(fake_run) -> None:
+    """text2image's `_asked` distance: one feature pass, each reference its own statistics."""
+    _, data, evaluator = fake_run
+    half = data.images[data.labels < 5]  # a subset of the reference, as the prompts' real digits are
+    scored = evaluator.score(half, also={"_half": evaluator.reference_metrics(half)})
+    fd = "metrics/fd_classifier"
+    assert abs(scored[f"{fd}_half"]) < 1e-3 * scored[fd] and scored[fd] > 0.1  # same statistics: zero
+    assert scored == pytest.approx(evaluator.score(half) | {k: v for k, v in scored.items() if k.endswith("_half")})
+    assert evaluator.score(data.images)[fd] < 1e-3 < evaluator.score(data.images, also={
+        "_half": evaluator.reference_metrics(half)})[f"{fd}_half"]  # and the first reference is kept
+
+
 def test_classifier_learns_the_classes_and_reports_coverage(fake_run) -> None:
     _, data, evaluator = fake_run
     assert classifier.accuracy(evaluator.classifier, data, CPU) > 0.9

@@ -233,7 +233,7 @@ def test_gan_sample_draws_a_prompt_and_a_row_per_prompt_of_a_file(tmp_path: Path
     run_cli("gan-eval", [checkpoint, "num_samples=40", "classifier_epochs=1", "out=eval.json"], cwd=tmp_path)
     scores = json.loads((tmp_path / "eval.json").read_text())
     assert scores["task"] == "TextToImage" and scores["step"] == 4
-    assert {"fd_classifier", "asked_class", "asked_class_thin_thick", "thick_over_thin_ink",
+    assert {"fd_classifier", "fd_classifier_asked", "asked_class", "asked_class_thin_thick", "thick_over_thin_ink",
             "slant_agreement"} <= set(scores)
     assert scores["baseline/asked_class_real"] > scores["asked_class"]  # 4 steps: far from the real digits
 

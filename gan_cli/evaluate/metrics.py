@@ -30,7 +30,7 @@ import logging
 import os
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TypedDict
 
@@ -167,6 +167,7 @@ class Evaluator:
             log.warning("metrics off for this run: %s", self.reason)
             return
         reference = test if test is not None else train
+        self.reference_data = reference  # what the distances are to: a task may score a subset of it too
         # Named after the extractor's exact weights: a retrained classifier gets a new reference.
         path = cache_dir(cfg) / f"{self.name}_{cfg.eval.features}_{tag}_reference.pt"
         self.reference_features = self._reference_features(reference, path, tag)
@@ -223,17 +224,25 @@ class Evaluator:
         kid.update(reference, real=True)
         return fid, kid
 
-    def score(self, images: Tensor) -> dict[str, float]:
-        """Metrics of uint8 images (N, C, H, W) against the reference."""
+    def reference_metrics(self, images: Tensor) -> tuple[FrechetInceptionDistance, KernelInceptionDistance]:
+        """FID and KID against uint8 reference `images` (not cached), for `score(..., also=)`."""
+        return self._metrics(self.features(images))
+
+    def score(self, images: Tensor, also: Mapping[str, tuple[FrechetInceptionDistance, KernelInceptionDistance]]
+              | None = None) -> dict[str, float]:
+        """Metrics of uint8 images (N, C, H, W) against the reference, and against each reference of
+        `also` (from reference_metrics) as `<fd name><suffix>`: the features are extracted once."""
         features = self.features(images)
-        self.fid.reset()  # drops the previous fake statistics, keeps the reference
-        self.kid.reset()
-        self.fid.update(features, real=False)
-        self.kid.update(features, real=False)
-        with torch.random.fork_rng(devices=[]):  # KID draws its subsets from the global RNG: not the run's
-            torch.manual_seed(0)
-            kid_mean, _ = self.kid.compute()
-        values = {self.fd_name: float(self.fid.compute()), self.kd_name: float(kid_mean)}
+        values: dict[str, float] = {}
+        for suffix, (fid, kid) in {"": (self.fid, self.kid), **(also or {})}.items():
+            fid.reset()  # drops the previous fake statistics, keeps the reference
+            kid.reset()
+            fid.update(features, real=False)
+            kid.update(features, real=False)
+            with torch.random.fork_rng(devices=[]):  # KID draws its subsets from the global RNG: not the run's
+                torch.manual_seed(0)
+                kid_mean, _ = kid.compute()
+            values |= {self.fd_name + suffix: float(fid.compute()), self.kd_name + suffix: float(kid_mean)}
         if self.classifier is not None:
             self.class_fractions, values["metrics/class_coverage_max_dev"] = self.class_coverage(images)
         return values
