@@ -7,7 +7,7 @@ captions made from labels (MNIST, Fashion-MNIST), prompts "a thin <c>", "a thick
 "a <c>, slanted left" and "a <c>, slanted right" for every class c, equal shares of the samples:
     metrics/fd_classifier_asked  the same distance to test images that fit the prompts, as many
                                  per prompt: the prompts ask for thirds of each class, and even
-                                 real digits that fit them are far (~0.23) from the whole split
+                                 real digits that fit them are far (~0.21) from the whole split
     metrics/asked_class          share of samples the classifier reads as the class asked for
     metrics/asked_class_thin_thick  the same over the "a thin <c>" and "a thick <c>" prompts alone
     metrics/thick_over_thin_ink  mean ink of the `thick` samples over that of the `thin` ones
@@ -91,7 +91,7 @@ class TextEvaluation:
         self.asked_reference: dict[str, tuple[FrechetInceptionDistance, KernelInceptionDistance]] = {}
         if self.by_attribute and self.features.enabled:
             # The prompts ask for thirds of each class, not the test split's mix: even real digits
-            # that fit them sit at FD ~0.23 from it. `_asked` measures against test digits that fit.
+            # that fit them sit at FD ~0.21 from it. `_asked` measures against test digits that fit.
             test = self.features.reference_data
             asked = test.images[real_rows(test, task.slant_threshold, self.per_prompt)]
             self.asked_reference = {"_asked": self.features.reference_metrics(asked)}
