@@ -56,6 +56,8 @@ METRIC_NAMES = {
     "classifier": ("metrics/fd_classifier", "metrics/kd_classifier"),
 }
 
+# A reference's FID and KID, holding its features: score() measures samples against each one.
+ReferenceMetrics = tuple[FrechetInceptionDistance, KernelInceptionDistance]
 
 class MetricSync(TypedDict):
     """torchmetrics' options for where a metric's state is synchronized."""
@@ -207,7 +209,7 @@ class Evaluator:
         save_atomic({"features": features.cpu(), "extractor": tag}, path)
         return features
 
-    def _metrics(self, reference: Tensor) -> tuple[FrechetInceptionDistance, KernelInceptionDistance]:
+    def _metrics(self, reference: Tensor) -> ReferenceMetrics:
         """Both metrics hold the reference once (reset_real_features=False) and see features, not
         images: their `feature` module is the identity."""
         identity = nn.Identity()
@@ -224,12 +226,11 @@ class Evaluator:
         kid.update(reference, real=True)
         return fid, kid
 
-    def reference_metrics(self, images: Tensor) -> tuple[FrechetInceptionDistance, KernelInceptionDistance]:
+    def reference_metrics(self, images: Tensor) -> ReferenceMetrics:
         """FID and KID against uint8 reference `images` (not cached), for `score(..., also=)`."""
         return self._metrics(self.features(images))
 
-    def score(self, images: Tensor, also: Mapping[str, tuple[FrechetInceptionDistance, KernelInceptionDistance]]
-              | None = None) -> dict[str, float]:
+    def score(self, images: Tensor, also: Mapping[str, ReferenceMetrics] | None = None) -> dict[str, float]:
         """Metrics of uint8 images (N, C, H, W) against the reference, and against each reference of
         `also` (from reference_metrics) as `<fd name><suffix>`: the features are extracted once."""
         features = self.features(images)

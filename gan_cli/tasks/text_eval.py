@@ -25,12 +25,10 @@ from collections.abc import Callable
 import torch
 from omegaconf import DictConfig
 from torch import Tensor
-from torchmetrics.image.fid import FrechetInceptionDistance
-from torchmetrics.image.kid import KernelInceptionDistance
 
 from gan_cli.data.captions import CLASS_WORDS, SLANTS, attributes, caption, ink, own_captions, shear
 from gan_cli.data.datasets import ImageData, to_uint8
-from gan_cli.evaluate.metrics import Evaluator, predicted_labels, timed
+from gan_cli.evaluate.metrics import Evaluator, ReferenceMetrics, predicted_labels, timed
 from gan_cli.models.text import tokenize
 from gan_cli.sampling.generate import draw_latents
 from gan_cli.tasks.text_captions import CaptionTable
@@ -88,7 +86,7 @@ class TextEvaluation:
         z_dim = int(cfg.model.z_dim)
         self.z = draw_latents(self.text.shape[0], z_dim, 0, chunk=self.batch)
         self.baseline: dict[str, float] = {}
-        self.asked_reference: dict[str, tuple[FrechetInceptionDistance, KernelInceptionDistance]] = {}
+        self.asked_reference: dict[str, ReferenceMetrics] = {}
         if self.by_attribute and self.features.enabled:
             # The prompts ask for thirds of each class, not the test split's mix: even real digits
             # that fit them sit at FD ~0.21 from it. `_asked` measures against test digits that fit.
