@@ -233,8 +233,8 @@ def test_gan_sample_draws_a_prompt_and_a_row_per_prompt_of_a_file(tmp_path: Path
     run_cli("gan-eval", [checkpoint, "num_samples=40", "classifier_epochs=1", "out=eval.json"], cwd=tmp_path)
     scores = json.loads((tmp_path / "eval.json").read_text())
     assert scores["task"] == "TextToImage" and scores["step"] == 4
-    assert {"fd_classifier", "fd_classifier_asked", "asked_class", "asked_class_thin_thick", "thick_over_thin_ink",
-            "slant_agreement"} <= set(scores)
+    assert {"fd_classifier", "fd_classifier_asked", "fd_classifier_captioned", "asked_class",
+            "asked_class_thin_thick", "thick_over_thin_ink", "slant_agreement"} <= set(scores)
     assert scores["baseline/asked_class_real"] > scores["asked_class"]  # 4 steps: far from the real digits
 
 
@@ -296,3 +296,42 @@ def test_interpolate_needs_two_or_more_prompts_and_enough_frames(tiny_checkpoint
     with pytest.raises(GanCliError, match=message) as err:
         sample_of(tiny_checkpoint, tmp_path / "w.gif", "interpolate=4", *overrides)
     assert "\n" not in str(err.value) and not (tmp_path / "w.gif").exists()
+
+
+def test_captioned_distance_asks_for_the_reference_digits_own_captions(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """`_captioned`: one caption per reference image, by the training grammar, so a generator that
+    draws the class it is told matches the reference and one that ignores the caption does not."""
+    from gan_cli.evaluate import classifier
+    from gan_cli.tasks.text_captions import CaptionSettings, caption_table
+    from gan_cli.tasks.text_eval import TextEvaluation
+
+    monkeypatch.setattr(classifier, "MIN_STEPS", 100)
+    cfg = validate(compose_train([*TINY_T2I, "eval.enabled=true", "eval.num_samples=80", "eval.batch_size=32",
+                                  "eval.classifier_epochs=1", "eval.kid_subsets=5", "eval.kid_subset_size=32",
+                                  f"eval.cache_dir={tmp_path}", "dataset.num_samples=400", "task.drop_attribute=0.3"]))
+    data = build_task(cfg, torch.device("cpu")).data  # fake: no test split, the training images are the reference
+    table = caption_table(data, CaptionSettings("digits", 1, 0.3, 0.15, 12, 0))
+    class_of = {table.vocabulary.index(word) + 1: label for label, word in
+                enumerate(("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"))}
+    class_of |= {table.vocabulary.index(str(label)) + 1: label for label in range(10)}
+    told: list[int] = []
+
+    def by_class(z: torch.Tensor, text: torch.Tensor) -> torch.Tensor:  # an image of the class the caption names
+        labels = [next(class_of[int(t)] for t in row if int(t) in class_of) for row in text]
+        told.extend(labels)
+        members = [torch.nonzero(data.labels == label).view(-1) for label in labels]
+        rows = torch.stack([m[int(1000 * v.abs()) % len(m)] for m, v in zip(members, z[:, 0], strict=True)])
+        return data.images[rows].float() / 127.5 - 1
+
+    evaluation = TextEvaluation(cfg, data, table, lambda tokens: tokens.float(), by_class, torch.device("cpu"))
+    told.clear()
+    right = evaluation.evaluate(step=1)
+    captioned, prompted = told[:80], told[80:]  # the test captions' samples, then the 40 prompts' (2 each)
+    assert len(told) == 160 and sorted(prompted) == sorted(list(range(10)) * 8)
+    assert sorted(captioned) == sorted(data.labels[torch.randperm(400, generator=torch.Generator()
+                                                                  .manual_seed(0))[:80]].tolist())
+    evaluation.sample = lambda z, text: data.images[data.labels == 3][: z.shape[0]].float() / 127.5 - 1
+    wrong = evaluation.evaluate(step=2)  # one class whatever the caption says
+    fd = "metrics/fd_classifier_captioned"
+    assert right[fd] < 0.5 * wrong[fd] and "baseline/fd_classifier_captioned_real" in evaluation.baseline

@@ -8,6 +8,10 @@ captions made from labels (MNIST, Fashion-MNIST), prompts "a thin <c>", "a thick
     metrics/fd_classifier_asked  the same distance to test images that fit the prompts, as many
                                  per prompt: the prompts ask for thirds of each class, and even
                                  real digits that fit them are far (~0.21) from the whole split
+    metrics/fd_classifier_captioned  the distance to the test split of samples made for the test
+                                 split's own captions (one each, by the training grammar and
+                                 drop_attribute, seed 0): a caption per test image, as text-to-image
+                                 FIDs are measured (COCO captions), so prompts and reference agree
     metrics/asked_class          share of samples the classifier reads as the class asked for
     metrics/asked_class_thin_thick  the same over the "a thin <c>" and "a thick <c>" prompts alone
     metrics/thick_over_thin_ink  mean ink of the `thick` samples over that of the `thin` ones
@@ -26,7 +30,7 @@ import torch
 from omegaconf import DictConfig
 from torch import Tensor
 
-from gan_cli.data.captions import CLASS_WORDS, SLANTS, attributes, caption, ink, own_captions, shear
+from gan_cli.data.captions import CLASS_WORDS, SLANTS, attributes, caption, ink, made_captions, own_captions, shear
 from gan_cli.data.datasets import ImageData, to_uint8
 from gan_cli.evaluate.metrics import Evaluator, ReferenceMetrics, predicted_labels, timed
 from gan_cli.models.text import tokenize
@@ -87,18 +91,37 @@ class TextEvaluation:
         self.z = draw_latents(self.text.shape[0], z_dim, 0, chunk=self.batch)
         self.baseline: dict[str, float] = {}
         self.asked_reference: dict[str, ReferenceMetrics] = {}
+        self.captioned_text: Tensor | None = None  # embeddings of test captions, for `_captioned`
+        self.captioned_z = self.z[:0]
         if self.by_attribute and self.features.enabled:
             # The prompts ask for thirds of each class, not the test split's mix: even real digits
             # that fit them sit at FD ~0.21 from it. `_asked` measures against test digits that fit.
             test = self.features.reference_data
             asked = test.images[real_rows(test, task.slant_threshold, self.per_prompt)]
             self.asked_reference = {"_asked": self.features.reference_metrics(asked)}
+            # `_captioned`: one caption per test image drawn as the training captions are, so the
+            # prompts are the test split's mix and the split itself is the reference
+            sentences, codes = made_captions(test, task.class_words, 1, task.drop_attribute, task.slant_threshold, 0)
+            count = min(cfg.eval.num_samples, codes.shape[0])
+            rows = torch.randperm(codes.shape[0], generator=torch.Generator().manual_seed(0))[:count]
+            said = tokenize([sentences[c] for c in codes[rows, 0].tolist()], captions.vocabulary, task.max_words,
+                            "test caption")
+            self.captioned_text = torch.cat([encode(chunk.to(device)) for chunk in said.split(self.batch)])
+            self.captioned_z = draw_latents(count, z_dim, 1, chunk=self.batch)
             real = data.images[real_rows(data, task.slant_threshold, self.per_prompt)]
-            self.baseline = {f"baseline/{k.removeprefix('metrics/')}_real": v for k, v in self.scores(real).items()}
+            random_real = data.images[torch.randperm(data.images.shape[0], generator=torch.Generator()
+                                                     .manual_seed(0))[:count]]
+            self.baseline = {f"baseline/{k.removeprefix('metrics/')}_real": v
+                             for k, v in self.scores(real, random_real).items()}
 
-    def scores(self, images: Tensor) -> dict[str, float]:
-        """The metrics of uint8 images (N, C, H, W) made for this evaluation's prompts, in order."""
+    def scores(self, images: Tensor, captioned: Tensor | None = None) -> dict[str, float]:
+        """The metrics of uint8 images (N, C, H, W) made for this evaluation's prompts, in order,
+        and of those made for the test captions (`captioned`, when measured)."""
         values = self.features.score(images, also=self.asked_reference) if self.features.enabled else {}
+        if captioned is not None:
+            for key, value in self.features.score(captioned).items():
+                if key in (self.features.fd_name, self.features.kd_name):
+                    values[f"{key}_captioned"] = value
         values.pop("metrics/class_coverage_max_dev", None)  # the prompts ask for classes: coverage is by design
         if not self.by_attribute:
             return values
@@ -116,13 +139,17 @@ class TextEvaluation:
 
     @torch.no_grad()
     def evaluate(self, step: int) -> dict[str, float]:
-        def samples() -> Tensor:
-            return torch.cat([to_uint8(self.sample(z.to(self.device), text)).cpu()
-                              for z, text in zip(self.z.split(self.batch), self.text.split(self.batch), strict=True)])
+        def samples(z: Tensor, text: Tensor) -> Tensor:
+            return torch.cat([to_uint8(self.sample(latents.to(self.device), said)).cpu()
+                              for latents, said in zip(z.split(self.batch), text.split(self.batch), strict=True)])
+
+        def scored() -> dict[str, float]:
+            captioned = None if self.captioned_text is None else samples(self.captioned_z, self.captioned_text)
+            return self.scores(samples(self.z, self.text), captioned)
 
         def shown(key: str, value: float) -> str:
             name = key.removeprefix("metrics/")
             real = self.baseline.get(f"baseline/{name}_real")
             return f"{name}={value:.4g}" + ("" if real is None else f" (real {real:.4g})")
 
-        return timed(step, lambda: self.scores(samples()), shown)
+        return timed(step, scored, shown)
