@@ -327,7 +327,7 @@ def test_captioned_distance_asks_for_the_reference_digits_own_captions(tmp_path:
     evaluation = TextEvaluation(cfg, data, table, lambda tokens: tokens.float(), by_class, torch.device("cpu"))
     told.clear()
     right = evaluation.evaluate(step=1)
-    captioned, prompted = told[:80], told[80:]  # the test captions' samples, then the 40 prompts' (2 each)
+    prompted, captioned = told[:80], told[80:]  # the 40 prompts' samples (2 each), then the test captions'
     assert len(told) == 160 and sorted(prompted) == sorted(list(range(10)) * 8)
     assert sorted(captioned) == sorted(data.labels[torch.randperm(400, generator=torch.Generator()
                                                                   .manual_seed(0))[:80]].tolist())

@@ -144,8 +144,9 @@ class TextEvaluation:
                               for latents, said in zip(z.split(self.batch), text.split(self.batch), strict=True)])
 
         def scored() -> dict[str, float]:
+            prompted = samples(self.z, self.text)  # first: a G that draws noise draws it as before
             captioned = None if self.captioned_text is None else samples(self.captioned_z, self.captioned_text)
-            return self.scores(samples(self.z, self.text), captioned)
+            return self.scores(prompted, captioned)
 
         def shown(key: str, value: float) -> str:
             name = key.removeprefix("metrics/")
