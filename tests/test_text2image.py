@@ -1,6 +1,6 @@
 """task=text2image: captions of both folder layouts and their one-line errors, MNIST captions from
-hand-drawn strokes, unknown words, the matching-aware D loss, the prompt grid, bitwise resume and
-gan-sample text= / text_file=."""
+hand-drawn strokes, unknown words, the matching-aware D loss, the prompt grid, bitwise resume,
+gan-sample text= / text_file= and the test captions' distance."""
 
 from __future__ import annotations
 
@@ -18,14 +18,17 @@ from PIL import Image
 from gan_cli.apps.cli import CONFIG_DIR
 from gan_cli.core.config import validate
 from gan_cli.core.errors import GanCliError
-from gan_cli.data.captions import SLANTS, THICKNESS, attributes, load_captioned_folder, made_captions
+from gan_cli.data.captions import CLASS_WORDS, SLANTS, THICKNESS, attributes, load_captioned_folder, made_captions
 from gan_cli.data.datasets import ImageData
+from gan_cli.evaluate import classifier
 from gan_cli.loop.checkpoint import load_checkpoint
 from gan_cli.loop.step import build_task
 from gan_cli.loop.train import seed_everything, train
 from gan_cli.models.text import tokenize
 from gan_cli.sampling.sample import sample
 from gan_cli.tasks.text2image import TextToImage
+from gan_cli.tasks.text_captions import CaptionSettings, caption_table
+from gan_cli.tasks.text_eval import TextEvaluation
 from tests.conftest import compose_train, run_cli
 
 PROMPTS = ["a thick seven", "a thin one", "a two"]
@@ -302,18 +305,13 @@ def test_captioned_distance_asks_for_the_reference_digits_own_captions(tmp_path:
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     """`_captioned`: one caption per reference image, by the training grammar, so a generator that
     draws the class it is told matches the reference and one that ignores the caption does not."""
-    from gan_cli.evaluate import classifier
-    from gan_cli.tasks.text_captions import CaptionSettings, caption_table
-    from gan_cli.tasks.text_eval import TextEvaluation
-
     monkeypatch.setattr(classifier, "MIN_STEPS", 100)
     cfg = validate(compose_train([*TINY_T2I, "eval.enabled=true", "eval.num_samples=80", "eval.batch_size=32",
                                   "eval.classifier_epochs=1", "eval.kid_subsets=5", "eval.kid_subset_size=32",
                                   f"eval.cache_dir={tmp_path}", "dataset.num_samples=400", "task.drop_attribute=0.3"]))
     data = build_task(cfg, torch.device("cpu")).data  # fake: no test split, the training images are the reference
     table = caption_table(data, CaptionSettings("digits", 1, 0.3, 0.15, 12, 0))
-    class_of = {table.vocabulary.index(word) + 1: label for label, word in
-                enumerate(("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"))}
+    class_of = {table.vocabulary.index(word) + 1: label for label, word in enumerate(CLASS_WORDS["digits"])}
     class_of |= {table.vocabulary.index(str(label)) + 1: label for label in range(10)}
     told: list[int] = []
 
