@@ -149,7 +149,6 @@ class Evaluator:
         self.metric_device = device if device.type == "cuda" else torch.device("cpu")
         self.enabled, self.reason = bool(cfg.eval.enabled), "eval.enabled=false"
         self.classifier: classifier.SmallCNN | None = None
-        self.class_fractions: list[float] = []  # of the last scored images, per predicted class
         self.total_seconds = self.setup_seconds = 0.0
         self.fd_name, self.kd_name = METRIC_NAMES[cfg.eval.features]
         self.primary_metric = self.fd_name  # lower is better: picks best.pt, what a search minimizes
@@ -233,9 +232,17 @@ class Evaluator:
     def score(self, images: Tensor, also: Mapping[str, ReferenceMetrics] | None = None) -> dict[str, float]:
         """Metrics of uint8 images (N, C, H, W) against the reference, and against each reference of
         `also` (from reference_metrics) as `<fd name><suffix>`: the features are extracted once."""
+        values = self.distances(images, {"": (self.fid, self.kid), **(also or {})})
+        if self.classifier is not None:
+            values["metrics/class_coverage_max_dev"] = self.class_coverage(images)[1]
+        return values
+
+    def distances(self, images: Tensor, references: Mapping[str, ReferenceMetrics]) -> dict[str, float]:
+        """FD and KD of uint8 images (N, C, H, W) to each of `references`, as `<fd name><suffix>`
+        (the reference of this evaluator is `(self.fid, self.kid)`), from one feature pass."""
         features = self.features(images)
         values: dict[str, float] = {}
-        for suffix, (fid, kid) in {"": (self.fid, self.kid), **(also or {})}.items():
+        for suffix, (fid, kid) in references.items():
             fid.reset()  # drops the previous fake statistics, keeps the reference
             kid.reset()
             fid.update(features, real=False)
@@ -244,8 +251,6 @@ class Evaluator:
                 torch.manual_seed(0)
                 kid_mean, _ = kid.compute()
             values |= {self.fd_name + suffix: float(fid.compute()), self.kd_name + suffix: float(kid_mean)}
-        if self.classifier is not None:
-            self.class_fractions, values["metrics/class_coverage_max_dev"] = self.class_coverage(images)
         return values
 
     @torch.no_grad()

@@ -91,8 +91,7 @@ class TextEvaluation:
         self.z = draw_latents(self.text.shape[0], z_dim, 0, chunk=self.batch)
         self.baseline: dict[str, float] = {}
         self.asked_reference: dict[str, ReferenceMetrics] = {}
-        self.captioned_text: Tensor | None = None  # embeddings of test captions, for `_captioned`
-        self.captioned_z = self.z[:0]
+        self.captioned: tuple[Tensor, Tensor] | None = None  # (latents, embeddings) of test captions
         if self.by_attribute and self.features.enabled:
             # The prompts ask for thirds of each class, not the test split's mix: even real digits
             # that fit them sit at FD ~0.21 from it. `_asked` measures against test digits that fit.
@@ -106,8 +105,8 @@ class TextEvaluation:
             rows = torch.randperm(codes.shape[0], generator=torch.Generator().manual_seed(0))[:count]
             said = tokenize([sentences[c] for c in codes[rows, 0].tolist()], captions.vocabulary, task.max_words,
                             "test caption")
-            self.captioned_text = torch.cat([encode(chunk.to(device)) for chunk in said.split(self.batch)])
-            self.captioned_z = draw_latents(count, z_dim, 1, chunk=self.batch)
+            self.captioned = (draw_latents(count, z_dim, 1, chunk=self.batch),
+                              torch.cat([encode(chunk.to(device)) for chunk in said.split(self.batch)]))
             real = data.images[real_rows(data, task.slant_threshold, self.per_prompt)]
             random_real = data.images[torch.randperm(data.images.shape[0], generator=torch.Generator()
                                                      .manual_seed(0))[:count]]
@@ -118,10 +117,8 @@ class TextEvaluation:
         """The metrics of uint8 images (N, C, H, W) made for this evaluation's prompts, in order,
         and of those made for the test captions (`captioned`, when measured)."""
         values = self.features.score(images, also=self.asked_reference) if self.features.enabled else {}
-        if captioned is not None:
-            for key, value in self.features.score(captioned).items():
-                if key in (self.features.fd_name, self.features.kd_name):
-                    values[f"{key}_captioned"] = value
+        if captioned is not None:  # to the whole reference, as the prompts are its own captions
+            values |= self.features.distances(captioned, {"_captioned": (self.features.fid, self.features.kid)})
         values.pop("metrics/class_coverage_max_dev", None)  # the prompts ask for classes: coverage is by design
         if not self.by_attribute:
             return values
@@ -145,7 +142,7 @@ class TextEvaluation:
 
         def scored() -> dict[str, float]:
             prompted = samples(self.z, self.text)  # first: a G that draws noise draws it as before
-            captioned = None if self.captioned_text is None else samples(self.captioned_z, self.captioned_text)
+            captioned = None if self.captioned is None else samples(*self.captioned)
             return self.scores(prompted, captioned)
 
         def shown(key: str, value: float) -> str:
