@@ -249,7 +249,9 @@ def test_a_frozen_rank_is_named_after_the_collective_timeout(tmp_path: Path) -> 
                                 cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         # torchrun waits 30 s before it SIGKILLs a stopped worker: once rank 0 has ended, do it now
-        while launcher.poll() is None and not (alive(pids / "1") and not alive(pids / "0")):
+        # (ended: it wrote its pid and is gone; rank 1 may write its pid first, and killing it then
+        # would end rank 0's collective with a reset connection instead of the timeout)
+        while launcher.poll() is None and not (alive(pids / "1") and started(pids / "0") and not alive(pids / "0")):
             time.sleep(0.5)
     finally:
         for rank in ("0", "1"):  # never leave a stopped process behind
@@ -263,8 +265,12 @@ def test_a_frozen_rank_is_named_after_the_collective_timeout(tmp_path: Path) -> 
                       "trainer.resume=auto"], stderr[-3000:]
 
 
+def started(pid_file: Path) -> bool:
+    return pid_file.exists() and bool(pid_file.read_text())
+
+
 def alive(pid_file: Path) -> bool:
-    if not pid_file.exists() or not pid_file.read_text():
+    if not started(pid_file):
         return False
     try:
         os.kill(int(pid_file.read_text()), 0)
